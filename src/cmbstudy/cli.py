@@ -1,0 +1,225 @@
+"""The ``cmbstudy`` command: argument parsing only; the work is done by the modules.
+
+Errors a user can cause are printed as one line ``cmbstudy <command>: error: ...``
+with exit status 2; nothing is left half-written (see :mod:`cmbstudy.io`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import CmbStudyError, ConfigError
+
+__all__ = ["main", "build_parser", "resolve_data_root", "DATA_ENV_VAR"]
+
+DATA_ENV_VAR = "CMBSTUDY_DATA"
+
+
+def resolve_data_root(value: str | os.PathLike | None) -> Path:
+    """The dataset root from ``--data`` or ``$CMBSTUDY_DATA``; an error says what to set."""
+    root = value or os.environ.get(DATA_ENV_VAR)
+    if not root:
+        raise ConfigError(
+            f"no dataset root given: pass --data ROOT or set {DATA_ENV_VAR}=ROOT "
+            "(make a synthetic one with `cmbstudy synth --out ROOT`)"
+        )
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"dataset root {path} is not a folder: check --data or ${DATA_ENV_VAR}")
+    return path
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    from . import print_environment
+
+    print_environment()
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .config import load_profile
+    from .synth import make_cohort
+
+    profile = load_profile(args.profile, args.set)
+    summary = make_cohort(
+        args.out,
+        profile=profile,
+        n_subjects=args.n_subjects,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(summary)
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from .manifest import check_dataset
+
+    report = check_dataset(Path(args.root), dataset=args.dataset)
+    print(report.format_table())
+    return 0 if report.ok else 1
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_profile
+    from .training import train_fold
+
+    profile = load_profile(args.profile, args.set)
+    result = train_fold(
+        profile,
+        data_root=resolve_data_root(args.data),
+        fold=args.fold,
+        out=Path(args.out),
+        model_name=args.model,
+        device=args.device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(result)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import predict_dataset
+
+    summary = predict_dataset(
+        run_dir=Path(args.run),
+        data_root=resolve_data_root(args.data),
+        out=Path(args.out),
+        threshold=args.threshold,
+        device=args.device,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(summary)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_predictions
+
+    report = evaluate_predictions(
+        pred_dir=Path(args.pred),
+        ref_root=resolve_data_root(args.ref),
+        rule=args.rule,
+        distance=args.distance,
+        json_out=Path(args.json) if args.json else None,
+    )
+    print(report.format_table())
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .study import run_study
+
+    run_study(
+        profile_name=args.profile,
+        data_root=Path(args.data) if args.data else None,
+        out=Path(args.out),
+        overrides=args.set,
+        force=args.force,
+        build_book=not args.no_book,
+    )
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser, *, profile: bool = False, out: bool = False) -> None:
+    if profile:
+        p.add_argument("--profile", default="quick", help="smoke, quick, paper or a .yaml path")
+        p.add_argument(
+            "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+            help="override one profile field, e.g. --set train.epochs=3 (repeatable)",
+        )
+    if out:
+        p.add_argument("--overwrite", action="store_true", help="replace existing results")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for tests and documentation)."""
+    parser = argparse.ArgumentParser(
+        prog="cmbstudy",
+        description="Cerebral microbleed detection study: RLK-UNet + CBAM, synthetic cohort, evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"cmbstudy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("env", help="print library and accelerator versions")
+    p.set_defaults(func=_cmd_env)
+
+    p = sub.add_parser("synth", help="generate the synthetic CMB cohort")
+    p.add_argument("--out", required=True, type=Path, help="folder to create")
+    p.add_argument("--n-subjects", type=int, default=None, help="default: the profile's")
+    p.add_argument("--seed", type=int, default=None, help="default: the profile's")
+    _add_common(p, profile=True, out=True)
+    p.set_defaults(func=_cmd_synth)
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = data_sub.add_parser("check", help="validate a dataset against data_manifest.yaml")
+    p.add_argument("root", help="dataset root folder")
+    p.add_argument("--dataset", default=None, help="manifest entry (default: detect from layout)")
+    p.set_defaults(func=_cmd_data_check)
+
+    p = sub.add_parser("train", help="train one fold")
+    p.add_argument("--data", default=None, help=f"dataset root (default: ${DATA_ENV_VAR})")
+    p.add_argument("--fold", type=int, required=True, help="fold index, 0-based")
+    p.add_argument("--out", required=True, help="run folder to create")
+    p.add_argument("--model", default=None, help="registry name (default: the profile's)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    _add_common(p, profile=True, out=True)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="predict CMBs on every subject of a dataset")
+    p.add_argument("--run", required=True, help="training run folder")
+    p.add_argument("--data", default=None, help=f"dataset root (default: ${DATA_ENV_VAR})")
+    p.add_argument("--out", required=True, help="prediction folder to create")
+    p.add_argument("--threshold", type=float, default=None, help="default: the run's")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _add_common(p, out=True)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="lesion-wise evaluation of predictions")
+    p.add_argument("--pred", required=True, help="prediction folder (from predict)")
+    p.add_argument("--ref", default=None, help=f"reference dataset root (default: ${DATA_ENV_VAR})")
+    p.add_argument("--rule", choices=("paper", "valdo"), default="paper")
+    p.add_argument("--distance", type=float, default=None,
+                   help="match distance (paper: voxels, default 4; valdo: mm, default 5)")
+    p.add_argument("--json", default=None, help="write metrics as JSON here")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("study", help="run every notebook with papermill and build the book")
+    p.add_argument("--data", default=None, help="real dataset root (default: the synthetic cohort)")
+    p.add_argument("--out", default="results", help="results folder (default: results)")
+    p.add_argument("--force", action="store_true", help="rerun steps whose inputs did not change")
+    p.add_argument("--no-book", action="store_true", help="skip the Jupyter Book build")
+    _add_common(p, profile=True)
+    p.set_defaults(func=_cmd_study)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cmbstudy`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    name = args.command + (f" {args.data_command}" if getattr(args, "data_command", None) else "")
+    try:
+        return int(args.func(args))
+    except CmbStudyError as exc:
+        print(f"cmbstudy {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cmbstudy {name}: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Frozen configuration dataclasses and the YAML profiles that fill them.
+
+A profile (``smoke``, ``quick``, ``paper``) is a YAML file in
+``cmbstudy/profiles/`` with one mapping per section below. Unknown keys are
+rejected with an error naming them, so a typo never silently falls back to a
+default. ``--set section.key=value`` overrides single fields from the command
+line; the resolved profile is written beside every result (:func:`profile_to_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "PROFILE_NAMES",
+    "SynthConfig",
+    "PreprocessConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "Profile",
+    "load_profile",
+    "profile_to_dict",
+    "dataclass_from_mapping",
+]
+
+PROFILE_NAMES: tuple[str, ...] = ("smoke", "quick", "paper")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """How the synthetic cohort is generated (see :mod:`cmbstudy.synth`)."""
+
+    n_subjects: int = 60  # subjects in the cohort
+    matrix: tuple[int, int] = (128, 128)  # in-plane matrix of the simulated scan (voxels)
+    n_slices: int = 32  # axial slices of the simulated scan (a slab when fewer than the brain needs)
+    supersample: int = 3  # sub-voxel grid factor for the complex signal average (blooming)
+    swi_fraction: float = 0.3  # share of subjects scanned with SWI rather than T2*-GRE
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Preprocessing of every volume before 2.5D slicing (see :mod:`cmbstudy.preprocess`)."""
+
+    size: int = 128  # in-plane size after tight crop and resample (512 in the paper)
+    n4: bool = True  # SimpleITK N4 bias-field correction
+    n4_shrink: int = 4  # N4 shrink factor (full resolution takes minutes per volume)
+    brain_extraction: str = "mask"  # "mask": use the dataset's brain mask; "deepbet": run deepbet
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network architecture (see :mod:`cmbstudy.models`)."""
+
+    name: str = "rlk_unet_cbam"  # registry name
+    widths: tuple[int, ...] = (16, 32, 64, 128)  # channels of the 4 encoder stages
+    kernel_size: int = 13  # large kernel of the RLK blocks
+    blocks_per_stage: int = 2  # RLK blocks per encoder / decoder stage
+    cbam_skips: int = 3  # skips (from the deepest) carrying CBAM: 0, 1, 2 or 3 (all)
+    attention_gate: bool = True  # Oktay 2018 attention gate on each skip
+    deep_supervision: bool = True  # 3 auxiliary outputs besides the final one
+    drop_path: float = 0.1  # stochastic-depth rate reached at the deepest stage
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and data sampling (see :mod:`cmbstudy.training`)."""
+
+    epochs: int = 40  # passes over the sampled training slices
+    batch_size: int = 2  # slices per step (paper: 2)
+    lr: float = 1e-4  # peak learning rate of AdamW (paper: 1e-4)
+    warmup_epochs: int = 10  # linear warm-up from warmup_start_lr to lr (paper: 10)
+    warmup_start_lr: float = 1e-7  # learning rate at epoch 0 (paper: 1e-7)
+    restart_epochs: int = 50  # first period of cosine annealing with warm restarts
+    weight_decay: float = 1e-2  # AdamW weight decay
+    n_folds: int = 5  # cross-validation folds (paper: 5)
+    lesion_slice_fraction: float = 0.5  # share of sampled slices that contain a lesion
+    slices_per_epoch: int = 200  # slices drawn per epoch (0: all)
+    deep_supervision_weights: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)  # final output first
+    num_workers: int = 0  # DataLoader workers
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Detection and matching rules (see :mod:`cmbstudy.metrics`)."""
+
+    threshold: float = 0.5  # probability threshold before connected components
+    match_distance_voxels: float = 4.0  # paper rule: centroid distance for a true positive
+    valdo_distance_mm: float = 5.0  # VALDO rule: centre-of-mass distance in mm
+    connectivity: int = 26  # 3D connectivity of components: 6, 18 or 26
+    n_bootstrap: int = 1000  # bootstrap resamples for confidence intervals
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named, resolved set of all sections."""
+
+    name: str  # profile name or path it was read from
+    seed: int = 0  # master seed: cohort, splits, initialisation, sampling
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a YAML value to ``annotation`` (dataclass, tuple, scalar) or raise."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dataclass_from_mapping(annotation, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(annotation)
+        item_type = args[0] if args else Any
+        return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def dataclass_from_mapping(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
+    """Build the frozen dataclass ``cls`` from ``values``, rejecting unknown keys.
+
+    Raises:
+        ConfigError: a key is not a field of ``cls`` or a value has the wrong type.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown key(s) {unknown}; valid keys are {sorted(names)}"
+        )
+    kwargs = {
+        key: _coerce(value, hints[key], f"{where}.{key}" if where else key)
+        for key, value in values.items()
+    }
+    return cls(**kwargs)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. train.epochs=3")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) not in (1, 2) or not all(parts):
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. train.epochs=3")
+    return parts, yaml.safe_load(raw)
+
+
+def _read_profile_yaml(name: str | Path) -> tuple[str, dict[str, Any]]:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"profile file {path} does not exist")
+        text, label = path.read_text(), str(path)
+    elif str(name) in PROFILE_NAMES:
+        text = resources.files("cmbstudy").joinpath("profiles", f"{name}.yaml").read_text()
+        label = str(name)
+    else:
+        raise ConfigError(
+            f"unknown profile {str(name)!r}: use one of {', '.join(PROFILE_NAMES)} "
+            "or a path to a .yaml profile"
+        )
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile {label}: expected a mapping of sections")
+    return label, data
+
+
+def load_profile(name: str | Path = "quick", overrides: Sequence[str] = ()) -> Profile:
+    """Load a profile by name (``smoke``/``quick``/``paper``) or YAML path.
+
+    Args:
+        name: profile name or path to a YAML file with the same sections.
+        overrides: ``section.key=value`` strings (values parsed as YAML), applied last.
+
+    Raises:
+        ConfigError: unknown profile, unknown key, or a value of the wrong type.
+    """
+    label, data = _read_profile_yaml(name)
+    data = {key: (dict(value) if isinstance(value, dict) else value) for key, value in data.items()}
+    for text in overrides:
+        parts, value = _parse_override(text)
+        if len(parts) == 1:
+            data[parts[0]] = value
+        else:
+            section = data.setdefault(parts[0], {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"--set {text!r}: {parts[0]!r} is not a section")
+            section[parts[1]] = value
+    data.pop("name", None)
+    return dataclass_from_mapping(Profile, {"name": label, **data}, where=f"profile {label}")
+
+
+def profile_to_dict(profile: Profile) -> dict[str, Any]:
+    """The resolved profile as plain YAML-serialisable data (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(profile))
