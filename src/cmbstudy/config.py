@@ -10,6 +10,7 @@ line; the resolved profile is written beside every result (:func:`profile_to_dic
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -55,7 +56,8 @@ class PreprocessConfig:
     size: int = 128  # in-plane size after tight crop and resample (512 in the paper)
     n4: bool = True  # SimpleITK N4 bias-field correction
     n4_shrink: int = 4  # N4 shrink factor (full resolution takes minutes per volume)
-    brain_extraction: str = "mask"  # "mask": use the dataset's brain mask; "deepbet": run deepbet
+    n4_iterations: tuple[int, ...] = (20, 20, 10)  # N4 iterations per fitting level, at the shrunk resolution
+    brain_extraction: str = "mask"  # "mask": dataset's brain mask; "nonzero": image already skull-stripped; "threshold": Otsu; "deepbet"
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,14 @@ class ModelConfig:
     widths: tuple[int, ...] = (16, 32, 64, 128)  # channels of the 4 encoder stages
     kernel_size: int = 13  # large kernel of the RLK blocks
     blocks_per_stage: int = 2  # RLK blocks per encoder / decoder stage
-    cbam_skips: int = 3  # skips (from the deepest) carrying CBAM: 0, 1, 2 or 3 (all)
+    cbam_skips: int = 3  # skips carrying CBAM, from the deepest: 1 = 1/4, 2 = 1/4 + 1/2, 3 = all
     attention_gate: bool = True  # Oktay 2018 attention gate on each skip
     deep_supervision: bool = True  # 3 auxiliary outputs besides the final one
     drop_path: float = 0.1  # stochastic-depth rate reached at the deepest stage
+    cbam_reduction: int = 16  # CBAM channel-MLP reduction ratio (Woo 2018: 16)
+    small_kernel: int = 5  # parallel small depthwise kernel of the RLK block (0: none; Son 2023: 5)
+    mlp_ratio: float = 4.0  # RLK feed-forward width as a multiple of the channels (0: none)
+    norm_groups: int = 8  # GroupNorm groups (largest divisor of the channels up to this)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,13 @@ class TrainConfig:
     slices_per_epoch: int = 200  # slices drawn per epoch (0: all)
     deep_supervision_weights: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)  # final output first
     num_workers: int = 0  # DataLoader workers
+    restart_mult: int = 1  # factor by which each cosine period grows after a restart (T_mult)
+    min_lr: float = 0.0  # learning rate at the end of each cosine period (eta_min)
+    crop_size: int = 0  # square training crop around lesions (voxels; 0 or >= preprocess.size: full slice)
+    rotate_degrees: float = 15.0  # random in-plane rotation range, +- degrees (paper: 15)
+    augment_prob: float = 0.5  # probability of the rotation and of the Bezier intensity transform
+    val_every: int = 1  # validate every k epochs (and after the last epoch)
+    val_batch_size: int = 8  # slices per forward pass in validation and inference
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,9 @@ class Profile:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -141,6 +157,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads "3e-4" (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -52,6 +52,24 @@ def _is_nifti_name(path: Path) -> bool:
     return any(path.name.endswith(suffix) for suffix in NIFTI_SUFFIXES)
 
 
+def _check_gzip(path: Path, what: str) -> None:
+    """Decompress the whole stream once so that a corrupt block or CRC is caught here.
+
+    nibabel reads only the bytes it needs and never reaches the gzip trailer, so
+    a damaged file can otherwise load as garbage voxels.
+    """
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    if magic != b"\x1f\x8b":
+        raise InputError(
+            f"{what} {path} is named .nii.gz but is not gzip-compressed: "
+            "check that it is a NIfTI file (rename it to .nii if it is uncompressed)"
+        )
+    with gzip.open(path, "rb") as stream:
+        while stream.read(1 << 24):
+            pass
+
+
 def _read(path: Path, what: str) -> nib.Nifti1Image:
     path = Path(path)
     if not path.exists():
@@ -60,7 +78,11 @@ def _read(path: Path, what: str) -> nib.Nifti1Image:
         raise InputError(f"{what} {path} is not a file: give a .nii or .nii.gz file")
     if not _is_nifti_name(path):
         raise InputError(f"{what} {path} is not a NIfTI file (.nii or .nii.gz): convert it first")
+    if path.stat().st_size == 0:
+        raise InputError(f"{what} {path} is empty (0 bytes): copy or export it again")
     try:
+        if path.name.endswith(".gz"):
+            _check_gzip(path, what)
         img = nib.load(str(path))
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InputError(f"{what} {path} is not a NIfTI-1/2 image: convert it first")
@@ -92,8 +114,13 @@ def _squeeze_to_3d(img: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
     return data
 
 
-def load_image(path: str | Path, what: str = "image") -> nib.Nifti1Image:
+def load_image(path: str | Path, what: str = "image", allow_zero: bool = False) -> nib.Nifti1Image:
     """Read and validate a 3D NIfTI image; returns it with float32 data.
+
+    Args:
+        path: a .nii or .nii.gz file.
+        what: how the file is named in error messages ("image", "prediction", ...).
+        allow_zero: accept an all-zero volume (e.g. a probability map with no detection).
 
     Raises:
         InputError: missing, not NIfTI, corrupt gzip, not 3D, NaN/Inf voxels, or all zero.
@@ -106,7 +133,7 @@ def load_image(path: str | Path, what: str = "image") -> nib.Nifti1Image:
         raise InputError(
             f"{what} {path} has {n_bad} NaN/Inf voxels: replace them (e.g. with 0) before use"
         )
-    if not np.any(data):
+    if not allow_zero and not np.any(data):
         raise InputError(f"{what} {path} is all zero: check that the right file was exported")
     out = nib.Nifti1Image(data, img.affine, img.header)
     out.set_data_dtype(np.float32)
@@ -223,6 +250,8 @@ def check_output_dir(path: str | Path, overwrite: bool = False) -> Path:
     parent = path.parent if not path.exists() else path
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"output folder {path} cannot be created: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {path} cannot be written (no permission on {parent})")
     return path
