@@ -97,6 +97,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        split=args.split,
     )
     print(summary)
     return 0
@@ -111,6 +112,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         rule=args.rule,
         distance=args.distance,
         json_out=Path(args.json) if args.json else None,
+        progress=not args.quiet,
     )
     print(report.format_table())
     return 0
@@ -127,6 +129,17 @@ def _cmd_study(args: argparse.Namespace) -> int:
         force=args.force,
         build_book=not args.no_book,
     )
+    return 0
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from .detect import detect_path
+
+    summary = detect_path(
+        args.scan, args.out, model=args.model, modality=args.modality, threshold=args.threshold,
+        brain_mask=args.brain_mask, device=args.device, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    print(summary)
     return 0
 
 
@@ -183,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help=f"dataset root (default: ${DATA_ENV_VAR})")
     p.add_argument("--out", required=True, help="prediction folder to create")
     p.add_argument("--threshold", type=float, default=None, help="default: the run's")
+    p.add_argument("--split", choices=("all", "val", "train"), default="all",
+                   help="subjects to predict: all, or the run fold's val or train subjects")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     _add_common(p, out=True)
     p.set_defaults(func=_cmd_predict)
@@ -194,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distance", type=float, default=None,
                    help="match distance (paper: voxels, default 4; valdo: mm, default 5)")
     p.add_argument("--json", default=None, help="write metrics as JSON here")
+    _add_common(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("study", help="run every notebook with papermill and build the book")
@@ -203,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-book", action="store_true", help="skip the Jupyter Book build")
     _add_common(p, profile=True)
     p.set_defaults(func=_cmd_study)
+
+    p = sub.add_parser("detect", help="detect CMBs and assess burden on your own scan(s)")
+    p.add_argument("scan", help="T2*-GRE/SWI .nii[.gz], a folder of them, or a BIDS-like dataset root")
+    p.add_argument("--model", default=None,
+                   help="training run folder or .pt checkpoint (default: the packaged model)")
+    p.add_argument("--out", required=True, help="derivatives folder to create")
+    p.add_argument("--modality", choices=("gre", "swi"), default=None,
+                   help="default: from the BIDS suffix (_swi), else gre")
+    p.add_argument("--threshold", type=float, default=None, help="default: the model's")
+    p.add_argument("--brain-mask", default=None, help="binary brain mask on the scan's grid")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _add_common(p, out=True)
+    p.set_defaults(func=_cmd_detect)
     return parser
 
 

@@ -44,9 +44,14 @@ class SynthConfig:
 
     n_subjects: int = 60  # subjects in the cohort
     matrix: tuple[int, int] = (128, 128)  # in-plane matrix of the simulated scan (voxels)
-    n_slices: int = 32  # axial slices of the simulated scan (a slab when fewer than the brain needs)
-    supersample: int = 3  # sub-voxel grid factor for the complex signal average (blooming)
+    voxel_mm: float = 1.5  # in-plane voxel size before the site's factor (mm)
+    slab_mm: float = 128.0  # superior-inferior coverage of every scan, centred at MNI z = 14 (mm)
+    supersample: int = 3  # fine-lattice samples per voxel in-plane near CMBs/calcifications (blooming)
     swi_fraction: float = 0.3  # share of subjects scanned with SWI rather than T2*-GRE
+    template_resolution: int = 2  # ICBM152 template resolution used for the anatomy (1 or 2 mm)
+    mimic_scale: float = 1.0  # multiplies the numbers of cortical/medullary veins and calcifications
+    snr_scale: float = 1.0  # multiplies every site's signal-to-noise ratio
+    cmb_chi_scale: float = 1.0  # multiplies every CMB's susceptibility (lower = fainter CMBs)
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ class TrainConfig:
     weight_decay: float = 1e-2  # AdamW weight decay
     n_folds: int = 5  # cross-validation folds (paper: 5)
     lesion_slice_fraction: float = 0.5  # share of sampled slices that contain a lesion
-    slices_per_epoch: int = 200  # slices drawn per epoch (0: all)
+    slices_per_epoch: int = 200  # slices drawn per epoch (0: the number of brain slices, still at lesion_slice_fraction)
     deep_supervision_weights: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)  # final output first
     num_workers: int = 0  # DataLoader workers
     restart_mult: int = 1  # factor by which each cosine period grows after a restart (T_mult)

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from .config import load_profile
 from .errors import CmbStudyError, ConfigError
+from .io import check_output_dir
 
 __all__ = ["Step", "STEPS", "StudyError", "find_project_root", "run_study", "build_book"]
 
@@ -159,6 +160,7 @@ def run_study(
         raise ConfigError(f"dataset root {data_root} is not a folder: check --data")
 
     executed_dir = out / "notebooks"
+    check_output_dir(out, overwrite=True)  # a file in the way is an OutputError; results are reused
     executed_dir.mkdir(parents=True, exist_ok=True)
     synthetic_root = out / "data" / f"synthetic-{profile.name}"
     context: dict[str, Any] = {

@@ -1,0 +1,120 @@
+"""Training throughput (slices/s) and inference seconds per subject of a profile's network.
+
+Usage::
+
+    python benchmarks/inference_latency.py --profile quick --sizes 128 512 --slices 40
+
+For each in-plane size S: a training step (forward, Dice+Focal with deep
+supervision, backward, AdamW step) on ``train.batch_size`` random 2.5D slices
+of S x S (and of the profile's crop when it is smaller than S), and inference
+of one ``(slices, S, S)`` volume timed as in :mod:`cmbstudy.inference`: the
+network on every slice, then restoration to the input grid, threshold,
+connected components and the lesion table (preprocessing excluded).
+Median of ``--repeats`` runs after one warm-up, on ``--device`` (auto: CUDA
+when available).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from cmbstudy.config import load_profile
+from cmbstudy.inference import autocast, lesion_table, predict_volume, resolve_device
+from cmbstudy.losses import make_loss
+from cmbstudy.metrics import find_lesions
+from cmbstudy.models import model_from_config
+from cmbstudy.preprocess import Geometry, PreprocessedVolume
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_train_step(model, loss_fn, batch: int, side: int, device: torch.device, repeats: int) -> float:
+    """Median seconds of one optimisation step on ``(batch, 3, side, side)`` random input."""
+    memory = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model.to(device=device, memory_format=memory).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, 3, side, side, device=device).to(memory_format=memory)
+    y = (torch.rand(batch, 1, side, side, device=device) > 0.995).float()
+    times = []
+    for i in range(repeats + 1):
+        _sync(device)
+        tic = time.perf_counter()
+        with autocast(device):
+            outputs = model(x)
+        loss = loss_fn([o.float() for o in outputs], y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+        if i:
+            times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+def time_inference(model, n_slices: int, side: int, batch: int, device: torch.device, repeats: int) -> tuple[float, float]:
+    """Median (model seconds, post-processing seconds) for one ``(n_slices, side, side)`` volume."""
+    rng = np.random.default_rng(0)
+    geometry = Geometry(
+        original_shape=(side, side, n_slices), original_affine=tuple(map(tuple, np.eye(4))),
+        canonical_shape=(side, side, n_slices), canonical_voxel_mm=(0.5, 0.5, 3.0),
+        box_start=(0, 0), box_size=side, size=side,
+    )
+    volume = PreprocessedVolume(
+        "bench", rng.normal(size=(n_slices, side, side)).astype(np.float32),
+        np.ones((n_slices, side, side), dtype=bool), None, geometry,
+    )
+    model_times, post_times = [], []
+    for i in range(repeats + 1):
+        tic = time.perf_counter()
+        prob = predict_volume(model, volume, batch, device)
+        mid = time.perf_counter()
+        restored = volume.restore(prob, order=1)
+        lesion_table(find_lesions(restored, 0.5, 26), np.eye(4))
+        toc = time.perf_counter()
+        if i:
+            model_times.append(mid - tic)
+            post_times.append(toc - mid)
+    return statistics.median(model_times), statistics.median(post_times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="default: the profile's size and 512")
+    parser.add_argument("--slices", type=int, default=40, help="slices of the inference volume")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    profile = load_profile(args.profile)
+    device = resolve_device(args.device)
+    sizes = args.sizes or sorted({profile.preprocess.size, 512})
+    torch.manual_seed(0)
+    model = model_from_config(profile.model)
+    loss_fn = make_loss(profile.train)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"profile {profile.name}: {profile.model.name}, {n_params:,} parameters, device {device}, "
+          f"torch threads {torch.get_num_threads()}")
+    batch = profile.train.batch_size
+    for side in sizes:
+        sides = [side] + ([profile.train.crop_size] if 0 < profile.train.crop_size < side else [])
+        for train_side in sides:
+            step = time_train_step(model, loss_fn, batch, train_side, device, args.repeats)
+            print(f"S={side:4d} train {train_side}x{train_side}, batch {batch}: "
+                  f"{step:.3f} s/step, {batch / step:.2f} slices/s")
+        seconds_model, seconds_post = time_inference(
+            model, args.slices, side, profile.train.val_batch_size, device, args.repeats
+        )
+        print(f"S={side:4d} inference {args.slices} slices: model {seconds_model:.3f} s + post "
+              f"{seconds_post:.3f} s = {seconds_model + seconds_post:.3f} s per subject")
+
+
+if __name__ == "__main__":
+    main()

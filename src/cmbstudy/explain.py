@@ -1,0 +1,306 @@
+"""Explanations of the network: Grad-CAM of the final decoder block and CBAM spatial attention.
+
+The paper (Cho et al. 2025, Figs. 5-6) shows Grad-CAM maps "extracted from the
+final decoder block" of the model without and with CBAM on the same axial
+slice. :func:`compute_gradcam` wraps :class:`monai.visualize.GradCAM` on the
+layer a model names in ``model.gradcam_layer``; a region (e.g. one lesion)
+restricts the score whose gradient is taken, which gives a per-lesion map.
+:func:`compute_cbam_maps` reads the CBAM spatial attention of each skip
+(``model.last_cbam_maps``) after one forward pass.
+
+Model contract (see :mod:`cmbstudy.models`): input (B, 3, H, W); eval forward
+returns logits (B, 1, H, W); attributes ``gradcam_layer`` (a name from
+``named_modules()``) and ``last_cbam_maps`` (skip name -> (B, 1, h, w)); an
+optional ``divisor``: the model pads H and W to a multiple of it. Samples must
+be independent in eval mode (GroupNorm / eval BatchNorm), so one backward pass
+serves the whole batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+from monai.visualize import GradCAM
+
+from .errors import ConfigError, InputError
+from .viz import _as_2d, _set_limits, show_slice
+
+__all__ = [
+    "RegionScore",
+    "compute_gradcam",
+    "compute_cbam_maps",
+    "plot_gradcam_comparison",
+    "plot_cbam_maps",
+]
+
+
+class RegionScore(nn.Module):
+    """Turn a segmentation network into a one-"class" scorer for Grad-CAM.
+
+    ``forward(x) -> (B, 1)``: the sum of the wrapped model's logits over the pixels of
+    ``region`` (B, 1, H, W) (all pixels when ``region`` is None).
+
+    Why: MONAI 1.6.1's ``ModelWithHooks`` takes ``logits[:, class_idx].squeeze()`` of
+    the model output as the class score and back-propagates its ``.sum()``. On a
+    (B, 1, H, W) segmentation output that is the logit summed over every pixel of
+    the image, so the map explains "everything the network segments". Returning the
+    region-masked sum as a (B, 1) output makes GradCAM's ``class_idx=0`` pick exactly
+    that score, and its ``.sum()`` adds the per-sample scores of independent samples.
+    The wrapped network lives in the ``model`` attribute: GradCAM's target layer is
+    ``"model." + model.gradcam_layer``.
+    """
+
+    def __init__(self, model: nn.Module, region: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.region = region
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        if isinstance(logits, (list, tuple)):  # a train-mode list: the final output comes first
+            logits = logits[0]
+        if self.region is not None:
+            logits = logits * self.region.to(logits.dtype)
+        return logits.sum(dim=(2, 3))
+
+
+def _check_input(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise InputError(f"model input must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def compute_gradcam(
+    model: nn.Module,
+    x: torch.Tensor,
+    region: torch.Tensor | np.ndarray | None = None,
+    layer: str | None = None,
+) -> np.ndarray:
+    """Grad-CAM of a segmentation network, optionally for the logit score inside a region (paper Figs. 5-6).
+
+    Grad-CAM (Selvaraju et al. 2017) through :class:`monai.visualize.GradCAM`:
+    ReLU(sum_c w_c A_c) with A the activations of ``layer`` and w_c the spatial mean
+    of the score's gradient. The score is the sum of the output logits over
+    ``region`` (:class:`RegionScore`). The map is bilinearly resized to the input
+    size and divided by its maximum per sample (all zero when nothing contributes
+    positively), so values lie in [0, 1].
+
+    The model itself is left untouched: GradCAM registers hooks that it never
+    removes (and may switch ``inplace`` activations off), so it works on a deep copy.
+    The input is zero-padded to a multiple of ``model.divisor`` (when the model has
+    one, as the network pads internally) so that the layer's grid covers exactly the
+    padded input, and the map is cropped back.
+
+    Args:
+        model: network following the contract in the module docstring.
+        x: (B, 3, H, W) input slices (with their neighbours).
+        region: (B, 1, H, W) bool, the pixels whose logits are scored (e.g. one lesion);
+            None scores every pixel.
+        layer: module name in ``model.named_modules()``; default ``model.gradcam_layer``.
+
+    Returns:
+        (B, 1, H, W) float32 numpy array in [0, 1].
+
+    Raises:
+        InputError: ``x`` is not 4D, ``region`` has another shape or is empty for a sample.
+        ConfigError: the model names no Grad-CAM layer, or the layer does not exist.
+    """
+    _check_input(x)
+    layer = layer if layer is not None else getattr(model, "gradcam_layer", None)
+    names = {name for name, _ in model.named_modules()}
+    if not layer or layer not in names:
+        raise ConfigError(
+            f"Grad-CAM layer {layer!r} is not a module of the model: pass layer= one of "
+            f"named_modules() (the model should define gradcam_layer)"
+        )
+    b, _, h, w = x.shape
+    if region is not None:
+        region = torch.as_tensor(np.asarray(region) if not isinstance(region, torch.Tensor) else region)
+        if tuple(region.shape) != (b, 1, h, w):
+            raise InputError(f"Grad-CAM region must have shape {(b, 1, h, w)}, got {tuple(region.shape)}")
+        region = region.to(device=x.device, dtype=torch.bool)
+        empty = [i for i in range(b) if not bool(region[i].any())]
+        if empty:
+            raise InputError(f"Grad-CAM region is empty for sample(s) {empty}: give at least one pixel per sample")
+    divisor = int(getattr(model, "divisor", 1))
+    pad_h, pad_w = (-h) % divisor, (-w) % divisor
+    # an input that requires grad lets the full backward hook see its module's input
+    # gradients even when the target layer is the first one (no torch warning)
+    x_in = F.pad(x.detach(), (0, pad_w, 0, pad_h)).requires_grad_(True)
+    if region is not None:
+        region = F.pad(region, (0, pad_w, 0, pad_h))  # padded pixels are never scored
+    scorer = RegionScore(copy.deepcopy(model), region)
+    cam = GradCAM(nn_module=scorer, target_layers=f"model.{layer}", postprocessing=_identity)
+    with torch.enable_grad():
+        maps = cam(x=x_in, class_idx=0)
+    maps = maps.detach()[..., :h, :w].float().cpu().numpy()
+    peak = maps.reshape(b, -1).max(axis=1).reshape(b, 1, 1, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        maps = np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0)
+    return np.clip(maps, 0.0, 1.0).astype(np.float32)
+
+
+def _scale_factor(size: tuple[int, int], map_size: tuple[int, int]) -> int | None:
+    """Smallest power of two k with ceil(H / k), ceil(W / k) == the map's size (None if none up to 2**10)."""
+    for e in range(11):
+        k = 2**e
+        if (math.ceil(size[0] / k), math.ceil(size[1] / k)) == tuple(map_size):
+            return k
+    return None
+
+
+def compute_cbam_maps(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """CBAM spatial attention of every skip from one eval forward pass, at input size.
+
+    Each skip's (B, 1, h, w) map (``model.last_cbam_maps``, the sigmoid of CBAM's
+    7 x 7 spatial convolution, Woo et al. 2018) covers the padded input at scale
+    1/k, cropped to ceil(H/k) x ceil(W/k); it is bilinearly upsampled by k and
+    cropped to H x W, so pixel centres stay aligned. A map whose size matches no
+    power-of-two scale is resized to H x W directly. Values stay in (0, 1).
+
+    Args:
+        model: network with ``last_cbam_maps`` (see :mod:`cmbstudy.models`).
+        x: (B, 3, H, W) input.
+
+    Returns:
+        skip name -> (B, 1, H, W) float32 array, sorted by name; empty for a model without CBAM.
+
+    Raises:
+        InputError: ``x`` is not 4D.
+        ConfigError: the model has no ``last_cbam_maps``.
+    """
+    _check_input(x)
+    if not hasattr(model, "last_cbam_maps"):
+        raise ConfigError(f"{type(model).__name__} exposes no last_cbam_maps: use a network with CBAM skips")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+        raw = dict(model.last_cbam_maps)
+    finally:
+        model.train(was_training)
+    h, w = x.shape[-2:]
+    out: dict[str, np.ndarray] = {}
+    for name in sorted(raw):
+        m = raw[name].detach().float()
+        k = _scale_factor((h, w), tuple(m.shape[-2:]))
+        if k is None:
+            up = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+        else:
+            up = F.interpolate(m, scale_factor=k, mode="bilinear", align_corners=False)[..., :h, :w]
+        out[name] = up.cpu().numpy().astype(np.float32)
+    return out
+
+
+def _draw_centroids(ax: Axes, centroids: np.ndarray | None, radius: float) -> None:
+    if centroids is None:
+        return
+    for row, col in np.asarray(centroids, dtype=float).reshape(-1, 2):
+        circle = Circle((col, row), radius, fill=False, edgecolor="white", linestyle="--", linewidth=1, gid="lesion")
+        ax.add_patch(circle)
+
+
+def _map_panels(
+    image: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    cmap: str,
+    alpha: float,
+    colorbar_label: str,
+    lesion_centroids: np.ndarray | None,
+    zoom_box: Sequence[float] | None,
+    origin: str,
+    image_title: str,
+) -> Figure:
+    img = _as_2d(image, "image slice")
+    if not maps:
+        raise InputError("no map to plot: give at least one named (H, W) map")
+    arrays = {name: _as_2d(m, f"map {name!r}") for name, m in maps.items()}
+    wrong = [name for name, m in arrays.items() if m.shape != img.shape]
+    if wrong:
+        raise InputError(f"map(s) {wrong} differ in shape from the image slice {img.shape}")
+    h, w = img.shape
+    box = (0.0, w - 1.0, 0.0, h - 1.0) if zoom_box is None else tuple(float(v) for v in zoom_box)
+    aspect = (box[3] - box[2] + 1) / (box[1] - box[0] + 1)
+    fig = Figure(figsize=(2.8 * (len(arrays) + 1) + 0.6, 2.8 * aspect + 0.4), layout="constrained")
+    axes = fig.subplots(1, len(arrays) + 1, squeeze=False)[0]
+    radius = max(3.0, 0.04 * max(box[1] - box[0], box[3] - box[2]))
+    show_slice(axes[0], img, origin)
+    axes[0].set_title(image_title, fontsize="small")
+    _draw_centroids(axes[0], lesion_centroids, radius)
+    _set_limits(axes[0], box, origin)
+    shown = None
+    for ax, (name, arr) in zip(axes[1:], arrays.items()):
+        show_slice(ax, img, origin)
+        shown = ax.imshow(arr, cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha, origin=origin, interpolation="bilinear")
+        _draw_centroids(ax, lesion_centroids, radius)
+        _set_limits(ax, box, origin)
+        ax.set_title(name, fontsize="small")
+    fig.colorbar(shown, ax=list(axes), shrink=0.85, label=colorbar_label)
+    return fig
+
+
+def plot_gradcam_comparison(
+    image: np.ndarray,
+    cams: Mapping[str, np.ndarray],
+    lesion_centroids: np.ndarray | None = None,
+    zoom_box: Sequence[float] | None = None,
+    origin: str = "upper",
+    alpha: float = 0.5,
+) -> Figure:
+    """The same slice with each model's Grad-CAM over it, one colour bar (paper Figs. 5-6).
+
+    Args:
+        image: (H, W) slice in display orientation (e.g. the centre channel of the input).
+        cams: label -> (H, W) map in [0, 1] (a (1, 1, H, W) output of
+            :func:`compute_gradcam` is accepted), e.g. {"without CBAM": ..., "with CBAM": ...}.
+        lesion_centroids: optional (n, 2) reference lesion centres (row, column), circled.
+        zoom_box: (x0, x1, y0, y1) columns and rows to enlarge (Fig. 6); None shows the whole slice.
+        origin: "upper" or "lower", as the slice should be shown.
+        alpha: opacity of the maps.
+
+    Returns:
+        Figure with 1 + len(cams) image Axes and a colour-bar Axes (jet: low blue, high red).
+
+    Raises:
+        InputError: a map differs in shape from the image, no map, or a slice is not 2D.
+    """
+    return _map_panels(image, cams, "jet", alpha, "Grad-CAM activation", lesion_centroids, zoom_box, origin, "image")
+
+
+def plot_cbam_maps(
+    image: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    lesion_centroids: np.ndarray | None = None,
+    zoom_box: Sequence[float] | None = None,
+    origin: str = "upper",
+    alpha: float = 0.6,
+) -> Figure:
+    """CBAM spatial attention of each skip (:func:`compute_cbam_maps`, one sample) over the slice.
+
+    Args:
+        image: (H, W) slice in display orientation.
+        maps: skip name -> (H, W) attention in (0, 1) ((1, 1, H, W) accepted).
+        lesion_centroids, zoom_box, origin, alpha: as in :func:`plot_gradcam_comparison`.
+
+    Returns:
+        Figure with 1 + len(maps) image Axes and a colour-bar Axes (viridis, 0 to 1).
+
+    Raises:
+        InputError: as :func:`plot_gradcam_comparison`.
+    """
+    return _map_panels(
+        image, maps, "viridis", alpha, "CBAM spatial attention", lesion_centroids, zoom_box, origin, "image"
+    )

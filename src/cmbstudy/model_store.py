@@ -1,0 +1,233 @@
+"""Trained models as files: a run folder, a checkpoint, or the packaged model.
+
+:func:`load_detection_model` resolves what ``cmbstudy detect --model`` names
+into a network with the profile it was trained with (preprocessing, network,
+threshold) and its provenance (training data, fold, validation metrics).
+:func:`export_model` writes a run's best checkpoint as a self-describing
+``<name>.pt`` (weights + profile) with a ``<name>.json`` provenance file: the
+form of the packaged model in ``cmbstudy/weights/``, found through
+:mod:`importlib.resources`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import Profile, dataclass_from_mapping, profile_to_dict
+from .datasets import detect_layout
+from .errors import ConfigError, InputError
+from .inference import load_run_profile
+from .models import model_from_config
+
+__all__ = [
+    "PACKAGED_MODEL",
+    "NO_MODEL_MESSAGE",
+    "DetectionModel",
+    "packaged_model_path",
+    "load_detection_model",
+    "export_model",
+    "to_json_safe",
+]
+
+PACKAGED_MODEL = "rlk_unet_cbam_quick"  # file stem of the model shipped in cmbstudy/weights/
+NO_MODEL_MESSAGE = (
+    "no model given and no packaged model found: pass --model RUN (from `cmbstudy train`) "
+    "or run `make study`"
+)
+_USE = "research use only; {}not a medical device"
+
+
+@dataclass(frozen=True)
+class DetectionModel:
+    """A network with the profile it was trained with and where it came from."""
+
+    network: torch.nn.Module  # weights loaded, eval mode not yet set
+    profile: Profile  # preprocessing, model and evaluation settings of its training
+    source: str  # run folder, checkpoint file, or "packaged:<name>"
+    provenance: Mapping[str, Any]  # training data, fold, validation metrics, version, date (as known)
+    trained_on_synthetic: bool  # True when the provenance says the training data were synthetic
+
+    @property
+    def name(self) -> str:
+        """Registry name of the network (e.g. ``rlk_unet_cbam``)."""
+        return self.profile.model.name
+
+    @property
+    def intended_use(self) -> str:
+        """The plain research-use statement written into every summary and report."""
+        return _USE.format("model trained on synthetic data; " if self.trained_on_synthetic else "")
+
+
+def packaged_model_path() -> Path | None:
+    """The packaged checkpoint ``cmbstudy/weights/rlk_unet_cbam_quick.pt``, or None when absent."""
+    path = resources.files("cmbstudy").joinpath("weights", f"{PACKAGED_MODEL}.pt")
+    return Path(str(path)) if path.is_file() else None
+
+
+def to_json_safe(value: Any) -> Any:
+    """JSON-safe copy: NaN/Inf -> None, tuples -> lists, numpy scalars -> Python, paths -> str."""
+    if isinstance(value, Mapping):
+        return {str(k): to_json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_safe(v) for v in value]
+    if isinstance(value, (np.generic, float)):
+        value = value.item() if isinstance(value, np.generic) else value
+        return None if isinstance(value, float) and not np.isfinite(value) else value
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} cannot be read as JSON ({exc}): restore or remove it") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _profile_from(data: Any, where: Path) -> Profile:
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: the stored profile is not a mapping: re-export the model")
+    try:
+        return dataclass_from_mapping(Profile, data, where=str(where))
+    except (ConfigError, TypeError) as exc:
+        raise InputError(f"{where} holds an invalid profile ({exc}): re-export the model") from exc
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged or foreign files
+        raise InputError(
+            f"model checkpoint {path} cannot be read ({type(exc).__name__}): "
+            "give a checkpoint_best.pt written by `cmbstudy train`"
+        ) from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise InputError(f"model checkpoint {path} holds no 'model' weights: give one written by `cmbstudy train`")
+    return state
+
+
+def _synthetic(provenance: Mapping[str, Any]) -> bool:
+    data = provenance.get("training_data", {})
+    text = json.dumps(data).lower() if not isinstance(data, str) else data.lower()
+    return "synthetic" in text
+
+
+def _run_provenance(run_dir: Path, state: Mapping[str, Any]) -> dict[str, Any]:
+    info: dict[str, Any] = {"run_dir": str(run_dir.resolve()), "fold": state.get("fold"),
+                            "epoch": state.get("epoch"), "val_metrics": state.get("val")}
+    if (run_dir / "result.json").is_file():
+        result = _read_json(run_dir / "result.json")
+        for key in ("fold", "best_epoch", "best_val", "epochs", "device", "seed", "profile",
+                    "training_data", "dataset", "data_root"):
+            if key in result:
+                info[key] = result[key]
+    if "training_data" not in info:
+        known = {k: info[k] for k in ("dataset", "data_root") if k in info}
+        info["training_data"] = known or "not recorded by the run"
+    return info
+
+
+def load_detection_model(model: str | Path | None = None) -> DetectionModel:
+    """Resolve ``--model``: a training run folder, a ``.pt`` checkpoint, or the packaged model.
+
+    A run folder needs ``profile.yaml`` and ``checkpoint_best.pt``. A ``.pt``
+    file needs its profile: stored in the checkpoint (key ``"profile"``, as
+    :func:`export_model` writes), in a provenance JSON of the same stem beside
+    it, or as ``profile.yaml`` beside it (a run's checkpoint). None loads the
+    packaged model ``cmbstudy/weights/rlk_unet_cbam_quick.pt`` (+ ``.json``).
+
+    Raises:
+        ConfigError: no model given and none packaged.
+        InputError: missing or unreadable files, or weights that do not fit the profile.
+    """
+    packaged = model is None
+    if packaged:
+        path = packaged_model_path()
+        if path is None:
+            raise ConfigError(NO_MODEL_MESSAGE)
+    else:
+        path = Path(model).expanduser()
+    if not path.exists():
+        raise InputError(f"model {path} does not exist: give a run folder from `cmbstudy train` or a .pt file")
+    if path.is_dir():
+        checkpoint = path / "checkpoint_best.pt"
+        profile = load_run_profile(path)
+        if not checkpoint.is_file():
+            raise InputError(f"{checkpoint} does not exist: train the run first (cmbstudy train)")
+        state = _load_checkpoint(checkpoint)
+        provenance = _run_provenance(path, state)
+        source = str(path)
+    else:
+        if path.suffix != ".pt":
+            raise InputError(f"model {path} is neither a run folder nor a .pt checkpoint: check --model")
+        state = _load_checkpoint(path)
+        sidecar = path.with_suffix(".json")
+        provenance = _read_json(sidecar) if sidecar.is_file() else {}
+        if "profile" in state:
+            profile = _profile_from(state["profile"], path)
+        elif "profile" in provenance:
+            profile = _profile_from(provenance["profile"], sidecar)
+        elif (path.parent / "profile.yaml").is_file():
+            profile = load_run_profile(path.parent)
+            provenance = {**_run_provenance(path.parent, state), **provenance}
+        else:
+            raise InputError(
+                f"model checkpoint {path} carries no profile and no profile.yaml sits beside it: "
+                "pass the run folder (--model RUN) instead"
+            )
+        provenance.setdefault("training_data", "not recorded")
+        source = f"packaged:{PACKAGED_MODEL}" if packaged else str(path)
+    network = model_from_config(profile.model)
+    try:
+        network.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"model weights in {path} do not fit its profile's network ({profile.model.name}): "
+            "give the checkpoint and profile of the same run"
+        ) from exc
+    network.eval()
+    return DetectionModel(network, profile, source, to_json_safe(provenance), _synthetic(provenance))
+
+
+def export_model(run_dir: Path, out_dir: Path, data_root: Path | None = None, name: str = PACKAGED_MODEL) -> Path:
+    """Write a run's best checkpoint as a self-describing model ``OUT/<name>.pt`` + ``<name>.json``.
+
+    The ``.pt`` holds the weights and the resolved profile; the ``.json`` the
+    provenance (training data from ``data_root``'s ``dataset_description.json``,
+    profile, fold, validation metrics, cmbstudy version, date). This is how the
+    packaged model in ``cmbstudy/weights/`` is made.
+
+    Raises:
+        InputError: missing run files or dataset description.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    loaded = load_detection_model(run_dir)
+    state = _load_checkpoint(run_dir / "checkpoint_best.pt")
+    training_data: Any = "not recorded"
+    if data_root is not None:
+        description = Path(data_root) / "dataset_description.json"
+        if not description.is_file():
+            raise InputError(f"{description} does not exist: give the dataset root the run was trained on")
+        desc = _read_json(description)
+        training_data = {"name": desc.get("Name"), "layout": detect_layout(Path(data_root)),
+                         **(desc.get("cmbstudy") or {})}
+    provenance = {**loaded.provenance, "name": name, "training_data": training_data,
+                  "profile": profile_to_dict(loaded.profile), "cmbstudy_version": __version__,
+                  "date": time.strftime("%Y-%m-%d")}
+    provenance.pop("run_dir", None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state["model"], "profile": provenance["profile"], "fold": state.get("fold"),
+                "epoch": state.get("epoch"), "val": state.get("val")}, out_dir / f"{name}.pt")
+    (out_dir / f"{name}.json").write_text(json.dumps(to_json_safe(provenance), indent=2, allow_nan=False, default=str) + "\n")
+    return out_dir / f"{name}.pt"

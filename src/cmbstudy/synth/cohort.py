@@ -1,0 +1,198 @@
+"""The synthetic cohort: subjects, burden categories, sites, and the files on disk.
+
+Layout (the BIDS-like layout :mod:`cmbstudy.datasets` reads): ``dataset_description.json``,
+``participants.tsv`` and per subject ``anat/`` with the magnitude image, the
+high-pass phase, the CMB mask, the brain mask, the mimic label map and
+``lesions.tsv``.  Same cmbstudy version + profile + seed give byte-identical
+files: every draw comes from ``numpy.random.SeedSequence(seed)`` children (one
+per subject) and NIfTI gzip streams are written with mtime 0 and no file name.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..config import Profile, SynthConfig, load_profile, profile_to_dict
+from ..errors import ConfigError
+from ..io import atomic_output_dir, check_output_dir, save_nifti
+from ..metrics import ARIA_H_CATEGORIES, aria_h_category
+from .acquisition import SITES, Site, make_geometry
+from .anatomy import load_template_space
+from .phantom import SubjectScan, simulate_subject
+
+__all__ = ["PAPER_TEST_CATEGORY_COUNTS", "CohortSummary", "allocate_categories", "draw_cmb_count",
+           "validate_synth_config", "make_subject", "make_cohort"]
+
+PAPER_TEST_CATEGORY_COUNTS: dict[str, int] = {"0": 8, "1-4": 50, "5-9": 9, ">=10": 5}  # Cho et al. test set, n = 72
+SLAB_CENTER_MM: tuple[float, float, float] = (0.0, -18.0, 14.0)  # scan centre in subject mm (MNI-like)
+
+
+@dataclass(frozen=True)
+class CohortSummary:
+    """What :func:`make_cohort` wrote."""
+
+    root: Path
+    n_subjects: int
+    categories: dict[str, int]  # ARIA-H category -> subjects
+    n_cmb: int  # CMBs in the whole cohort
+    sites: dict[str, int] = field(default_factory=dict)  # site -> subjects
+    seconds: float = 0.0
+
+    @property
+    def subjects_per_second(self) -> float:
+        return self.n_subjects / self.seconds if self.seconds > 0 else float("nan")
+
+    def __str__(self) -> str:
+        cats = ", ".join(f"{k}: {v}" for k, v in self.categories.items())
+        sites = ", ".join(f"{k}: {v}" for k, v in self.sites.items())
+        return (f"synthetic cohort {self.root}\n  subjects: {self.n_subjects} ({self.n_cmb} CMBs)\n"
+                f"  ARIA-H categories: {cats}\n  sites: {sites}\n"
+                f"  {self.seconds:.1f} s, {self.subjects_per_second:.2f} subjects/s")
+
+
+def allocate_categories(n: int, rng: np.random.Generator) -> list[str]:
+    """ARIA-H categories for ``n`` subjects in the paper's test-set proportions (largest remainder), shuffled."""
+    total = sum(PAPER_TEST_CATEGORY_COUNTS.values())
+    quota = np.array([n * c / total for c in PAPER_TEST_CATEGORY_COUNTS.values()])
+    counts = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    cats = [c for c, k in zip(ARIA_H_CATEGORIES, counts) for _ in range(k)]
+    return [cats[i] for i in rng.permutation(n)]
+
+
+def draw_cmb_count(category: str, rng: np.random.Generator) -> int:
+    """CMB count of a subject in ``category``: 0; 1-4, 5-9 uniform; >=10: 10-18."""
+    lo, hi = {"0": (0, 0), "1-4": (1, 4), "5-9": (5, 9), ">=10": (10, 18)}[category]
+    return int(rng.integers(lo, hi + 1))
+
+
+def validate_synth_config(cfg: SynthConfig, n_subjects: int) -> None:
+    """Raise :class:`ConfigError` naming the first bad synthesis parameter."""
+    checks = [
+        (n_subjects >= 1, f"n_subjects {n_subjects} must be at least 1"),
+        (len(cfg.matrix) == 2 and min(cfg.matrix) >= 8, f"synth.matrix {cfg.matrix} must be two sizes >= 8"),
+        (cfg.voxel_mm > 0, f"synth.voxel_mm {cfg.voxel_mm} must be > 0"),
+        (cfg.slab_mm > 0, f"synth.slab_mm {cfg.slab_mm} must be > 0"),
+        (cfg.supersample >= 1, f"synth.supersample {cfg.supersample} must be >= 1"),
+        (0.0 <= cfg.swi_fraction <= 1.0, f"synth.swi_fraction {cfg.swi_fraction} must be in [0, 1]"),
+        (cfg.template_resolution in (1, 2), f"synth.template_resolution {cfg.template_resolution} must be 1 or 2"),
+        (cfg.mimic_scale >= 0, f"synth.mimic_scale {cfg.mimic_scale} must be >= 0"),
+        (cfg.snr_scale > 0, f"synth.snr_scale {cfg.snr_scale} must be > 0"),
+        (cfg.cmb_chi_scale > 0, f"synth.cmb_chi_scale {cfg.cmb_chi_scale} must be > 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message + ": fix the profile or the command-line value")
+
+
+def _sites_for(n: int, swi_fraction: float, rng: np.random.Generator) -> list[Site]:
+    gre = [s for s in SITES if s.modality == "gre"]
+    swi = [s for s in SITES if s.modality == "swi"]
+    n_swi = int(round(n * swi_fraction))
+    is_swi = np.zeros(n, bool)
+    is_swi[rng.permutation(n)[:n_swi]] = True
+    return [swi[int(rng.integers(len(swi)))] if f else gre[int(rng.integers(len(gre)))] for f in is_swi]
+
+
+def make_subject(cfg: SynthConfig, site: Site, n_cmb: int, seed: np.random.SeedSequence) -> SubjectScan:
+    """Simulate one subject of the cohort at ``site`` with ``n_cmb`` CMBs."""
+    geom = make_geometry(cfg.matrix, cfg.voxel_mm * site.inplane_factor, site.slice_mm, cfg.slab_mm,
+                         SLAB_CENTER_MM, cfg.supersample)
+    return simulate_subject(load_template_space(cfg.template_resolution), geom, site, n_cmb,
+                            np.random.default_rng(seed), cfg.mimic_scale, cfg.snr_scale, cfg.cmb_chi_scale)
+
+
+def _lesion_table(scan: SubjectScan) -> pd.DataFrame:
+    grid = scan.geometry.scan
+    rows = []
+    for i, src in enumerate(scan.cmbs, start=1):
+        vox = grid.to_index(np.array(src.center_mm)[None])[0]
+        rows.append({"lesion_id": i, "x_vox": vox[0], "y_vox": vox[1], "z_vox": vox[2],
+                     "x_mm": src.center_mm[0], "y_mm": src.center_mm[1], "z_mm": src.center_mm[2],
+                     "diameter_mm": src.diameter_mm, "chi_ppm": src.chi_ppm, "location": src.location,
+                     "small": src.diameter_mm <= 3.0})
+    cols = ["lesion_id", "x_vox", "y_vox", "z_vox", "x_mm", "y_mm", "z_mm", "diameter_mm", "chi_ppm", "location", "small"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _write_subject(root: Path, label: str, site: Site, scan: SubjectScan) -> None:
+    anat = root / f"sub-{label}" / "anat"
+    suffix = "T2starw" if site.modality == "gre" else "swi"
+    base = anat / f"sub-{label}"
+    aff = scan.geometry.scan.affine
+    save_nifti(scan.magnitude, aff, f"{base}_{suffix}.nii.gz", np.float32)
+    save_nifti(scan.phase, aff, f"{base}_part-phase_{suffix}.nii.gz", np.float32)
+    save_nifti(scan.cmb_mask, aff, f"{base}_label-CMB_mask.nii.gz", np.uint8)
+    save_nifti(scan.brain, aff, f"{base}_label-brain_mask.nii.gz", np.uint8)
+    save_nifti(scan.mimic, aff, f"{base}_label-mimic_dseg.nii.gz", np.uint8)
+    _lesion_table(scan).to_csv(f"{base}_lesions.tsv", sep="\t", index=False, float_format="%.4f")
+
+
+def make_cohort(
+    out: str | Path, profile: Profile | str = "quick", n_subjects: int | None = None, seed: int | None = None,
+    overwrite: bool = False, progress: bool = True,
+) -> CohortSummary:
+    """Generate the synthetic cohort into ``out`` (created atomically).
+
+    Args:
+        out: folder to create (must be absent or empty unless ``overwrite``).
+        profile: a :class:`Profile` or a profile name/path; its ``synth`` section is used.
+        n_subjects: subjects to simulate (None: ``profile.synth.n_subjects``).
+        seed: master seed (None: ``profile.seed``).
+        overwrite: replace an existing non-empty ``out``.
+        progress: show a progress bar over subjects.
+
+    Raises:
+        ConfigError: unknown profile or a bad parameter (nothing is written).
+        OutputError: ``out`` holds results and ``overwrite`` is false, or cannot be written.
+    """
+    if not isinstance(profile, Profile):
+        profile = load_profile(profile)
+    cfg = profile.synth
+    n = cfg.n_subjects if n_subjects is None else int(n_subjects)
+    seed = profile.seed if seed is None else int(seed)
+    validate_synth_config(cfg, n)
+    if seed < 0:
+        raise ConfigError(f"seed {seed} must be >= 0")
+    out = check_output_dir(Path(out), overwrite)
+    start = time.perf_counter()
+    master = np.random.SeedSequence(seed)
+    plan_seed, *subject_seeds = master.spawn(n + 1)
+    plan_rng = np.random.default_rng(plan_seed)
+    categories = allocate_categories(n, plan_rng)
+    counts = [draw_cmb_count(c, plan_rng) for c in categories]
+    sites = _sites_for(n, cfg.swi_fraction, plan_rng)
+    width = max(3, len(str(n)))
+    rows = []
+    with atomic_output_dir(out, overwrite) as tmp:
+        for i in tqdm(range(n), desc="synth", unit="subject", disable=not progress):
+            label = f"{i + 1:0{width}d}"
+            scan = make_subject(cfg, sites[i], counts[i], subject_seeds[i])
+            _write_subject(tmp, label, sites[i], scan)
+            sx, sy, sz = scan.geometry.scan.spacing
+            rows.append({"participant_id": f"sub-{label}", "modality": sites[i].modality, "site": sites[i].name,
+                         "b0_tesla": sites[i].b0_tesla, "te_ms": sites[i].te_ms, "voxel_x_mm": sx, "voxel_y_mm": sy,
+                         "slice_thickness_mm": sz, "cmb_count": len(scan.cmbs),
+                         "aria_h_category": aria_h_category(len(scan.cmbs))})
+        table = pd.DataFrame(rows)
+        table.to_csv(tmp / "participants.tsv", sep="\t", index=False, float_format="%.4f")
+        description = {
+            "Name": "cmbstudy synthetic cerebral microbleed cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw",
+            "GeneratedBy": [{"Name": "cmbstudy.synth", "Version": __version__}],
+            "cmbstudy": {"dataset": "synthetic", "profile": profile.name, "seed": seed, "n_subjects": n,
+                         "synth": profile_to_dict(profile)["synth"]},
+        }
+        (tmp / "dataset_description.json").write_text(json.dumps(description, indent=2) + "\n")
+    seconds = time.perf_counter() - start
+    cat_counts = {c: int((table["aria_h_category"] == c).sum()) for c in ARIA_H_CATEGORIES}
+    return CohortSummary(out, n, cat_counts, int(table["cmb_count"].sum()),
+                         {k: int(v) for k, v in table["site"].value_counts().sort_index().items()}, seconds)
