@@ -111,6 +111,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         ref_root=resolve_data_root(args.ref),
         rule=args.rule,
         distance=args.distance,
+        threshold=args.threshold,
         json_out=Path(args.json) if args.json else None,
         progress=not args.quiet,
     )
@@ -208,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", choices=("paper", "valdo"), default="paper")
     p.add_argument("--distance", type=float, default=None,
                    help="match distance (paper: voxels, default 4; valdo: mm, default 5)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="probability threshold (default: the one in PRED/prediction.json, else 0.5)")
     p.add_argument("--json", default=None, help="write metrics as JSON here")
     _add_common(p)
     p.set_defaults(func=_cmd_evaluate)

@@ -41,6 +41,7 @@ __all__ = [
     "load_subjects",
     "detect_layout",
     "load_participants",
+    "describe_dataset",
 ]
 
 LAYOUTS: tuple[str, ...] = ("synthetic", "bids", "valdo2021-cmb")
@@ -287,3 +288,28 @@ def load_subjects(root: Path, dataset: str | None = None) -> list[Subject]:
             "check --dataset and the file names in data_manifest.yaml"
         )
     return sorted(subjects, key=lambda s: s.subject_id)
+
+
+def describe_dataset(root: Path) -> dict:
+    """Provenance of a dataset root: its path, layout, name and generator.
+
+    ``name`` and ``generated_by`` come from ``dataset_description.json`` when
+    present; for the synthetic cohort, ``cmbstudy`` holds its profile, seed and
+    generator settings. Written beside every training run (``RUN/dataset.json``).
+
+    Raises:
+        InputError: ``root`` is not a dataset (see :func:`detect_layout`).
+    """
+    root = Path(root)
+    info: dict = {"data_root": str(root.resolve()), "layout": detect_layout(root)}
+    description = root / "dataset_description.json"
+    if description.is_file():
+        try:
+            desc = json.loads(description.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{description} is not valid JSON ({exc}): fix or remove it") from exc
+        info["name"] = desc.get("Name")
+        info["generated_by"] = desc.get("GeneratedBy")
+        if "cmbstudy" in desc:
+            info["cmbstudy"] = desc["cmbstudy"]
+    return info

@@ -309,13 +309,24 @@ def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
             os.unlink(tmp)
 
 
+def _default_threshold(pred_dir: Path, rule: str) -> float:
+    """0.5 for the VALDO rule; the paper rule follows the threshold ``predict`` used."""
+    info = pred_dir / "prediction.json"
+    if rule == "paper" and info.is_file():
+        try:
+            return float(json.loads(info.read_text()).get("threshold", 0.5))
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise InputError(f"{info} is not valid prediction metadata ({exc}): rerun `cmbstudy predict`") from exc
+    return 0.5
+
+
 def evaluate_predictions(
     pred_dir: Path,
     ref_root: Path,
     rule: str = "paper",
     distance: float | None = None,
     json_out: Path | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     connectivity: int = 26,
     only_predicted: bool = False,
     dataset: str | None = None,
@@ -331,7 +342,9 @@ def evaluate_predictions(
         rule: "paper" or "valdo" (see :func:`evaluate_volume`).
         distance: match distance (paper: voxels, default 4; valdo: mm, default 5).
         json_out: if given, the report is written there as JSON (atomically, NaN as null).
-        threshold: probability threshold before connected components (inclusive).
+        threshold: probability threshold before connected components (inclusive);
+            None: 0.5 for the VALDO rule, and for the paper rule the threshold that
+            ``cmbstudy predict`` used (``PRED/prediction.json``), else 0.5.
         connectivity: 6, 18 or 26.
         only_predicted: evaluate only reference subjects that have a prediction
             (default: every reference subject must have one). Prediction folders with
@@ -350,6 +363,7 @@ def evaluate_predictions(
         raise ConfigError(f"unknown matching rule {rule!r}: use one of {', '.join(RULES)}")
     if isinstance(connectivity, bool) or connectivity not in M.CONNECTIVITIES:
         raise ConfigError(f"connectivity {connectivity!r} is not supported: use 6, 18 or 26")
+    threshold = _default_threshold(Path(pred_dir), rule) if threshold is None else threshold
     if not 0 < threshold <= 1:
         raise ConfigError(f"probability threshold {threshold!r} must be in (0, 1], e.g. 0.5")
     if distance is None:

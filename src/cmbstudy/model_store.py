@@ -23,7 +23,7 @@ import torch
 
 from . import __version__
 from .config import Profile, dataclass_from_mapping, profile_to_dict
-from .datasets import detect_layout
+from .datasets import describe_dataset
 from .errors import ConfigError, InputError
 from .inference import load_run_profile
 from .models import model_from_config
@@ -132,6 +132,8 @@ def _run_provenance(run_dir: Path, state: Mapping[str, Any]) -> dict[str, Any]:
                     "training_data", "dataset", "data_root"):
             if key in result:
                 info[key] = result[key]
+    if (run_dir / "dataset.json").is_file():
+        info["training_data"] = _read_json(run_dir / "dataset.json")
     if "training_data" not in info:
         known = {k: info[k] for k in ("dataset", "data_root") if k in info}
         info["training_data"] = known or "not recorded by the run"
@@ -214,14 +216,9 @@ def export_model(run_dir: Path, out_dir: Path, data_root: Path | None = None, na
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     loaded = load_detection_model(run_dir)
     state = _load_checkpoint(run_dir / "checkpoint_best.pt")
-    training_data: Any = "not recorded"
+    training_data: Any = loaded.provenance.get("training_data", "not recorded")
     if data_root is not None:
-        description = Path(data_root) / "dataset_description.json"
-        if not description.is_file():
-            raise InputError(f"{description} does not exist: give the dataset root the run was trained on")
-        desc = _read_json(description)
-        training_data = {"name": desc.get("Name"), "layout": detect_layout(Path(data_root)),
-                         **(desc.get("cmbstudy") or {})}
+        training_data = describe_dataset(Path(data_root))
     provenance = {**loaded.provenance, "name": name, "training_data": training_data,
                   "profile": profile_to_dict(loaded.profile), "cmbstudy_version": __version__,
                   "date": time.strftime("%Y-%m-%d")}

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from . import collect_environment
 from .config import Profile, TrainConfig, profile_to_dict
-from .datasets import load_participants, load_subjects
+from .datasets import describe_dataset, load_participants, load_subjects
 from .errors import ConfigError, InputError, OutputError
 from .inference import autocast, default_cache_dir, load_run_profile, predict_logits, resolve_device
 from .io import check_output_dir, load_mask
@@ -57,7 +57,7 @@ __all__ = ["RunResult", "RUN_FILES", "lr_at_epoch", "make_scheduler", "validate"
 
 RUN_FILES = (
     "profile.yaml", "split.json", "environment.json", "history.csv",
-    "checkpoint_last.pt", "checkpoint_best.pt", "result.json",
+    "checkpoint_last.pt", "checkpoint_best.pt", "result.json", "dataset.json",
 )
 HISTORY_COLUMNS = (
     "epoch", "lr", "train_loss", "val_loss", "val_precision", "val_recall", "val_f1",
@@ -396,6 +396,7 @@ def train_fold(
     _write_text(out / "profile.yaml", yaml.safe_dump(profile_to_dict(profile), sort_keys=False))
     save_splits(out / "split.json", splits, profile.seed, fold, strata is not None)
     _write_text(out / "environment.json", json.dumps(collect_environment(), indent=2))
+    _write_text(out / "dataset.json", json.dumps(describe_dataset(data_root), indent=2, default=str))
     init_seed = int(np.random.SeedSequence([profile.seed, fold, 0]).generate_state(1)[0])
     torch.manual_seed(init_seed)
     model = model_from_config(profile.model)

@@ -96,8 +96,6 @@ def module_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def dataset(module_dir: Path) -> Path:
     root = make_synthetic_root(module_dir / "data", n_subjects=4)
-    for table in root.glob("sub-*/anat/*_lesions.tsv"):  # the helper's tables are header-only stubs
-        table.unlink()
     return root
 
 

@@ -60,8 +60,9 @@ def test_train_then_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             "--set", "train.slices_per_epoch=4", "--quiet"]
     assert main(args) == 0
     for name in ("profile.yaml", "split.json", "environment.json", "history.csv",
-                 "checkpoint_last.pt", "checkpoint_best.pt", "result.json"):
+                 "checkpoint_last.pt", "checkpoint_best.pt", "result.json", "dataset.json"):
         assert (run / name).is_file(), name
+    assert json.loads((run / "dataset.json").read_text())["data_root"] == str(data.resolve())
     assert yaml.safe_load((run / "profile.yaml").read_text())["train"]["slices_per_epoch"] == 4
     split = json.loads((run / "split.json").read_text())
     assert split["fold"] == 1 and split["stratified"] is True

@@ -61,7 +61,9 @@ def make_synthetic_root(root: Path, n_subjects: int = 3, shape: tuple[int, int, 
         write(anat / f"sub-{label}_part-phase_{suffix}.nii.gz", np.zeros(shape, np.float32))
         write(anat / f"sub-{label}_label-CMB_mask.nii.gz", cmb_mask(shape, lesions), dtype=np.uint8)
         write(anat / f"sub-{label}_label-brain_mask.nii.gz", brain.astype(np.uint8), dtype=np.uint8)
-        (anat / f"sub-{label}_lesions.tsv").write_text("lesion_id\tx_vox\ty_vox\tz_vox\n")
+        rows = ["lesion_id\tx_vox\ty_vox\tz_vox\tdiameter_mm\tsmall"]
+        rows += [f"{k + 1}\t{x}\t{y}\t{z}\t3.0\ttrue" for k, (x, y, z) in enumerate(lesions)]
+        (anat / f"sub-{label}_lesions.tsv").write_text("\n".join(rows) + "\n")
         lines.append(f"sub-{label}\t{modality}\tsite{i % 2}\t{len(lesions)}")
     (root / "participants.tsv").write_text("\n".join(lines) + "\n")
     return root

@@ -181,7 +181,8 @@ def test_load_model_from_run_checkpoint_and_export(tmp_path: Path) -> None:
     packaged = load_detection_model(exported)
     assert packaged.trained_on_synthetic and packaged.profile == from_run.profile
     provenance = json.loads(exported.with_suffix(".json").read_text())
-    assert provenance["training_data"]["dataset"] == "synthetic" and provenance["fold"] == 1
+    assert provenance["training_data"]["layout"] == "synthetic" and provenance["fold"] == 1
+    assert provenance["training_data"]["cmbstudy"]["dataset"] == "synthetic"
     for a, b in zip(packaged.network.state_dict().values(), from_run.network.state_dict().values()):
         assert torch.equal(a, b)
     lone = tmp_path / "lone" / "model.pt"

@@ -101,6 +101,22 @@ def test_paper_rule_end_to_end_and_json(study: tuple[Path, Path], tmp_path: Path
     assert "rule paper" in table and "0.333" in table and "<=3 mm" in table and "002" in table
 
 
+def test_threshold_follows_prediction_json(study: tuple[Path, Path]) -> None:
+    """The paper rule uses predict's threshold; the VALDO rule stays at 0.5; an argument wins."""
+    ref, pred = study
+    (pred / "prediction.json").write_text(json.dumps({"threshold": 0.65}))
+    paper = evaluate_predictions(pred, ref, rule="paper", n_bootstrap=10, progress=False).summary
+    # at 0.65 the 0.6 voxel of sub-002 is gone: TP 1 (p 0.9), FP 1 (p 0.7), FN 1
+    assert paper["threshold"] == 0.65 and (paper["n_tp"], paper["n_fp"], paper["n_fn"]) == (1, 1, 1)
+    valdo = evaluate_predictions(pred, ref, rule="valdo", n_bootstrap=10, progress=False).summary
+    assert valdo["threshold"] == 0.5 and valdo["n_fp"] == 2
+    given = evaluate_predictions(pred, ref, rule="paper", threshold=0.8, n_bootstrap=10, progress=False).summary
+    assert given["threshold"] == 0.8 and (given["n_tp"], given["n_fp"]) == (1, 0)
+    (pred / "prediction.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"prediction\.json is not valid prediction metadata"):
+        evaluate_predictions(pred, ref, rule="paper", progress=False)
+
+
 def test_valdo_rule_end_to_end(study: tuple[Path, Path]) -> None:
     ref, pred = study
     report = evaluate_predictions(pred, ref, rule="valdo", n_bootstrap=20, progress=False)
