@@ -32,7 +32,7 @@ from matplotlib.patches import Circle
 from monai.visualize import GradCAM
 
 from .errors import ConfigError, InputError
-from .viz import _as_2d, _set_limits, show_slice
+from .overlays import as_2d, set_view_limits, show_slice
 
 __all__ = [
     "RegionScore",
@@ -224,10 +224,10 @@ def _map_panels(
     origin: str,
     image_title: str,
 ) -> Figure:
-    img = _as_2d(image, "image slice")
+    img = as_2d(image, "image slice")
     if not maps:
         raise InputError("no map to plot: give at least one named (H, W) map")
-    arrays = {name: _as_2d(m, f"map {name!r}") for name, m in maps.items()}
+    arrays = {name: as_2d(m, f"map {name!r}") for name, m in maps.items()}
     wrong = [name for name, m in arrays.items() if m.shape != img.shape]
     if wrong:
         raise InputError(f"map(s) {wrong} differ in shape from the image slice {img.shape}")
@@ -240,13 +240,13 @@ def _map_panels(
     show_slice(axes[0], img, origin)
     axes[0].set_title(image_title, fontsize="small")
     _draw_centroids(axes[0], lesion_centroids, radius)
-    _set_limits(axes[0], box, origin)
+    set_view_limits(axes[0], box, origin)
     shown = None
     for ax, (name, arr) in zip(axes[1:], arrays.items()):
         show_slice(ax, img, origin)
         shown = ax.imshow(arr, cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha, origin=origin, interpolation="bilinear")
         _draw_centroids(ax, lesion_centroids, radius)
-        _set_limits(ax, box, origin)
+        set_view_limits(ax, box, origin)
         ax.set_title(name, fontsize="small")
     fig.colorbar(shown, ax=list(axes), shrink=0.85, label=colorbar_label)
     return fig

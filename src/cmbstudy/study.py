@@ -41,10 +41,12 @@ class Step:
     name: str  # notebook file name without .ipynb, numbered in run order
     depends_on: tuple[str, ...] = ()  # names of steps whose artefacts it reads
     title: str = ""  # short description for progress and logs
+    synthetic_only: bool = False  # always runs on the synthetic cohort, even with --data
 
 
 STEPS: tuple[Step, ...] = (
-    Step("01_synthetic_cohort", (), "synthetic cohort: physics, cohort table, classical detector"),
+    Step("01_synthetic_cohort", (), "synthetic cohort: physics, cohort table, classical detector",
+         synthetic_only=True),
 )
 
 
@@ -162,12 +164,12 @@ def run_study(
     executed_dir = out / "notebooks"
     check_output_dir(out, overwrite=True)  # a file in the way is an OutputError; results are reused
     executed_dir.mkdir(parents=True, exist_ok=True)
-    synthetic_root = out / "data" / f"synthetic-{profile.name}"
+    synthetic_root_text = str(out / "data" / f"synthetic-{Path(profile.name).stem}")
     context: dict[str, Any] = {
         "profile": profile_name,
         "overrides": ",".join(overrides),
-        "data_root": str(Path(data_root).resolve()) if data_root else str(synthetic_root),
-        "synthetic_root": str(synthetic_root),
+        "data_root": str(Path(data_root).resolve()) if data_root else synthetic_root_text,
+        "synthetic_root": synthetic_root_text,
         "results_dir": str(out),
         "seed": profile.seed,
         "device": "auto",
@@ -186,7 +188,8 @@ def run_study(
         if not source.is_file():
             raise StudyError(f"notebook {source} is missing from the checkout")
         declared = pm.inspect_notebook(str(source))
-        parameters = _step_parameters(declared, context)
+        step_context = {**context, "data_root": synthetic_root_text} if step.synthetic_only else context
+        parameters = _step_parameters(declared, step_context)
         key = hashlib.sha256(
             json.dumps(
                 {

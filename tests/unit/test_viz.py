@@ -12,7 +12,7 @@ import pytest
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
-from cmbstudy import viz
+from cmbstudy import overlays, viz
 from cmbstudy.errors import ConfigError, InputError
 from cmbstudy.evaluation import evaluate_volume
 from cmbstudy.metrics import Match, compute_froc
@@ -40,7 +40,7 @@ def _slice_case() -> tuple[np.ndarray, np.ndarray, np.ndarray, Match]:
 
 def test_overlay_colour_code_and_positions() -> None:
     image, ref, pred, match = _slice_case()
-    fig = viz.plot_detection_overlay(image, ref, pred, match)
+    fig = overlays.plot_detection_overlay(image, ref, pred, match)
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     ax = fig.axes[0]
     for kind, colour in (("TP", "dodgerblue"), ("FP", "yellow"), ("FN", "red")):
@@ -57,22 +57,22 @@ def test_overlay_colour_code_and_positions() -> None:
 
 def test_overlay_contours_zoom_and_errors() -> None:
     image, ref, pred, match = _slice_case()
-    fig = viz.plot_detection_overlay(image, ref, pred, match, outline="contour", zoom_box=(1, 9, 1, 7), legend=False)
+    fig = overlays.plot_detection_overlay(image, ref, pred, match, outline="contour", zoom_box=(1, 9, 1, 7), legend=False)
     ax = fig.axes[0]
-    contours = {c.get_gid(): c for c in ax.collections if c.get_gid() in viz.DETECTION_COLORS}
+    contours = {c.get_gid(): c for c in ax.collections if c.get_gid() in overlays.DETECTION_COLORS}
     assert set(contours) == {"TP", "FP", "FN"}
     assert tuple(contours["FN"].get_edgecolor()[0]) == to_rgba("red")
     (inset,) = ax.child_axes
     assert inset.get_xlim() == pytest.approx((0.5, 9.5))
     assert inset.get_ylim() == pytest.approx((7.5, 0.5))  # origin "upper": rows grow downwards
     with pytest.raises(InputError, match="zoom box"):
-        viz.plot_detection_overlay(image, ref, pred, match, zoom_box=(5, 2, 0, 4))
+        overlays.plot_detection_overlay(image, ref, pred, match, zoom_box=(5, 2, 0, 4))
     with pytest.raises(InputError, match="match knows"):
-        viz.plot_detection_overlay(image, ref, np.where(pred == 2, 3, pred), match)
+        overlays.plot_detection_overlay(image, ref, np.where(pred == 2, 3, pred), match)
     with pytest.raises(ConfigError, match="outline"):
-        viz.plot_detection_overlay(image, ref, pred, match, outline="box")
+        overlays.plot_detection_overlay(image, ref, pred, match, outline="box")
     with pytest.raises(InputError, match="differ in shape"):
-        viz.plot_detection_overlay(image[:, :-1], ref, pred, match)
+        overlays.plot_detection_overlay(image[:, :-1], ref, pred, match)
 
 
 def test_select_lesion_slices_hand_counted() -> None:
@@ -83,12 +83,12 @@ def test_select_lesion_slices_hand_counted() -> None:
     pred[2, 2, 11:13] = 1  # z 11, 12
     pred[20, 20, 30] = 2  # z 30
     # counts: z10 1, z11 3, z12 2, z30 1
-    assert viz.select_lesion_slices([ref, pred], 2) == [11, 12]
-    assert viz.select_lesion_slices([ref, pred], 3) == [10, 11, 12]
-    assert viz.select_lesion_slices([ref, pred], 10) == [10, 11, 12, 30]
-    assert viz.select_lesion_slices([np.zeros(SHAPE, int)], 3) == [10, 16, 22]
+    assert overlays.select_lesion_slices([ref, pred], 2) == [11, 12]
+    assert overlays.select_lesion_slices([ref, pred], 3) == [10, 11, 12]
+    assert overlays.select_lesion_slices([ref, pred], 10) == [10, 11, 12, 30]
+    assert overlays.select_lesion_slices([np.zeros(SHAPE, int)], 3) == [10, 16, 22]
     with pytest.raises(InputError, match="one shape"):
-        viz.select_lesion_slices([ref, pred[:, :, :5]])
+        overlays.select_lesion_slices([ref, pred[:, :, :5]])
 
 
 def _evaluation() -> tuple[np.ndarray, object]:
@@ -103,7 +103,7 @@ def _evaluation() -> tuple[np.ndarray, object]:
 
 def test_subject_detections_axes_and_orientation() -> None:
     image, ev = _evaluation()
-    fig = viz.plot_subject_detections(image, ev, n_slices=4, title="sub-001")
+    fig = overlays.plot_subject_detections(image, ev, n_slices=4, title="sub-001")
     assert len(fig.axes) == 6  # 3 lesion slices (z 10, 11, 12), image and overlay rows
     assert [a.get_title() for a in fig.axes[:3]] == ["z = 10", "z = 11", "z = 12"]
     overlay_z10 = fig.axes[3]
@@ -113,12 +113,12 @@ def test_subject_detections_axes_and_orientation() -> None:
     assert overlay_z10.get_ylim()[0] < overlay_z10.get_ylim()[1]
     assert overlay_z10.child_axes  # the 1-voxel-thick lesions are <= 3 mm: zoom inset
     assert _patches(fig.axes[5], "FP") and not _patches(fig.axes[5], "TP")
-    fig = viz.plot_subject_detections(image, ev, slices=[12], zoom_small=False)
+    fig = overlays.plot_subject_detections(image, ev, slices=[12], zoom_small=False)
     assert len(fig.axes) == 2 and not fig.axes[1].child_axes
     with pytest.raises(InputError, match="shape"):
-        viz.plot_subject_detections(image[:, :, :-1], ev)
+        overlays.plot_subject_detections(image[:, :, :-1], ev)
     with pytest.raises(InputError, match="within 0..32"):
-        viz.plot_subject_detections(image, ev, slices=[33])
+        overlays.plot_subject_detections(image, ev, slices=[33])
 
 
 def test_aria_h_confusion() -> None:
