@@ -112,6 +112,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         rule=args.rule,
         distance=args.distance,
         threshold=args.threshold,
+        only_predicted=args.only_predicted,
         json_out=Path(args.json) if args.json else None,
         progress=not args.quiet,
     )
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="match distance (paper: voxels, default 4; valdo: mm, default 5)")
     p.add_argument("--threshold", type=float, default=None,
                    help="probability threshold (default: the one in PRED/prediction.json, else 0.5)")
+    p.add_argument("--only-predicted", action="store_true",
+                   help="evaluate only the reference subjects that have a prediction (e.g. one fold)")
     p.add_argument("--json", default=None, help="write metrics as JSON here")
     _add_common(p)
     p.set_defaults(func=_cmd_evaluate)

@@ -270,7 +270,7 @@ def _select_subjects(subjects: Sequence[Subject], pred_dir: Path, only_predicted
         raise InputError(
             f"{len(missing)} reference subject(s) have no prediction in {pred_dir}: "
             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; run `cmbstudy predict` "
-            "on them, or evaluate only the predicted subjects (only_predicted=True)"
+            "on them, or evaluate only the predicted subjects (--only-predicted)"
         )
     chosen = [s for s in subjects if s.subject_id not in set(missing)]
     if not chosen:

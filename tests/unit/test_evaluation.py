@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cmbstudy.cli import main
 from cmbstudy.errors import ConfigError, InputError
 from cmbstudy.evaluation import evaluate_predictions, evaluate_volume, prediction_path
 from cmbstudy.io import save_nifti
@@ -147,11 +148,14 @@ def test_valdo_mm_distance_vs_paper_voxels(study: tuple[Path, Path], tmp_path: P
 def test_missing_prediction_strict_and_only_predicted(study: tuple[Path, Path]) -> None:
     ref, pred = study
     prediction_path(pred, "002").unlink()
-    with pytest.raises(InputError, match=r"no prediction .*002.*cmbstudy predict"):
+    with pytest.raises(InputError, match=r"no prediction .*002.*cmbstudy predict.*--only-predicted"):
         evaluate_predictions(pred, ref, progress=False)
     report = evaluate_predictions(pred, ref, only_predicted=True, n_bootstrap=10, progress=False)
     assert [r["subject_id"] for r in report.per_subject] == ["001"]
     assert report.summary["n_subjects"] == 1 and report.summary["fp_per_subject"] == 1.0
+    # the same through the command line
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--quiet"]) == 2
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--only-predicted", "--quiet"]) == 0
 
 
 def test_grid_mismatch_and_bad_inputs(study: tuple[Path, Path], tmp_path: Path) -> None:
