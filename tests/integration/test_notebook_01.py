@@ -29,6 +29,8 @@ def test_notebook_executes(tmp_path: Path) -> None:
         kernel_name="python3", cwd=str(tmp_path), progress_bar=False,
     )
     nb = json.loads(out.read_text())
+    pngs = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(pngs) >= 4, "figures were not displayed as images (matplotlib backend?)"
     glued = {}
     for cell in nb["cells"]:
         for output in cell.get("outputs", []):

@@ -43,7 +43,10 @@ def test_smoke_study_renders_the_book(tmp_path: Path, monkeypatch: pytest.Monkey
     for src in images:
         assert (html / "executed" / src).resolve().is_file(), src
     # glued numbers are rendered in the prose, not left as roles
-    assert "glue:text" not in cohort and "sphere_field_error" not in cohort
+    text = re.sub(r"<[^>]+>", "", cohort)
+    assert "glue:text" not in text
+    assert re.search(r"over the peak field\) is\s+\d\.\de-0\d", text), "sphere-field error not rendered"
+    assert re.search(r"it reaches F1 = \d\.\d\d", text), "classical F1 not rendered"
 
     # a second run skips the unchanged notebook and rebuilds only the book
     assert main(["study", "--profile", "smoke", "--out", str(out), "--quiet", "--no-book"]) == 0

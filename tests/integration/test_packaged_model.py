@@ -1,0 +1,43 @@
+"""The model shipped in cmbstudy/weights/ loads, says where it came from, and detects."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cmbstudy.cli import main
+from cmbstudy.config import load_profile
+from cmbstudy.model_store import load_detection_model, packaged_model_path
+from cmbstudy.synth import make_cohort
+
+pytestmark = pytest.mark.slow
+
+
+def test_packaged_model_provenance() -> None:
+    path = packaged_model_path()
+    assert path is not None, "cmbstudy/weights/rlk_unet_cbam_quick.pt is missing from the package"
+    model = load_detection_model()
+    assert model.trained_on_synthetic
+    assert "synthetic" in model.intended_use and "not a medical device" in model.intended_use
+    provenance = json.loads(path.with_suffix(".json").read_text())
+    assert provenance["training_data"]["layout"] == "synthetic"
+    assert provenance["profile"]["name"] == "quick" and provenance["fold"] == 0
+    assert 0.0 < provenance["best_val"]["f1"] <= 1.0
+    # the shipped weights must match the quick profile's network and preprocessing:
+    # a change to either without retraining and re-exporting fails here
+    quick = load_profile("quick")
+    assert model.profile.model == quick.model and model.profile.preprocess == quick.preprocess
+
+
+def test_detect_without_model_uses_the_packaged_one(tmp_path: Path) -> None:
+    cohort = tmp_path / "cohort"
+    make_cohort(cohort, profile=load_profile("smoke"), n_subjects=1, seed=3, progress=False)
+    scan = next(cohort.glob("sub-*/anat/sub-*_T2starw.nii.gz"), None) or next(cohort.glob("sub-*/anat/sub-*_swi.nii.gz"))
+    out = tmp_path / "out"
+    assert main(["detect", str(scan), "--out", str(out), "--quiet"]) == 0
+    summary = json.loads(next(out.glob("sub-*/anat/*_summary.json")).read_text())
+    assert summary["aria_h_category"] in ("0", "1-4", "5-9", ">=10")
+    assert "synthetic" in summary["intended_use"]
+    assert next(out.glob("sub-*/anat/*_report.png")).stat().st_size > 10_000
