@@ -219,6 +219,8 @@ def export_model(run_dir: Path, out_dir: Path, data_root: Path | None = None, na
     training_data: Any = loaded.provenance.get("training_data", "not recorded")
     if data_root is not None:
         training_data = describe_dataset(Path(data_root))
+    if isinstance(training_data, dict):  # a local path means nothing where the model is used
+        training_data = {k: v for k, v in training_data.items() if k != "data_root"}
     provenance = {**loaded.provenance, "name": name, "training_data": training_data,
                   "profile": profile_to_dict(loaded.profile), "cmbstudy_version": __version__,
                   "date": time.strftime("%Y-%m-%d")}

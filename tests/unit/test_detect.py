@@ -183,6 +183,7 @@ def test_load_model_from_run_checkpoint_and_export(tmp_path: Path) -> None:
     provenance = json.loads(exported.with_suffix(".json").read_text())
     assert provenance["training_data"]["layout"] == "synthetic" and provenance["fold"] == 1
     assert provenance["training_data"]["cmbstudy"]["dataset"] == "synthetic"
+    assert "data_root" not in provenance["training_data"]  # no local paths in a shipped file
     for a, b in zip(packaged.network.state_dict().values(), from_run.network.state_dict().values()):
         assert torch.equal(a, b)
     lone = tmp_path / "lone" / "model.pt"
