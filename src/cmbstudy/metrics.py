@@ -181,11 +181,17 @@ def equivalent_diameter_mm(n_voxels: np.ndarray | int, voxel_volume_mm3: float) 
     return np.cbrt(6.0 * volume / np.pi)
 
 
-def _distances(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _checked_distances(pred: np.ndarray, ref: np.ndarray, max_distance: float, what: str) -> np.ndarray:
+    """(n_pred, n_ref) Euclidean distances between (n, 3) centroids, after checking the threshold.
+
+    Raises:
+        ConfigError: ``max_distance`` is negative or not finite.
+    """
+    if not np.isfinite(max_distance) or max_distance < 0:
+        raise ConfigError(f"{what} {max_distance!r} must be a finite number >= 0")
     pred = np.asarray(pred, dtype=float).reshape(-1, 3)
     ref = np.asarray(ref, dtype=float).reshape(-1, 3)
-    dist = np.linalg.norm(pred[:, None, :] - ref[None, :, :], axis=-1)
-    return pred, ref, dist
+    return np.linalg.norm(pred[:, None, :] - ref[None, :, :], axis=-1)
 
 
 def _make_match(pairs: list[tuple[int, int]], n_pred: int, n_ref: int) -> Match:
@@ -220,10 +226,8 @@ def match_paper(
     Raises:
         ConfigError: max_distance is negative or not finite.
     """
-    if not np.isfinite(max_distance) or max_distance < 0:
-        raise ConfigError(f"match distance {max_distance!r} must be a finite number >= 0")
-    pred, ref, dist = _distances(pred_centroids, ref_centroids)
-    n_pred, n_ref = pred.shape[0], ref.shape[0]
+    dist = _checked_distances(pred_centroids, ref_centroids, max_distance, "match distance")
+    n_pred, n_ref = dist.shape
     if n_pred == 0 or n_ref == 0:
         return _make_match([], n_pred, n_ref)
     allowed = dist <= max_distance + _DISTANCE_TOLERANCE
@@ -262,10 +266,8 @@ def match_valdo(
     Raises:
         ConfigError: max_distance_mm is negative or not finite.
     """
-    if not np.isfinite(max_distance_mm) or max_distance_mm < 0:
-        raise ConfigError(f"VALDO distance {max_distance_mm!r} mm must be a finite number >= 0")
-    pred, ref, dist = _distances(pred_centroids_mm, ref_centroids_mm)
-    n_pred, n_ref = pred.shape[0], ref.shape[0]
+    dist = _checked_distances(pred_centroids_mm, ref_centroids_mm, max_distance_mm, "VALDO distance (mm)")
+    n_pred, n_ref = dist.shape
     if n_pred == 0 or n_ref == 0:
         return _make_match([], n_pred, n_ref)
     nearest = np.argmin(dist, axis=1)
