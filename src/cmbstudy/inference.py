@@ -230,7 +230,7 @@ def predict_dataset(
 
     Uses the run's ``profile.yaml`` (model and preprocessing settings, threshold
     and connectivity of ``evaluation``) and ``checkpoint_best.pt``. Writes the
-    prediction folder of contracts (probability and int16 instance NIfTIs on
+    prediction folder (``PRED/sub-<id>/``: probability and int16 instance NIfTIs on
     the input grid with the input affine, ``lesions.tsv`` per subject,
     ``predictions.tsv``, ``prediction.json``) atomically.
 
