@@ -32,6 +32,7 @@ __all__ = [
     "Profile",
     "load_profile",
     "profile_to_dict",
+    "profile_from_mapping",
     "dataclass_from_mapping",
 ]
 
@@ -247,6 +248,20 @@ def load_profile(name: str | Path = "quick", overrides: Sequence[str] = ()) -> P
             section[parts[1]] = value
     data.pop("name", None)
     return dataclass_from_mapping(Profile, {"name": label, **data}, where=f"profile {label}")
+
+
+def profile_from_mapping(data: Any, where: str) -> Profile:
+    """A :class:`Profile` from resolved data stored beside a result (``profile.yaml``, a checkpoint).
+
+    Raises:
+        ConfigError: ``data`` is not a mapping of sections, or holds unknown keys or wrong types.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of profile sections, got {type(data).__name__}")
+    try:
+        return dataclass_from_mapping(Profile, data, where=where)
+    except TypeError as exc:  # a missing required field, e.g. no profile name
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def profile_to_dict(profile: Profile) -> dict[str, Any]:

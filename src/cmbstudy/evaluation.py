@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -28,7 +26,7 @@ from . import metrics as M
 from .config import EvalConfig
 from .datasets import Subject, load_subjects
 from .errors import ConfigError, InputError, OutputError
-from .io import check_same_grid, load_image, load_mask
+from .io import check_same_grid, load_image, load_mask, write_text_atomically
 from .stats import bootstrap_detection_ci
 
 __all__ = [
@@ -294,19 +292,11 @@ def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"JSON output {path} is a folder: give a file name such as metrics.json")
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        write_text_atomically(path, text)
     except OSError as exc:
         raise OutputError(f"JSON output {path} cannot be written ({exc}): choose another location") from exc
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _default_threshold(pred_dir: Path, rule: str) -> float:

@@ -30,7 +30,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import Profile, dataclass_from_mapping
+from .config import Profile, profile_from_mapping
 from .datasets import load_subjects
 from .errors import ConfigError, InputError
 from .io import atomic_output_dir, check_output_dir, save_nifti
@@ -198,12 +198,9 @@ def load_run_profile(run_dir: Path) -> Profile:
     path = Path(run_dir) / "profile.yaml"
     if not path.is_file():
         raise InputError(f"{path} does not exist: give a run folder written by `cmbstudy train`")
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        raise InputError(f"{path} is not a profile (expected a mapping of sections)")
     try:
-        return dataclass_from_mapping(Profile, data, where=str(path))
-    except (ConfigError, TypeError) as exc:
+        return profile_from_mapping(yaml.safe_load(path.read_text()), str(path))
+    except ConfigError as exc:
         raise InputError(f"{path} is not a valid profile: {exc}") from exc
 
 

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -39,6 +39,8 @@ __all__ = [
     "voxel_sizes",
     "to_canonical",
     "from_canonical",
+    "write_atomically",
+    "write_text_atomically",
     "save_nifti",
     "atomic_output_dir",
     "check_output_dir",
@@ -207,6 +209,31 @@ def from_canonical(array: np.ndarray, original: nib.Nifti1Image) -> np.ndarray:
     return np.ascontiguousarray(back)
 
 
+def write_atomically(path: str | Path, write: Callable[[str], object], suffix: str = "") -> Path:
+    """Create ``path`` by ``write(tmp)`` on a temporary file in the same folder, then rename.
+
+    A reader never sees a half-written file, and an exception leaves ``path`` as it
+    was. ``suffix`` keeps the extension that some writers infer the format from
+    (``.nii.gz`` for nibabel, ``.npz`` for numpy).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`write_atomically`)."""
+    return write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def save_nifti(
     array: np.ndarray,
     affine: np.ndarray,
@@ -216,21 +243,12 @@ def save_nifti(
 ) -> Path:
     """Write ``array`` as NIfTI atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(np.asarray(array).astype(dtype), affine, header)
     img.set_data_dtype(dtype)
     img.header.set_qform(affine, code=1)
     img.header.set_sform(affine, code=1)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomically(path, lambda tmp: nib.save(img, tmp), suffix=suffix)
 
 
 def check_output_dir(path: str | Path, overwrite: bool = False) -> Path:

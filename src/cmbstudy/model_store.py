@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import Profile, dataclass_from_mapping, profile_to_dict
+from .config import Profile, profile_from_mapping, profile_to_dict
 from .datasets import describe_dataset
 from .errors import ConfigError, InputError
+from .io import write_atomically, write_text_atomically
 from .inference import load_run_profile
 from .models import model_from_config
 
@@ -96,11 +97,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _profile_from(data: Any, where: Path) -> Profile:
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: the stored profile is not a mapping: re-export the model")
     try:
-        return dataclass_from_mapping(Profile, data, where=str(where))
-    except (ConfigError, TypeError) as exc:
+        return profile_from_mapping(data, str(where))
+    except ConfigError as exc:
         raise InputError(f"{where} holds an invalid profile ({exc}): re-export the model") from exc
 
 
@@ -225,8 +224,11 @@ def export_model(run_dir: Path, out_dir: Path, data_root: Path | None = None, na
                   "profile": profile_to_dict(loaded.profile), "cmbstudy_version": __version__,
                   "date": time.strftime("%Y-%m-%d")}
     provenance.pop("run_dir", None)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": state["model"], "profile": provenance["profile"], "fold": state.get("fold"),
-                "epoch": state.get("epoch"), "val": state.get("val")}, out_dir / f"{name}.pt")
-    (out_dir / f"{name}.json").write_text(json.dumps(to_json_safe(provenance), indent=2, allow_nan=False, default=str) + "\n")
+    payload = {"model": state["model"], "profile": provenance["profile"], "fold": state.get("fold"),
+               "epoch": state.get("epoch"), "val": state.get("val")}
+    write_atomically(out_dir / f"{name}.pt", lambda tmp: torch.save(payload, tmp))
+    write_text_atomically(
+        out_dir / f"{name}.json",
+        json.dumps(to_json_safe(provenance), indent=2, allow_nan=False, default=str) + "\n",
+    )
     return out_dir / f"{name}.pt"

@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
-import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from tqdm import tqdm
 from .config import PreprocessConfig
 from .datasets import Subject
 from .errors import ConfigError, InputError
-from .io import from_canonical, load_image, load_mask, to_canonical, voxel_sizes
+from .io import from_canonical, load_image, load_mask, to_canonical, voxel_sizes, write_atomically
 
 __all__ = [
     "BRAIN_EXTRACTION_METHODS",
@@ -345,14 +344,11 @@ def _save_cache(volume: PreprocessedVolume, path: Path) -> None:
     if volume.mask is not None:
         arrays["mask"] = volume.mask
     geometry = json.dumps(dataclasses.asdict(volume.geometry))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, subject_id=np.array(volume.subject_id), geometry=np.array(geometry), **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(
+        path,
+        lambda tmp: np.savez(tmp, subject_id=np.array(volume.subject_id), geometry=np.array(geometry), **arrays),
+        suffix=".npz",
+    )
 
 
 def _read_cache(path: Path) -> PreprocessedVolume:

@@ -12,14 +12,13 @@ every category is spread over the folds as evenly as it can be.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from .errors import ConfigError, InputError
+from .io import write_text_atomically
 
 __all__ = ["make_cv_splits", "select_fold", "save_splits", "load_splits"]
 
@@ -113,12 +112,7 @@ def save_splits(
         "stratified": stratified,
         "folds": [{"train": list(s["train"]), "val": list(s["val"])} for s in splits],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomically(path, json.dumps(payload, indent=2))
 
 
 def load_splits(path: Path) -> dict:

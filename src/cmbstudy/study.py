@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from .config import load_profile
 from .errors import CmbStudyError, ConfigError
-from .io import check_output_dir
+from .io import check_output_dir, write_text_atomically
 
 __all__ = ["Step", "STEPS", "StudyError", "find_project_root", "run_study", "build_book"]
 
@@ -95,12 +95,6 @@ def _load_state(path: Path) -> dict[str, Any]:
         except json.JSONDecodeError:
             return {}
     return {}
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def _run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path) -> None:
@@ -210,7 +204,7 @@ def run_study(
         _run_notebook(source, executed, parameters, cwd=out)
         timings[step.name] = time.perf_counter() - start
         state[step.name] = {"key": key, "seconds": round(timings[step.name], 1)}
-        _write_json_atomic(state_path, state)
+        write_text_atomically(state_path, json.dumps(state, indent=2, sort_keys=True))
         print(f"[study] {step.name}: done in {timings[step.name]:.0f} s", flush=True)
 
     if build_book:

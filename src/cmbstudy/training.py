@@ -25,9 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +43,7 @@ from .config import Profile, TrainConfig, profile_to_dict
 from .datasets import describe_dataset, load_participants, load_subjects
 from .errors import ConfigError, InputError, OutputError
 from .inference import autocast, default_cache_dir, load_run_profile, predict_logits, resolve_device
-from .io import check_output_dir, load_mask
+from .io import check_output_dir, load_mask, write_atomically, write_text_atomically
 from .losses import make_loss
 from .metrics import find_lesions, match_paper, summarize_detection
 from .models import model_from_config
@@ -157,24 +155,6 @@ def validate(
     summary = summarize_detection(counts)
     keys = ("precision", "recall", "f1", "fp_per_subject")
     return {**{k: float(summary[k]) for k in keys}, "loss": float(np.mean(losses)) if losses else math.nan}
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_text(path: Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(text)
-
-    _atomic_write(path, write)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -295,17 +275,17 @@ def fit(
             if _better(val["f1"], val["loss"], best):
                 best = {"epoch": epoch, **val}
                 payload = {"model": model.state_dict(), "epoch": epoch, "val": best, "fold": fold}
-                _atomic_write(out / "checkpoint_best.pt", lambda tmp: torch.save(payload, tmp))
+                write_atomically(out / "checkpoint_best.pt", lambda tmp: torch.save(payload, tmp))
         row["seconds"] = time.perf_counter() - tic
         history.append(row)
         frame = pd.DataFrame(history).reindex(columns=list(HISTORY_COLUMNS))
-        _atomic_write(out / "history.csv", lambda tmp: frame.to_csv(tmp, index=False))
+        write_atomically(out / "history.csv", lambda tmp: frame.to_csv(tmp, index=False))
         state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history, "best": best,
             "rng": _rng_state(), "sampler": {"seed": sampler_seed, "next_epoch": epoch + 1}, "fold": fold,
         }
-        _atomic_write(out / "checkpoint_last.pt", lambda tmp: torch.save(state, tmp))
+        write_atomically(out / "checkpoint_last.pt", lambda tmp: torch.save(state, tmp))
     best = best or {"epoch": -1}
     result = RunResult(
         run_dir=out, fold=fold, model=profile.model.name, best_epoch=int(best["epoch"]),
@@ -315,7 +295,7 @@ def fit(
     )
     info = {**dataclasses.asdict(result), "run_dir": str(out), "seed": profile.seed, "profile": profile.name}
     info["best_val"] = {k: (None if math.isnan(v) else v) for k, v in result.best_val.items()}
-    _write_text(out / "result.json", json.dumps(info, indent=2, allow_nan=True))
+    write_text_atomically(out / "result.json", json.dumps(info, indent=2, allow_nan=True))
     return result
 
 
@@ -393,10 +373,10 @@ def train_fold(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"run folder {out} cannot be created ({exc})") from exc
-    _write_text(out / "profile.yaml", yaml.safe_dump(profile_to_dict(profile), sort_keys=False))
+    write_text_atomically(out / "profile.yaml", yaml.safe_dump(profile_to_dict(profile), sort_keys=False))
     save_splits(out / "split.json", splits, profile.seed, fold, strata is not None)
-    _write_text(out / "environment.json", json.dumps(collect_environment(), indent=2))
-    _write_text(out / "dataset.json", json.dumps(describe_dataset(data_root), indent=2, default=str))
+    write_text_atomically(out / "environment.json", json.dumps(collect_environment(), indent=2))
+    write_text_atomically(out / "dataset.json", json.dumps(describe_dataset(data_root), indent=2, default=str))
     init_seed = int(np.random.SeedSequence([profile.seed, fold, 0]).generate_state(1)[0])
     torch.manual_seed(init_seed)
     model = model_from_config(profile.model)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from cmbstudy.config import (
+    profile_from_mapping,
     PROFILE_NAMES,
     PreprocessConfig,
     Profile,
@@ -130,3 +131,14 @@ def test_dataclass_from_mapping_defaults_and_tuples() -> None:
     assert cfg.size == 32
     assert cfg.n4_iterations == (5, 5)
     assert cfg.n4 is True and cfg.n4_shrink == 4
+
+
+def test_profile_from_mapping_round_trip_and_errors() -> None:
+    profile = load_profile("smoke")
+    assert profile_from_mapping(profile_to_dict(profile), "run/profile.yaml") == profile
+    with pytest.raises(ConfigError, match=r"run/profile\.yaml: expected a mapping of profile sections, got list"):
+        profile_from_mapping([1, 2], "run/profile.yaml")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['epoch'\]"):
+        profile_from_mapping({"name": "x", "train": {"epoch": 3}}, "run/profile.yaml")
+    with pytest.raises(ConfigError, match=r"run/profile\.yaml: .*name"):
+        profile_from_mapping({"seed": 1}, "run/profile.yaml")

@@ -287,3 +287,24 @@ def test_atomic_output_dir_keeps_old_results_on_exception(tmp_path: Path) -> Non
             raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert (out / "old.txt").read_text() == "old"
+
+
+def test_write_atomically_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
+    from cmbstudy.io import write_atomically, write_text_atomically
+
+    target = tmp_path / "sub" / "result.json"
+    write_text_atomically(target, "first")
+    assert target.read_text() == "first"
+
+    def broken(tmp: str) -> None:
+        Path(tmp).write_text("half")
+        raise RuntimeError("writer failed")
+
+    with pytest.raises(RuntimeError, match="writer failed"):
+        write_atomically(target, broken)
+    assert target.read_text() == "first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["result.json"]
+
+    seen: list[str] = []
+    write_atomically(tmp_path / "a.npz", lambda tmp: seen.append(tmp) or np.savez(tmp, x=np.arange(3)), suffix=".npz")
+    assert seen[0].endswith(".npz") and np.load(tmp_path / "a.npz")["x"].tolist() == [0, 1, 2]
