@@ -67,10 +67,12 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_profile
+    from .config import load_profile, resolve_variant
     from .training import train_fold
 
     profile = load_profile(args.profile, args.set)
+    if args.variant is not None:
+        profile = resolve_variant(profile, args.variant)
     result = train_fold(
         profile,
         data_root=resolve_data_root(args.data),
@@ -81,6 +83,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        modality=args.modality,
     )
     print(result)
     return 0
@@ -188,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int, required=True, help="fold index, 0-based")
     p.add_argument("--out", required=True, help="run folder to create")
     p.add_argument("--model", default=None, help="registry name (default: the profile's)")
+    p.add_argument("--variant", default=None,
+                   help="a named network of the profile's variants: its overrides apply after --set "
+                        "(e.g. cbam_skips_1, fan2022, dou2016)")
+    p.add_argument("--modality", choices=("gre", "swi"), default=None,
+                   help="train and validate on subjects of this modality only")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     _add_common(p, profile=True, out=True)

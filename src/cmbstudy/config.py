@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 import yaml
@@ -29,7 +30,10 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "EvalConfig",
+    "StudyConfig",
+    "DEFAULT_VARIANTS",
     "Profile",
+    "resolve_variant",
     "load_profile",
     "profile_to_dict",
     "profile_from_mapping",
@@ -82,6 +86,7 @@ class ModelConfig:
     small_kernel: int = 5  # parallel small depthwise kernel of the RLK block (0: none; Son 2023: 5)
     mlp_ratio: float = 4.0  # RLK feed-forward width as a multiple of the channels (0: none)
     norm_groups: int = 8  # GroupNorm groups (largest divisor of the channels up to this)
+    spacing_mm: float = 0.0  # volumetric models: isotropic resampling of the preprocessed volume (mm; 0 keeps its grid)
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,9 @@ class TrainConfig:
     crop_size: int = 0  # square training crop around lesions (voxels; 0 or >= preprocess.size: full slice)
     rotate_degrees: float = 15.0  # random in-plane rotation range, +- degrees (paper: 15)
     augment_prob: float = 0.5  # probability of the rotation and of the Bezier intensity transform
-    val_every: int = 1  # validate every k epochs (and after the last epoch)
+    val_every: int = 1  # validate every k epochs and after the last (0: never; checkpoint_best is the last epoch)
     val_batch_size: int = 8  # slices per forward pass in validation and inference
+    patch_size: tuple[int, int, int] = (16, 64, 64)  # volumetric models: training patch (slices, rows, columns)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,33 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class StudyConfig:
+    """Which training runs the study makes (see :mod:`cmbstudy.study`); names are ``variants``."""
+
+    main: str = "rlk_unet_cbam"  # the paper's network: all cv_folds, burden, Grad-CAM
+    cv_folds: tuple[int, ...] = (0, 1, 2, 3, 4)  # folds of the main variant (Table 3)
+    ablation: tuple[str, ...] = ("cbam_skips_0", "cbam_skips_1", "cbam_skips_2")  # CBAM arms (Tables 7-8)
+    baselines: tuple[str, ...] = ("dou2016", "fan2022", "wei2022", "tsuchida2024", "nnunet")  # Table 2
+    comparison_folds: tuple[int, ...] = (0,)  # folds of the ablation and baseline variants
+    cross_modality: bool = True  # train on one modality, test on the other (Table 5)
+
+
+# Named profile overrides (``section.key`` -> value), one per network of the study. A profile's
+# own ``variants:`` entries are added to these (and replace one of the same name).
+DEFAULT_VARIANTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "rlk_unet_cbam": {},  # RLK-UNet, CBAM on all three skips (the paper)
+    "cbam_skips_0": {"model.name": "rlk_unet"},  # no CBAM (Table 7, Table 8 row 0)
+    "cbam_skips_1": {"model.cbam_skips": 1},  # CBAM on the deepest skip only
+    "cbam_skips_2": {"model.cbam_skips": 2},  # CBAM on the two deepest skips
+    "dou2016": {"model.name": "dou2016_cnn3d"},  # two-stage 3D CNN
+    "fan2022": {"model.name": "fan2022_unet"},  # 2D U-Net on adjacent slices
+    "wei2022": {"model.name": "wei2022_mmoc"},  # MMOC-Net: propose, then refine
+    "tsuchida2024": {"model.name": "tsuchida2024_shiva", "model.spacing_mm": 1.0},  # SHIVA-CMB 3D U-Net
+    "nnunet": {"model.name": "nnunet_dynunet"},  # MONAI DynUNet, nnU-Net style
+})
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named, resolved set of all sections."""
 
@@ -131,6 +164,8 @@ class Profile:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_VARIANTS.items()})
 
 
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -247,7 +282,37 @@ def load_profile(name: str | Path = "quick", overrides: Sequence[str] = ()) -> P
                 raise ConfigError(f"--set {text!r}: {parts[0]!r} is not a section")
             section[parts[1]] = value
     data.pop("name", None)
+    data["variants"] = _merge_variants(data.get("variants"), label)
     return dataclass_from_mapping(Profile, {"name": label, **data}, where=f"profile {label}")
+
+
+def _merge_variants(extra: Any, label: str) -> dict[str, dict[str, Any]]:
+    variants = {name: dict(values) for name, values in DEFAULT_VARIANTS.items()}
+    if extra is None:
+        return variants
+    if not isinstance(extra, Mapping) or not all(isinstance(v, Mapping) for v in extra.values()):
+        raise ConfigError(f"profile {label}: variants must map a name to section.key: value overrides")
+    variants.update({str(name): dict(values) for name, values in extra.items()})
+    return variants
+
+
+def resolve_variant(profile: Profile, variant: str) -> Profile:
+    """``profile`` with the overrides of ``profile.variants[variant]`` applied.
+
+    Raises:
+        ConfigError: unknown variant (the message lists the known ones) or a bad override.
+    """
+    if variant not in profile.variants:
+        raise ConfigError(
+            f"unknown variant {variant!r}; variants of profile {profile.name} are {sorted(profile.variants)}"
+        )
+    data = profile_to_dict(profile)
+    for key, value in profile.variants[variant].items():
+        parts = str(key).split(".")
+        if len(parts) != 2 or not isinstance(data.get(parts[0]), dict):
+            raise ConfigError(f"variant {variant!r}: {key!r} is not section.key")
+        data[parts[0]][parts[1]] = value
+    return profile_from_mapping(data, f"profile {profile.name}, variant {variant}")
 
 
 def profile_from_mapping(data: Any, where: str) -> Profile:

@@ -214,11 +214,14 @@ def fit(
         InputError: resume without ``checkpoint_last.pt`` in ``out``.
     """
     cfg, out = profile.train, Path(out)
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ConfigError(f"train.epochs={cfg.epochs} and train.batch_size={cfg.batch_size} must be >= 1")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.val_every < 0:
+        raise ConfigError(
+            f"train.epochs={cfg.epochs} and train.batch_size={cfg.batch_size} must be >= 1, "
+            f"train.val_every={cfg.val_every} >= 0"
+        )
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
-    memory = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
+    memory = torch.channels_last  # NHWC: 2x faster training of depthwise 13x13 on CPU too
     model.to(device=dev, memory_format=memory)
     loss_fn = make_loss(cfg) if loss_fn is None else loss_fn
     train_seed, sampler_seed = (int(v) for v in np.random.SeedSequence([profile.seed, fold, 1]).generate_state(2))
@@ -268,7 +271,7 @@ def fit(
             bar.set_postfix(loss=f"{total / seen:.4f}")
         scheduler.step()
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": total / max(seen, 1)}
-        if (epoch + 1) % max(cfg.val_every, 1) == 0 or epoch == cfg.epochs - 1:
+        if cfg.val_every > 0 and ((epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1):
             val = validate(model, val_volumes, references, profile, dev, loss_fn)
             row.update({f"val_{k}": val[k] for k in ("precision", "recall", "f1", "fp_per_subject")})
             row["val_loss"] = val["loss"]
@@ -286,6 +289,10 @@ def fit(
             "rng": _rng_state(), "sampler": {"seed": sampler_seed, "next_epoch": epoch + 1}, "fold": fold,
         }
         write_atomically(out / "checkpoint_last.pt", lambda tmp: torch.save(state, tmp))
+    if cfg.val_every == 0 and history:  # no validation: the last epoch is the checkpoint used
+        best = {"epoch": history[-1]["epoch"], **{k: math.nan for k in ("precision", "recall", "f1", "fp_per_subject", "loss")}}
+        payload = {"model": model.state_dict(), "epoch": best["epoch"], "val": best, "fold": fold}
+        write_atomically(out / "checkpoint_best.pt", lambda tmp: torch.save(payload, tmp))
     best = best or {"epoch": -1}
     result = RunResult(
         run_dir=out, fold=fold, model=profile.model.name, best_epoch=int(best["epoch"]),
@@ -331,10 +338,12 @@ def train_fold(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    modality: str | None = None,
 ) -> RunResult:
     """Train fold ``fold`` of the profile's cross-validation on the dataset at ``data_root``.
 
-    The split is made from the profile seed over all subjects of the dataset,
+    The split is made from the profile seed over all subjects of the dataset
+    (only those scanned with ``modality``, "gre" or "swi", when given),
     stratified by ``aria_h_category`` of ``participants.tsv`` when every
     subject has one. Preprocessed volumes come from the shared cache
     (:func:`cmbstudy.inference.default_cache_dir`).
@@ -356,6 +365,14 @@ def train_fold(
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
     subjects = load_subjects(Path(data_root))
+    if modality is not None:
+        found = sorted({s.modality for s in subjects})
+        subjects = [s for s in subjects if s.modality == modality]
+        if len(subjects) < profile.train.n_folds:
+            raise InputError(
+                f"{data_root} has {len(subjects)} {modality!r} subjects (modalities there: {found}); "
+                f"{profile.train.n_folds} folds need at least as many"
+            )
     ids = [s.subject_id for s in subjects]
     strata = _strata(Path(data_root), ids)
     splits = make_cv_splits(ids, profile.train.n_folds, profile.seed, strata)
@@ -376,7 +393,8 @@ def train_fold(
     write_text_atomically(out / "profile.yaml", yaml.safe_dump(profile_to_dict(profile), sort_keys=False))
     save_splits(out / "split.json", splits, profile.seed, fold, strata is not None)
     write_text_atomically(out / "environment.json", json.dumps(collect_environment(), indent=2))
-    write_text_atomically(out / "dataset.json", json.dumps(describe_dataset(data_root), indent=2, default=str))
+    dataset = {**describe_dataset(data_root), "training_modality": modality or "all"}
+    write_text_atomically(out / "dataset.json", json.dumps(dataset, indent=2, default=str))
     init_seed = int(np.random.SeedSequence([profile.seed, fold, 0]).generate_state(1)[0])
     torch.manual_seed(init_seed)
     model = model_from_config(profile.model)

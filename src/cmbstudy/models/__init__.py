@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch.nn as nn
 
@@ -23,20 +23,29 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from .rlk_unet import RLKUNet
 
-__all__ = ["get_model", "model_from_config", "list_models", "register_model", "RLKUNet"]
+__all__ = ["get_model", "model_from_config", "list_models", "model_fields", "register_model", "RLKUNet"]
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {}
+_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "name")
 
 
-def register_model(name: str, builder: Callable[..., nn.Module]) -> None:
+def register_model(name: str, builder: Callable[..., nn.Module], fields: Sequence[str]) -> None:
     """Register ``builder(**cfg) -> nn.Module`` under ``name``.
 
+    Args:
+        fields: the :class:`~cmbstudy.config.ModelConfig` fields the builder takes;
+            :func:`model_from_config` passes only these, so a profile's settings
+            for other networks (e.g. ``kernel_size``) do not reach it.
+
     Raises:
-        ConfigError: ``name`` is already registered.
+        ConfigError: ``name`` is already registered, or ``fields`` names no ModelConfig field.
     """
     if name in _REGISTRY:
         raise ConfigError(f"model {name!r} is already registered")
-    _REGISTRY[name] = builder
+    unknown = sorted(set(fields) - set(_MODEL_FIELDS))
+    if unknown:
+        raise ConfigError(f"model {name!r}: {unknown} are not ModelConfig fields")
+    _REGISTRY[name] = (builder, tuple(fields))
 
 
 def list_models() -> list[str]:
@@ -44,27 +53,32 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _check_kwargs(name: str, target: Callable[..., Any], cfg: dict[str, Any]) -> None:
-    valid = set(inspect.signature(target).parameters)
-    unknown = sorted(set(cfg) - valid)
-    if unknown:
+def model_fields(name: str) -> tuple[str, ...]:
+    """The ModelConfig fields the registered network ``name`` takes.
+
+    Raises:
+        ConfigError: unknown model name.
+    """
+    _check_name(name)
+    return _REGISTRY[name][1]
+
+
+def _check_name(name: str) -> None:
+    if name not in _REGISTRY:
         raise ConfigError(
-            f"model {name!r}: unknown setting(s) {unknown}; valid settings are {sorted(valid)}"
+            f"unknown model {name!r}; valid names are {', '.join(list_models())} (model.name)"
         )
 
 
-def _build_rlk_unet_cbam(**cfg: Any) -> nn.Module:
-    _check_kwargs("rlk_unet_cbam", RLKUNet, cfg)
-    return RLKUNet(**cfg)
+_RLK_FIELDS = tuple(p for p in inspect.signature(RLKUNet).parameters if p in _MODEL_FIELDS)
 
 
 def _build_rlk_unet(**cfg: Any) -> nn.Module:
-    _check_kwargs("rlk_unet", RLKUNet, cfg)
     return RLKUNet(**{**cfg, "cbam_skips": 0})
 
 
-register_model("rlk_unet_cbam", _build_rlk_unet_cbam)
-register_model("rlk_unet", _build_rlk_unet)
+register_model("rlk_unet_cbam", RLKUNet, _RLK_FIELDS)
+register_model("rlk_unet", _build_rlk_unet, _RLK_FIELDS)
 
 
 def get_model(name: str, **cfg: Any) -> nn.Module:
@@ -74,11 +88,14 @@ def get_model(name: str, **cfg: Any) -> nn.Module:
         ConfigError: unknown model name (the message lists the valid names) or
             an unknown or invalid setting.
     """
-    if name not in _REGISTRY:
+    _check_name(name)
+    builder, fields = _REGISTRY[name]
+    unknown = sorted(set(cfg) - set(fields))
+    if unknown:
         raise ConfigError(
-            f"unknown model {name!r}; valid names are {', '.join(list_models())} (model.name)"
+            f"model {name!r}: unknown setting(s) {unknown}; valid settings are {sorted(fields)}"
         )
-    return _REGISTRY[name](**cfg)
+    return builder(**cfg)
 
 
 def model_from_config(cfg: ModelConfig) -> nn.Module:
@@ -89,4 +106,8 @@ def model_from_config(cfg: ModelConfig) -> nn.Module:
     """
     values = dataclasses.asdict(cfg)
     name = values.pop("name")
-    return get_model(name, **values)
+    _check_name(name)
+    return get_model(name, **{key: values[key] for key in _REGISTRY[name][1]})
+
+
+from . import baselines  # noqa: E402,F401  (registers the Table 2 baselines)
