@@ -21,6 +21,7 @@ from matplotlib.ticker import NullFormatter
 from .errors import ConfigError, InputError
 from .metrics import ARIA_H_CATEGORIES, FrocCurve
 from .overlays import new_axes
+from .paper import PAPER_DATASET_LABEL
 from .stats import LinearFit, linear_fit_with_band, spearman_with_ci
 
 __all__ = [
@@ -32,8 +33,6 @@ __all__ = [
     "format_comparison_table",
 ]
 
-#: Row / column label of the paper's numbers in every comparison.
-PAPER_DATASET_LABEL = "paper (VALDO + private cohorts)"
 _HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "val_precision", "val_recall", "val_f1", "val_fp_per_subject")
 
 
