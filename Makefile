@@ -26,6 +26,9 @@ study: setup
 	$(VENV)/bin/cmbstudy study --profile $(PROFILE) $(STUDY_ARGS)
 
 test: setup
+	@command -v chromium > /dev/null 2>&1 || ! command -v apt-get > /dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq chromium) || \
+		echo "chromium could not be installed: the browser test of the book will be skipped"
 	$(PY) -m pytest -q tests
 
 test-unit: setup

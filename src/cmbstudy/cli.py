@@ -133,6 +133,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         overrides=args.set,
         force=args.force,
         build_book=not args.no_book,
+        steps=args.steps.split(",") if args.steps else None,
     )
     return 0
 
@@ -231,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="results folder (default: results)")
     p.add_argument("--force", action="store_true", help="rerun steps whose inputs did not change")
     p.add_argument("--no-book", action="store_true", help="skip the Jupyter Book build")
+    p.add_argument("--steps", default=None,
+                   help="comma-separated notebook names to run, e.g. 01_synthetic_cohort,02_preprocessing "
+                        "(default: all, in order)")
     _add_common(p, profile=True)
     p.set_defaults(func=_cmd_study)
 

@@ -33,7 +33,7 @@ from typing import Mapping
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import __version__
 from .datasets import load_subjects
@@ -185,7 +185,7 @@ def detect_scan(
         brain_source = f"{cfg.brain_extraction}: the model profile's brain extraction"
     volume = preprocess_image(image, cfg, brain_mask=brain_img, subject_id=sid)
     prep_done = time.perf_counter()
-    prob = predict_volume(model.network, volume, profile.train.val_batch_size, dev)
+    prob = predict_volume(model.network, volume, profile.train.val_batch_size, dev, profile.train.patch_size)
     model_done = time.perf_counter()
     prob_input = np.clip(volume.restore(prob, order=1), 0.0, 1.0).astype(np.float32)
     lesions = find_lesions(prob_input, threshold, profile.evaluation.connectivity)

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import metrics as M
 from .config import EvalConfig
@@ -33,6 +33,8 @@ __all__ = [
     "RULES",
     "SMALL_DIAMETER_MM",
     "FROC_FP_RATES",
+    "compute_reference_diameters",
+    "load_lesion_table",
     "VolumeEvaluation",
     "EvaluationReport",
     "prediction_path",
@@ -70,7 +72,7 @@ class VolumeEvaluation:
     row: dict[str, Any]
 
 
-def _reference_diameters(ref: M.Lesions, voxel_mm3: float, lesion_table: pd.DataFrame | None) -> np.ndarray:
+def compute_reference_diameters(ref: M.Lesions, voxel_mm3: float, lesion_table: pd.DataFrame | None) -> np.ndarray:
     """Diameter (mm) per reference component.
 
     With a synthetic ``lesions.tsv``: the largest ``diameter_mm`` among the table's
@@ -136,7 +138,7 @@ def evaluate_volume(
             M.centroids_to_mm(pred.centroids, affine), M.centroids_to_mm(ref.centroids, affine), distance
         )
     voxel_mm3 = float(abs(np.linalg.det(np.asarray(affine, dtype=float)[:3, :3])))
-    ref_small = _reference_diameters(ref, voxel_mm3, lesion_table) <= SMALL_DIAMETER_MM
+    ref_small = compute_reference_diameters(ref, voxel_mm3, lesion_table) <= SMALL_DIAMETER_MM
     pred_small = M.equivalent_diameter_mm(pred.n_voxels, voxel_mm3) <= SMALL_DIAMETER_MM
     precision, recall, f1 = M.detection_scores(
         match.n_tp, match.n_fp, match.n_fn, nan_f1_without_reference=(rule == "valdo")
@@ -276,7 +278,7 @@ def _select_subjects(subjects: Sequence[Subject], pred_dir: Path, only_predicted
     return chosen
 
 
-def _read_lesion_table(path: Path) -> pd.DataFrame:
+def load_lesion_table(path: Path) -> pd.DataFrame:
     """A synthetic ``lesions.tsv`` with at least x_vox, y_vox, z_vox, diameter_mm."""
     try:
         table = pd.read_csv(path, sep="\t")
@@ -372,7 +374,7 @@ def evaluate_predictions(
         ref_img = load_mask(subject.mask_path, what="reference CMB mask")
         check_same_grid(ref_img, pred_img, what_a=f"reference mask {subject.mask_path}",
                         what_b=f"prediction {path} (rerun `cmbstudy predict` on this dataset)")
-        table = _read_lesion_table(subject.extra_paths["lesions"]) if "lesions" in subject.extra_paths else None
+        table = load_lesion_table(subject.extra_paths["lesions"]) if "lesions" in subject.extra_paths else None
         result = evaluate_volume(
             np.asarray(pred_img.dataobj, dtype=np.float32), np.asarray(ref_img.dataobj), ref_img.affine,
             rule=rule, distance=distance, threshold=threshold, connectivity=connectivity, lesion_table=table,

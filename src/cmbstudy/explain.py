@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -30,9 +32,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from monai.visualize import GradCAM
+from scipy import ndimage
 
 from .errors import ConfigError, InputError
 from .overlays import as_2d, set_view_limits, show_slice
+from .slices import neighbour_stack
 
 __all__ = [
     "RegionScore",
@@ -40,6 +44,10 @@ __all__ = [
     "compute_cbam_maps",
     "plot_gradcam_comparison",
     "plot_cbam_maps",
+    "SliceExplanation",
+    "compute_cam_mass_fraction",
+    "compute_slice_explanations",
+    "compute_gradcam_focus",
 ]
 
 
@@ -304,3 +312,140 @@ def plot_cbam_maps(
     return _map_panels(
         image, maps, "viridis", alpha, "CBAM spatial attention", lesion_centroids, zoom_box, origin, "image"
     )
+
+
+def compute_cam_mass_fraction(cam: np.ndarray, lesions: np.ndarray, radius: float = 5.0) -> float:
+    """Share of a Grad-CAM map's mass within ``radius`` pixels of reference lesion pixels.
+
+    sum(cam over the neighbourhood) / sum(cam), the neighbourhood being every pixel whose
+    Euclidean distance to a lesion pixel is at most ``radius`` (scipy's distance transform).
+    A map concentrated on the lesions gives 1; a uniform map gives the neighbourhood's
+    share of the slice.
+
+    Args:
+        cam: (H, W) non-negative map (a (1, 1, H, W) output of :func:`compute_gradcam` is accepted).
+        lesions: (H, W) bool reference lesion pixels.
+        radius: neighbourhood radius (pixels of the map's grid).
+
+    Returns:
+        The fraction in [0, 1]; NaN when the map is all zero or there is no lesion pixel.
+
+    Raises:
+        InputError: shapes differ, or a negative value or radius.
+    """
+    c, m = as_2d(cam, "Grad-CAM map").astype(np.float64), as_2d(lesions, "lesion mask").astype(bool)
+    if c.shape != m.shape:
+        raise InputError(f"Grad-CAM map {c.shape} and lesion mask {m.shape} differ in shape")
+    if radius < 0 or (c < 0).any():
+        raise InputError(f"radius {radius} and the map's values must be non-negative")
+    total = float(c.sum())
+    if total <= 0 or not m.any():
+        return float("nan")
+    near = ndimage.distance_transform_edt(~m) <= radius
+    return float(c[near].sum() / total)
+
+
+@dataclass(frozen=True)
+class SliceExplanation:
+    """Grad-CAM of several models and CBAM attention on one preprocessed axial slice, in display orientation.
+
+    Arrays are (H, W) = (Y, X) of the preprocessed (Z, X, Y) volume transposed: draw
+    them with ``origin="lower"`` (anterior at the top, patient's right on the right).
+    """
+
+    subject_id: str
+    z: int  # axial slice of the preprocessed volume
+    image: np.ndarray  # (H, W) z-scored image
+    lesions: np.ndarray  # (H, W) bool reference lesion pixels
+    cams: dict[str, np.ndarray]  # model label -> (H, W) Grad-CAM in [0, 1] for the lesion pixels' score
+    cbam: dict[str, np.ndarray]  # skip name -> (H, W) CBAM spatial attention (first model with CBAM)
+    lesion_centroids: np.ndarray  # (n, 2) lesion centres (row, column)
+    zoom_box: tuple[float, float, float, float]  # (x0, x1, y0, y1) around the first lesion (Fig. 6)
+
+
+def _lesion_input(volume: object, z: int) -> tuple[torch.Tensor, torch.Tensor]:
+    mask = getattr(volume, "mask", None)
+    if mask is None or not 0 <= z < mask.shape[0] or not mask[z].any():
+        raise InputError(f"slice {z} of subject {getattr(volume, 'subject_id', '?')} holds no reference lesion: "
+                         "choose a slice with one (volume.mask[z].any())")
+    x = torch.from_numpy(np.ascontiguousarray(neighbour_stack(np.asarray(volume.image, np.float32), z)))[None]
+    return x, torch.from_numpy(np.asarray(mask[z]) > 0)[None, None]
+
+
+def compute_slice_explanations(
+    models: Mapping[str, nn.Module], volume: object, z: int, zoom_half_width: int = 12
+) -> SliceExplanation:
+    """Grad-CAM of each model for the score of the slice's reference lesions, and CBAM maps (Figs. 5-6).
+
+    Args:
+        models: label -> network (e.g. {"without CBAM": ..., "with CBAM": ...}), in eval mode.
+        volume: a :class:`cmbstudy.preprocess.PreprocessedVolume` (image and mask (Z, S, S)).
+        z: axial slice holding at least one reference lesion.
+        zoom_half_width: half side (pixels) of the zoom box around the first lesion.
+
+    Raises:
+        InputError: no model, or the slice holds no reference lesion.
+        ConfigError: a model names no Grad-CAM layer.
+    """
+    if not models:
+        raise InputError("give at least one model to explain")
+    x, region = _lesion_input(volume, z)
+    cams = {label: compute_gradcam(model, x, region)[0, 0].T for label, model in models.items()}
+    cbam: dict[str, np.ndarray] = {}
+    for model in models.values():
+        if hasattr(model, "last_cbam_maps"):
+            cbam = {name: m[0, 0].T for name, m in compute_cbam_maps(model, x).items()}
+            if cbam:
+                break
+    lesions = region[0, 0].numpy().T
+    labels, n = ndimage.label(lesions)
+    centroids = np.array(ndimage.center_of_mass(lesions, labels, range(1, n + 1)), dtype=float).reshape(-1, 2)
+    h, w = lesions.shape
+    half = float(min(zoom_half_width, (min(h, w) - 1) / 2))
+    row, col = centroids[0]
+    cx, cy = float(np.clip(col, half, w - 1 - half)), float(np.clip(row, half, h - 1 - half))
+    return SliceExplanation(
+        subject_id=str(getattr(volume, "subject_id", "")), z=int(z), image=np.asarray(volume.image[z]).T,
+        lesions=lesions, cams=cams, cbam=cbam, lesion_centroids=centroids,
+        zoom_box=(cx - half, cx + half, cy - half, cy + half),
+    )
+
+
+def compute_gradcam_focus(model: nn.Module, volumes: Sequence[object], radius: float = 5.0) -> pd.DataFrame:
+    """Grad-CAM mass near the reference lesions on every validation slice that holds one.
+
+    For each slice with reference lesions, the Grad-CAM of the score of its lesion pixels
+    (:func:`compute_gradcam`) and :func:`compute_cam_mass_fraction` within ``radius``
+    pixels of them. ``chance`` is the neighbourhood's share of the brain pixels: what a
+    map spread evenly over the brain would score.
+
+    Args:
+        model: network with a Grad-CAM layer.
+        volumes: preprocessed volumes with ``mask`` (Z, S, S); volumes without one are skipped.
+        radius: neighbourhood radius (in-plane pixels of the preprocessed grid).
+
+    Returns:
+        One row per slice: subject_id, z, lesion_pixels, cam_mass_fraction, chance.
+
+    Raises:
+        ConfigError: the model names no Grad-CAM layer.
+    """
+    rows = []
+    for volume in volumes:
+        mask = getattr(volume, "mask", None)
+        if mask is None:
+            continue
+        zs = [int(z) for z in np.flatnonzero(np.asarray(mask).reshape(mask.shape[0], -1).any(axis=1))]
+        if not zs:
+            continue
+        inputs = [_lesion_input(volume, z) for z in zs]  # one Grad-CAM pass per subject: samples are independent
+        cams = compute_gradcam(model, torch.cat([x for x, _ in inputs]), torch.cat([r for _, r in inputs]))
+        brain = getattr(volume, "brain", None)
+        for z, (_, region), cam in zip(zs, inputs, cams):
+            lesions = region[0, 0].numpy()
+            near = ndimage.distance_transform_edt(~lesions) <= radius
+            inside = np.asarray(brain[z], dtype=bool) if brain is not None else np.ones_like(lesions)
+            chance = float((near & inside).sum() / inside.sum()) if inside.any() else float("nan")
+            rows.append({"subject_id": str(volume.subject_id), "z": z, "lesion_pixels": int(lesions.sum()),
+                         "cam_mass_fraction": compute_cam_mass_fraction(cam, lesions, radius), "chance": chance})
+    return pd.DataFrame(rows, columns=["subject_id", "z", "lesion_pixels", "cam_mass_fraction", "chance"])

@@ -21,21 +21,22 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import yaml
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import __version__
-from .config import Profile, profile_from_mapping
+from .config import Profile, TrainConfig, profile_from_mapping
 from .datasets import load_subjects
 from .errors import ConfigError, InputError
 from .io import atomic_output_dir, check_output_dir, save_nifti
 from .metrics import Lesions, centroids_to_mm, find_lesions
 from .models import model_from_config
+from .patches import is_volumetric, predict_volume_3d, volume_voxel_mm
 from .preprocess import PreprocessedVolume, load_preprocessed
 from .slices import volume_stacks
 from .splits import load_splits
@@ -127,20 +128,34 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 
 def predict_logits(
-    model: torch.nn.Module, image: np.ndarray, batch_size: int, device: str | torch.device
+    model: torch.nn.Module,
+    image: np.ndarray,
+    batch_size: int,
+    device: str | torch.device,
+    voxel_mm: Sequence[float] | None = None,
+    patch_size: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Logits of every axial slice of a ``(Z, S, S)`` volume, as ``(Z, S, S)`` float32.
+    """Logits of every voxel of a ``(Z, S, S)`` volume, as ``(Z, S, S)`` float32.
 
-    Slices are stacked with their neighbours (:func:`cmbstudy.slices.volume_stacks`)
-    and run ``batch_size`` at a time in eval mode; the model must return
-    ``(B, 1, H, W)`` logits in eval mode and is moved to ``device``.
+    2.5D networks: slices are stacked with their neighbours
+    (:func:`cmbstudy.slices.volume_stacks`) and run ``batch_size`` at a time in
+    eval mode; the model must return ``(B, 1, H, W)`` logits in eval mode and
+    is moved to ``device``. Volumetric networks (``input_kind = "3d"``):
+    :func:`cmbstudy.patches.predict_volume_3d` with ``patch_size`` windows
+    (default ``TrainConfig().patch_size``), ``batch_size`` windows at a time,
+    at the model's ``spacing_mm`` (which needs ``voxel_mm``, the volume's voxel
+    size in mm along Z, Y, X, when > 0).
 
     Raises:
-        ConfigError: ``batch_size`` < 1.
+        ConfigError: ``batch_size`` < 1, or a volumetric model with ``spacing_mm > 0`` and no ``voxel_mm``.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size {batch_size} must be at least 1")
     device = resolve_device(device)
+    if is_volumetric(model):
+        patch = TrainConfig().patch_size if patch_size is None else patch_size
+        spacing = float(getattr(model, "spacing_mm", 0.0))
+        return predict_volume_3d(model, image, voxel_mm, spacing, patch, batch_size, device)
     memory = torch.channels_last  # NHWC: 4x faster depthwise 13x13 on CPU too
     model.to(device=device, memory_format=memory)
     stacks = volume_stacks(np.asarray(image, dtype=np.float32))
@@ -154,14 +169,20 @@ def predict_logits(
 
 
 def predict_volume(
-    model: torch.nn.Module, volume: PreprocessedVolume, batch_size: int, device: str | torch.device
+    model: torch.nn.Module,
+    volume: PreprocessedVolume,
+    batch_size: int,
+    device: str | torch.device,
+    patch_size: Sequence[int] | None = None,
 ) -> np.ndarray:
     """CMB probability of every voxel of ``volume.image``: ``(Z, S, S)`` float32 in [0, 1].
 
-    Sigmoid of :func:`predict_logits`, on the preprocessed grid; map it to the
-    input grid with ``volume.restore(prob, order=1)``.
+    Sigmoid of :func:`predict_logits` (the voxel size comes from
+    ``volume.geometry``; ``patch_size`` is the sliding window of volumetric
+    models), on the preprocessed grid; map it to the input grid with
+    ``volume.restore(prob, order=1)``.
     """
-    logits = predict_logits(model, volume.image, batch_size, device)
+    logits = predict_logits(model, volume.image, batch_size, device, volume_voxel_mm(volume), patch_size)
     return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
 
 
@@ -266,7 +287,7 @@ def predict_dataset(
             # one subject at a time keeps memory flat; preprocessing is outside the timing
             volume = load_preprocessed([subject], profile.preprocess, cache, progress=False)[0]
             start = time.perf_counter()
-            prob = predict_volume(model, volume, profile.train.val_batch_size, dev)
+            prob = predict_volume(model, volume, profile.train.val_batch_size, dev, profile.train.patch_size)
             model_done = time.perf_counter()
             prob_input = np.clip(volume.restore(prob, order=1), 0.0, 1.0).astype(np.float32)
             lesions = find_lesions(prob_input, threshold, profile.evaluation.connectivity)

@@ -3,7 +3,9 @@
 Each step is one notebook of ``notebooks/``. A step is skipped when nothing it
 depends on changed since its last successful run: its notebook, its
 parameters, the package's source, and the steps it depends on (a content hash,
-kept in ``OUT/study_state.json``). A failing step names the notebook and the
+kept in ``OUT/study_state.json``). The training step runs its notebook once per
+training run of :func:`cmbstudy.results.training_instances`, each with its own
+hash, so adding a run or changing one variant retrains only what changed. A failing step names the notebook and the
 cell, and leaves the executed copy (with the traceback) for inspection. The
 executed notebooks are copied into ``book/executed/`` and rendered by Jupyter
 Book 1 (Sphinx), which builds offline; Jupyter Book 2 downloads its theme at
@@ -20,18 +22,26 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from .config import load_profile
+from .config import Profile, load_profile, profile_to_dict, resolve_variant
 from .errors import CmbStudyError, ConfigError
 from .io import check_output_dir, write_text_atomically
 
-__all__ = ["Step", "STEPS", "StudyError", "find_project_root", "run_study", "build_book"]
+__all__ = ["Step", "STEPS", "STATE_FILE", "TIMINGS_FILE", "StudyError", "find_project_root", "run_study",
+           "build_book_from", "build_book"]
 
 
 class StudyError(CmbStudyError):
     """A study step or the book build failed."""
+
+
+def _training_instances(profile: Profile) -> list[dict[str, Any]]:
+    from .results import training_instances  # torch loads only when the training step runs
+
+    return training_instances(profile)
 
 
 @dataclass(frozen=True)
@@ -42,12 +52,30 @@ class Step:
     depends_on: tuple[str, ...] = ()  # names of steps whose artefacts it reads
     title: str = ""  # short description for progress and logs
     synthetic_only: bool = False  # always runs on the synthetic cohort, even with --data
+    # the notebook runs once per dict (variant, fold, modality, name), each with its own skip hash
+    instances: Callable[[Profile], list[dict[str, Any]]] | None = None
 
 
+_TRAINED = ("03_training",)
 STEPS: tuple[Step, ...] = (
     Step("01_synthetic_cohort", (), "synthetic cohort: physics, cohort table, classical detector",
          synthetic_only=True),
+    Step("02_preprocessing", ("01_synthetic_cohort",), "N4, brain mask, crop, resample, z-score; cache"),
+    # 02 only fills the preprocessing cache (a speed-up): training does not depend on its notebook
+    Step("03_training", ("01_synthetic_cohort",), "one training run per variant, fold and modality",
+         instances=_training_instances),
+    Step("04_cross_validation", _TRAINED, "Table 3: cross-validation of the main network"),
+    Step("05_method_comparison", _TRAINED, "Table 2: comparison with published methods"),
+    Step("06_small_lesions", _TRAINED, "Table 4: lesions of at most 3 mm"),
+    Step("07_cross_modality", _TRAINED, "Table 5: cross-modality"),
+    Step("08_burden", _TRAINED, "Table 6 and Fig. 4: burden (ARIA-H) and counts"),
+    Step("09_cbam_ablation", _TRAINED, "Tables 7-8: CBAM ablation"),
+    Step("10_explainability", _TRAINED, "Figs. 5-6: Grad-CAM and CBAM attention"),
+    Step("11_qualitative", _TRAINED, "Figs. 2-3: detections overlaid"),
+    Step("12_beyond_the_paper", _TRAINED, "beyond the paper: mimics, sites, VALDO rule, timing"),
 )
+TIMINGS_FILE = "study_timings.tsv"
+STATE_FILE = "study_state.json"
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -83,6 +111,10 @@ def _source_hash() -> str:
     return _sha256_of_files(files)
 
 
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _step_parameters(declared: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     """Only the parameters the notebook declares in its ``parameters`` cell."""
     return {key: value for key, value in context.items() if key in declared}
@@ -91,15 +123,18 @@ def _step_parameters(declared: dict[str, Any], context: dict[str, Any]) -> dict[
 def _load_state(path: Path) -> dict[str, Any]:
     if path.is_file():
         try:
-            return json.loads(path.read_text())
+            state = json.loads(path.read_text())
         except json.JSONDecodeError:
-            return {}
-    return {}
+            return {"steps": {}}
+        if isinstance(state, dict) and isinstance(state.get("steps"), dict):
+            return state
+    return {"steps": {}}
 
 
-def _run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path) -> None:
+def _run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path, label: str = "") -> None:
     import papermill as pm
 
+    executed.parent.mkdir(parents=True, exist_ok=True)
     partial = executed.with_name(f".{executed.stem}.partial.ipynb")
     try:
         pm.execute_notebook(
@@ -110,10 +145,49 @@ def _run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd:
         failed = executed.with_name(f"{executed.stem}.failed.ipynb")
         os.replace(partial, failed)
         raise StudyError(
-            f"notebook {source.name} failed in cell {exc.exec_count} (index {exc.cell_index}): "
+            f"notebook {source.name}{label} failed in cell {exc.exec_count} (index {exc.cell_index}): "
             f"{exc.ename}: {exc.evalue}; the executed copy with the traceback is {failed}"
         ) from exc
     os.replace(partial, executed)
+    executed.with_name(f"{executed.stem}.failed.ipynb").unlink(missing_ok=True)
+
+
+def _instance_parameters(instance: dict[str, Any]) -> dict[str, Any]:
+    modality = instance.get("modality")
+    return {"variant": instance["variant"], "fold": int(instance["fold"]),
+            "modality": "all" if modality is None else modality}
+
+
+def _instance_profile(profile: Profile, instance: dict[str, Any]) -> dict[str, Any]:
+    """The resolved profile of one run, without the study section (which only lists the runs)."""
+    data = profile_to_dict(resolve_variant(profile, instance["variant"]))
+    data.pop("study", None)
+    data.pop("variants", None)
+    return data
+
+
+def _write_timings(out: Path, state: dict[str, Any]) -> None:
+    """``study_timings.tsv``: seconds of the last run of every step (and training instance), and the total."""
+    lines = ["step\tinstance\tseconds\tfinished"]
+    total = 0.0
+    for step in STEPS:
+        entry = state["steps"].get(step.name)
+        if entry is None:
+            continue
+        if step.instances is not None:
+            for name, sub in sorted(entry.get("instances", {}).items()):
+                lines.append(f"{step.name}\t{name}\t{sub['seconds']:.1f}\t{sub.get('finished', '')}")
+        else:
+            lines.append(f"{step.name}\t-\t{entry['seconds']:.1f}\t{entry.get('finished', '')}")
+        total += float(entry["seconds"])
+    lines.append(f"total\t-\t{total:.1f}\t-")
+    state["total_seconds"] = round(total, 1)
+    write_text_atomically(out / TIMINGS_FILE, "\n".join(lines) + "\n")
+    write_text_atomically(out / STATE_FILE, json.dumps(state, indent=2, sort_keys=True))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def run_study(
@@ -128,6 +202,15 @@ def run_study(
 ) -> dict[str, float]:
     """Execute the study's notebooks in order, then render the book.
 
+    A step with ``instances`` (03_training) runs its notebook once per training
+    run into ``OUT/notebooks/<step>/<run>.ipynb``, each skipped when its notebook,
+    the package source, its resolved variant profile, its parameters and its
+    upstream steps are unchanged; the main variant's first cross-validation run
+    is copied to ``OUT/notebooks/<step>.ipynb`` for the book. Every step and run
+    prints a progress line with its elapsed seconds; the seconds of the last run
+    of each step and run, and their total, go to ``OUT/study_state.json`` and
+    ``OUT/study_timings.tsv``.
+
     Args:
         profile_name: ``smoke``, ``quick``, ``paper`` or a YAML path.
         data_root: a real dataset; None uses the synthetic cohort generated under ``out``.
@@ -139,10 +222,12 @@ def run_study(
         project_root: the checkout with notebooks/ and book/ (default: found from cwd).
 
     Returns:
-        Seconds per step actually run (skipped steps are absent).
+        Seconds per step actually run (skipped steps are absent; a step with instances
+        counts the instances run now).
 
     Raises:
-        ConfigError: unknown profile or step. StudyError: a notebook or the book failed.
+        ConfigError: unknown profile or step. StudyError: a requested notebook is missing,
+        or a notebook or the book failed.
     """
     profile = load_profile(profile_name, overrides)
     root = project_root or find_project_root()
@@ -154,6 +239,13 @@ def run_study(
         raise ConfigError(f"unknown study step(s) {unknown}; steps are {sorted(known)}")
     if data_root is not None and not Path(data_root).is_dir():
         raise ConfigError(f"dataset root {data_root} is not a folder: check --data")
+    missing = [root / "notebooks" / f"{name}.ipynb" for name in wanted
+               if not (root / "notebooks" / f"{name}.ipynb").is_file()]
+    if missing:
+        raise StudyError(
+            f"notebook(s) {', '.join(str(p) for p in missing)} missing from the checkout: "
+            "run the other steps with --steps"
+        )
 
     executed_dir = out / "notebooks"
     check_output_dir(out, overwrite=True)  # a file in the way is an OutputError; results are reused
@@ -168,50 +260,93 @@ def run_study(
         "seed": profile.seed,
         "device": "auto",
     }
-    state_path = out / "study_state.json"
-    state = _load_state(state_path)
+    state = _load_state(out / STATE_FILE)
     source_hash = _source_hash()
     timings: dict[str, float] = {}
+    study_start = time.perf_counter()
 
     import papermill as pm
+
+    def progress(text: str) -> None:
+        print(f"[study {time.perf_counter() - study_start:7.0f} s] {text}", flush=True)
 
     for step in STEPS:
         if step.name not in wanted:
             continue
         source = root / "notebooks" / f"{step.name}.ipynb"
-        if not source.is_file():
-            raise StudyError(f"notebook {source} is missing from the checkout")
         declared = pm.inspect_notebook(str(source))
         step_context = {**context, "data_root": synthetic_root_text} if step.synthetic_only else context
         parameters = _step_parameters(declared, step_context)
-        key = hashlib.sha256(
-            json.dumps(
-                {
-                    "notebook": _sha256_of_files([source]),
-                    "parameters": parameters,
-                    "source": source_hash,
-                    "upstream": [state.get(dep, {}).get("key") for dep in step.depends_on],
-                },
-                sort_keys=True,
-            ).encode()
-        ).hexdigest()
-        executed = executed_dir / f"{step.name}.ipynb"
-        if not force and executed.is_file() and state.get(step.name, {}).get("key") == key:
-            print(f"[study] {step.name}: inputs unchanged, skipped", flush=True)
+        base = {
+            "notebook": _sha256_of_files([source]),
+            "source": source_hash,
+            "upstream": [state["steps"].get(dep, {}).get("key") for dep in step.depends_on],
+        }
+        previous = state["steps"].get(step.name, {})
+        if step.instances is None:
+            key = _hash({**base, "parameters": parameters})
+            executed = executed_dir / f"{step.name}.ipynb"
+            if not force and executed.is_file() and previous.get("key") == key:
+                progress(f"{step.name}: inputs unchanged, skipped")
+                continue
+            progress(f"{step.name}: {step.title} ...")
+            start = time.perf_counter()
+            _run_notebook(source, executed, parameters, cwd=out)
+            timings[step.name] = time.perf_counter() - start
+            state["steps"][step.name] = {"key": key, "seconds": round(timings[step.name], 1), "finished": _now()}
+            _write_timings(out, state)
+            progress(f"{step.name}: done in {timings[step.name]:.0f} s")
             continue
-        print(f"[study] {step.name}: {step.title} ...", flush=True)
-        start = time.perf_counter()
-        _run_notebook(source, executed, parameters, cwd=out)
-        timings[step.name] = time.perf_counter() - start
-        state[step.name] = {"key": key, "seconds": round(timings[step.name], 1)}
-        write_text_atomically(state_path, json.dumps(state, indent=2, sort_keys=True))
-        print(f"[study] {step.name}: done in {timings[step.name]:.0f} s", flush=True)
 
+        instances = step.instances(profile)
+        done = dict(previous.get("instances", {}))
+        entry = {"key": None, "seconds": 0.0, "instances": done, "finished": previous.get("finished")}
+        state["steps"][step.name] = entry
+        keys, ran = [], 0.0
+        free = {k: v for k, v in parameters.items() if k not in ("profile", "overrides")}
+        for number, instance in enumerate(instances, start=1):
+            name = str(instance["name"])
+            own = {**parameters, **_step_parameters(declared, _instance_parameters(instance))}
+            key = _hash({**base, "parameters": {**free, **_instance_parameters(instance)},
+                         "profile": _instance_profile(profile, instance)})
+            keys.append(key)
+            executed = executed_dir / step.name / f"{name}.ipynb"
+            label = f" {step.name} [{number}/{len(instances)}] {name}"
+            if not force and executed.is_file() and done.get(name, {}).get("key") == key:
+                progress(f"{label.strip()}: inputs unchanged, skipped")
+                continue
+            progress(f"{label.strip()} ...")
+            start = time.perf_counter()
+            _run_notebook(source, executed, own, cwd=out, label=f" (instance {name})")
+            seconds = time.perf_counter() - start
+            ran += seconds
+            done[name] = {"key": key, "seconds": round(seconds, 1), "finished": _now()}
+            entry["seconds"] = round(sum(done[i["name"]]["seconds"] for i in instances if i["name"] in done), 1)
+            _write_timings(out, state)
+            progress(f"{label.strip()}: done in {seconds:.0f} s")
+        entry["key"] = _hash(keys)
+        entry["seconds"] = round(sum(done[i["name"]]["seconds"] for i in instances), 1)
+        if ran:
+            entry["finished"] = _now()
+            timings[step.name] = ran
+        _write_timings(out, state)
+        book_copy = _book_instance(profile, instances)
+        if book_copy is not None and (executed_dir / step.name / f"{book_copy}.ipynb").is_file():
+            shutil.copy2(executed_dir / step.name / f"{book_copy}.ipynb", executed_dir / f"{step.name}.ipynb")
+
+    progress(f"notebooks done; steps run now: {', '.join(timings) or 'none'}")
     if build_book:
         start = time.perf_counter()
         build_book_from(executed_dir, root / "book")
         timings["book"] = time.perf_counter() - start
+        progress(f"book done in {timings['book']:.0f} s")
     return timings
+
+
+def _book_instance(profile: Profile, instances: list[dict[str, Any]]) -> str | None:
+    """The run shown in the book: the main variant on all subjects, first fold."""
+    main = [i for i in instances if i["variant"] == profile.study.main and i.get("modality") is None]
+    return str(min(main, key=lambda i: int(i["fold"]))["name"]) if main else None
 
 
 def build_book_from(executed_dir: Path, book_dir: Path) -> Path:

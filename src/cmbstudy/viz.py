@@ -28,6 +28,8 @@ __all__ = [
     "PAPER_DATASET_LABEL",
     "plot_aria_h_confusion",
     "plot_count_scatter",
+    "plot_count_difference",
+    "plot_fp_breakdown",
     "plot_froc",
     "plot_training_history",
     "format_comparison_table",
@@ -133,6 +135,64 @@ def plot_count_scatter(
     ax.set_xlabel("reference CMB count")
     ax.set_ylabel("predicted CMB count")
     ax.legend(loc="lower right", fontsize="x-small")
+    return fig
+
+
+def plot_count_difference(
+    true_counts: Sequence[float], pred_counts: Sequence[float], ax: Axes | None = None
+) -> Figure:
+    """Bland-Altman plot of CMB counts: predicted - reference against their mean, per subject.
+
+    Lines: the mean difference (bias, ``gid`` "bias") and the limits of agreement
+    bias +/- 1.96 sd (``gid`` "loa", sample sd; left out with fewer than 2 subjects).
+
+    Args:
+        true_counts, pred_counts: (n,) CMB counts per subject.
+        ax: Axes to draw on; None makes a new Figure.
+
+    Raises:
+        InputError: lengths differ or no subject.
+    """
+    x, y = np.asarray(true_counts, dtype=float).ravel(), np.asarray(pred_counts, dtype=float).ravel()
+    if x.shape != y.shape or x.size == 0:
+        raise InputError(f"need as many predicted as reference counts (>= 1), got {y.size} and {x.size}")
+    diff, mean = y - x, (x + y) / 2
+    bias = float(diff.mean())
+    fig, ax = new_axes(ax, (4.2, 3.4))
+    ax.scatter(mean, diff, s=22, alpha=0.6, color="tab:blue", edgecolor="none")
+    ax.axhline(bias, color="tab:red", gid="bias", label=f"bias {bias:+.2f}")
+    if x.size > 1:
+        half = 1.96 * float(diff.std(ddof=1))
+        for value in (bias - half, bias + half):
+            ax.axhline(value, color="tab:red", linestyle="--", linewidth=0.8, gid="loa")
+        ax.lines[-1].set_label(f"limits of agreement ±{half:.2f}")
+    ax.axhline(0, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("mean of reference and predicted count")
+    ax.set_ylabel("predicted − reference count")
+    ax.legend(fontsize="x-small", loc="best")
+    return fig
+
+
+def plot_fp_breakdown(summary: pd.DataFrame, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Horizontal bars: false positives per subject for each mimic type.
+
+    Args:
+        summary: :func:`cmbstudy.breakdown.summarize_fp_mimics` (index mimic, column per_subject, share).
+        ax: Axes to draw on; None makes a new Figure.
+        title: Axes title.
+
+    Raises:
+        InputError: no ``per_subject`` column or no row.
+    """
+    if "per_subject" not in summary.columns or summary.empty:
+        raise InputError("plot_fp_breakdown needs summarize_fp_mimics() rows with a per_subject column")
+    fig, ax = new_axes(ax, (5.0, 0.45 * len(summary) + 1.0))
+    labels = [str(v) for v in summary.index]
+    ax.barh(labels, summary["per_subject"].to_numpy(dtype=float), color="goldenrod")
+    ax.invert_yaxis()
+    ax.set_xlabel("false positives per subject")
+    if title:
+        ax.set_title(title, fontsize="small")
     return fig
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 import yaml
@@ -12,8 +10,6 @@ import yaml
 from cmbstudy.cli import main
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _chapters(toc: dict) -> list[str]:
@@ -23,14 +19,8 @@ def _chapters(toc: dict) -> list[str]:
     return files
 
 
-def test_smoke_study_renders_the_book(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    project = tmp_path / "project"
-    shutil.copytree(REPO / "notebooks", project / "notebooks")
-    shutil.copytree(REPO / "book", project / "book", ignore=shutil.ignore_patterns("_build", "executed"))
-    monkeypatch.chdir(project)
-    out = tmp_path / "results"
-    assert main(["study", "--profile", "smoke", "--out", str(out), "--quiet"]) == 0
-
+def test_smoke_study_renders_the_book(smoke_study, monkeypatch: pytest.MonkeyPatch) -> None:
+    project, out = smoke_study.project, smoke_study.results
     html = project / "book" / "_build" / "html"
     toc = yaml.safe_load((project / "book" / "_toc.yml").read_text())
     for chapter in _chapters(toc):
@@ -47,6 +37,14 @@ def test_smoke_study_renders_the_book(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "glue:text" not in text
     assert re.search(r"over the peak field\) is\s+\d\.\de-0\d", text), "sphere-field error not rendered"
     assert re.search(r"it reaches F1 = \d\.\d\d", text), "classical F1 not rendered"
+    # the comparison chapters render Table 2 / Table 4 with the paper's column and a computed ordering
+    for chapter, table in (("05_method_comparison", "Table 2"), ("06_small_lesions", "Table 4")):
+        page = re.sub(r"<[^>]+>", "", (html / "executed" / f"{chapter}.html").read_text())
+        assert table in page and "paper (VALDO + private cohorts)" in page, chapter
+        assert re.search(r"Ordering:\s*(ours|no baseline)", page), f"{chapter}: ordering sentence not rendered"
+    discussion = re.sub(r"<[^>]+>", "", (html / "discussion.html").read_text())
+    assert "glue:text" not in discussion and "::table2_ordering" not in discussion
 
-    # a second run skips the unchanged notebook and rebuilds only the book
+    # a second run skips the unchanged notebooks and rebuilds nothing
+    monkeypatch.chdir(project)
     assert main(["study", "--profile", "smoke", "--out", str(out), "--quiet", "--no-book"]) == 0

@@ -1,4 +1,4 @@
-"""The study runner: order, skipping unchanged steps, and failures that name the cell."""
+"""The study runner: order, per-run training instances, skipping unchanged work, failures that name the cell."""
 
 from __future__ import annotations
 
@@ -11,63 +11,134 @@ import pytest
 from cmbstudy.errors import ConfigError
 from cmbstudy.study import STEPS, StudyError, run_study
 
+# two training runs: the main network on fold 0 and the network without CBAM on fold 0
+RUNS = ["study.baselines=[]", "study.ablation=[cbam_skips_0]", "study.cross_modality=false", "study.cv_folds=[0]"]
+TRAINING = "03_training"
 
-def _write_project(root: Path, body: str) -> None:
-    """A checkout with one notebook per study step; each writes a marker file."""
+
+def _write_project(root: Path, body: str, skip: tuple[str, ...] = ()) -> None:
+    """A checkout with one notebook per study step; ``body`` may use STEP and the parameters."""
     (root / "book").mkdir(parents=True)
     (root / "notebooks").mkdir()
     for step in STEPS:
+        if step.name in skip:
+            continue
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        params = nbformat.v4.new_code_cell("profile = 'quick'\nseed = 0\nresults_dir = '.'")
+        text = "profile = 'quick'\nseed = 0\nresults_dir = '.'\nvariant = '-'\nfold = -1\nmodality = '-'"
+        if step.name != TRAINING:
+            text = text.split("\nvariant")[0]
+        params = nbformat.v4.new_code_cell(text)
         params.metadata["tags"] = ["parameters"]
         nb.cells = [params, nbformat.v4.new_code_cell(body.replace("STEP", step.name))]
         nbformat.write(nb, root / "notebooks" / f"{step.name}.ipynb")
 
 
+LOG_BODY = (
+    "import pathlib\n"
+    "line = 'STEP ' + (f'{variant} {fold} {modality} ' if 'variant' in dir() else '') + f'{profile} {seed}'\n"
+    "with open(pathlib.Path(results_dir, 'log.txt'), 'a') as log:\n"
+    "    log.write(line + '\\n')\n"
+)
+
+
+def _log(out: Path) -> list[str]:
+    path = out / "log.txt"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    path.unlink(missing_ok=True)
+    return lines
+
+
 @pytest.mark.slow
-def test_runs_skips_and_reruns(tmp_path: Path) -> None:
+def test_runs_every_step_and_instance_in_order_then_skips(tmp_path: Path) -> None:
     root, out = tmp_path / "project", tmp_path / "results"
-    _write_project(
-        root,
-        "import pathlib\n"
-        "pathlib.Path(results_dir, 'STEP.txt').write_text(f'{profile} {seed}')",
-    )
-    first = run_study("smoke", out=out, build_book=False, project_root=root)
+    _write_project(root, LOG_BODY)
+    first = run_study("smoke", out=out, overrides=RUNS, build_book=False, project_root=root)
     assert set(first) == {step.name for step in STEPS}
-    for step in STEPS:
-        assert (out / f"{step.name}.txt").read_text() == "smoke 0"
-        assert (out / "notebooks" / f"{step.name}.ipynb").is_file()
+    expected = [f"{s.name} smoke 0" for s in STEPS if s.name < TRAINING]
+    expected += [f"{TRAINING} rlk_unet_cbam 0 all smoke 0", f"{TRAINING} cbam_skips_0 0 all smoke 0"]
+    expected += [f"{s.name} smoke 0" for s in STEPS if s.name > TRAINING]
+    assert _log(out) == expected
+    executed = out / "notebooks"
+    assert (executed / TRAINING / "rlk_unet_cbam-fold0.ipynb").is_file()
+    assert (executed / TRAINING / "cbam_skips_0-fold0.ipynb").is_file()
+    book_copy = nbformat.read(executed / f"{TRAINING}.ipynb", as_version=4)  # the main network's run
+    assert "variant = \"rlk_unet_cbam\"" in book_copy.cells[1].source
     state = json.loads((out / "study_state.json").read_text())
-    assert set(state) == {step.name for step in STEPS}
+    assert set(state["steps"]) == {step.name for step in STEPS}
+    assert set(state["steps"][TRAINING]["instances"]) == {"rlk_unet_cbam-fold0", "cbam_skips_0-fold0"}
+    timings = (out / "study_timings.tsv").read_text().splitlines()
+    assert timings[0] == "step\tinstance\tseconds\tfinished"
+    assert sum(line.startswith(f"{TRAINING}\t") for line in timings) == 2
+    total = float(timings[-1].split("\t")[2])
+    assert total == pytest.approx(sum(float(line.split("\t")[2]) for line in timings[1:-1]), abs=0.2)
+    assert state["total_seconds"] == pytest.approx(total)
 
-    assert run_study("smoke", out=out, build_book=False, project_root=root) == {}
-
-    changed = run_study("smoke", out=out, overrides=["seed=7"], build_book=False, project_root=root)
-    assert set(changed) == {step.name for step in STEPS}
-    assert (out / f"{STEPS[0].name}.txt").read_text() == "smoke 7"
-
-    forced = run_study("smoke", out=out, overrides=["seed=7"], force=True, build_book=False,
-                       project_root=root)
-    assert set(forced) == {step.name for step in STEPS}
+    assert run_study("smoke", out=out, overrides=RUNS, build_book=False, project_root=root) == {}
+    assert _log(out) == []
 
 
 @pytest.mark.slow
-def test_failure_names_notebook_and_cell(tmp_path: Path) -> None:
+def test_changed_variant_reruns_only_its_instance(tmp_path: Path) -> None:
+    root, out = tmp_path / "project", tmp_path / "results"
+    _write_project(root, LOG_BODY)
+    steps = ["01_synthetic_cohort", TRAINING, "04_cross_validation"]
+    run_study("smoke", out=out, overrides=RUNS, build_book=False, steps=steps, project_root=root)
+    assert len(_log(out)) == 4
+
+    # a new cross-validation fold adds one run; the existing runs are kept
+    more = [*RUNS[:-1], "study.cv_folds=[0, 1]"]
+    ran = run_study("smoke", out=out, overrides=more, build_book=False, steps=steps, project_root=root)
+    assert set(ran) == {TRAINING, "04_cross_validation"}
+    assert _log(out) == [f"{TRAINING} rlk_unet_cbam 1 all smoke 0", "04_cross_validation smoke 0"]
+
+    # a changed variant retrains only the runs of that variant
+    changed = [*more, "variants.cbam_skips_0={model.name: rlk_unet, model.cbam_reduction: 8}"]
+    run_study("smoke", out=out, overrides=changed, build_book=False, steps=steps, project_root=root)
+    assert _log(out) == [f"{TRAINING} cbam_skips_0 0 all smoke 0", "04_cross_validation smoke 0"]
+
+    # force reruns everything asked for
+    forced = run_study("smoke", out=out, overrides=changed, force=True, build_book=False, steps=steps,
+                       project_root=root)
+    assert set(forced) == set(steps)
+    assert len(_log(out)) == 5
+
+
+@pytest.mark.slow
+def test_failure_names_notebook_instance_and_cell(tmp_path: Path) -> None:
+    root, out = tmp_path / "project", tmp_path / "results"
+    _write_project(root, "if variant == 'cbam_skips_0':\n    raise RuntimeError('no CBAM today')")
+    with pytest.raises(
+        StudyError,
+        match=rf"{TRAINING}\.ipynb \(instance cbam_skips_0-fold0\) failed in cell .*RuntimeError: no CBAM today",
+    ):
+        run_study("smoke", out=out, overrides=RUNS, build_book=False, steps=[TRAINING], project_root=root)
+    assert (out / "notebooks" / TRAINING / "rlk_unet_cbam-fold0.ipynb").is_file()
+    assert (out / "notebooks" / TRAINING / "cbam_skips_0-fold0.failed.ipynb").is_file()
+    # the finished instance is recorded and skipped next time
+    state = json.loads((out / "study_state.json").read_text())
+    assert set(state["steps"][TRAINING]["instances"]) == {"rlk_unet_cbam-fold0"}
+
+
+@pytest.mark.slow
+def test_failure_of_a_plain_step_names_notebook_and_cell(tmp_path: Path) -> None:
     root, out = tmp_path / "project", tmp_path / "results"
     _write_project(root, "raise RuntimeError('synthetic failure in STEP')")
     first = STEPS[0].name
     with pytest.raises(StudyError, match=rf"{first}\.ipynb failed in cell .*RuntimeError: synthetic failure"):
-        run_study("smoke", out=out, build_book=False, project_root=root)
+        run_study("smoke", out=out, build_book=False, steps=[first], project_root=root)
     assert (out / "notebooks" / f"{first}.failed.ipynb").is_file()
     assert not (out / "notebooks" / f"{first}.ipynb").exists()
 
 
-def test_unknown_step_and_missing_data_root(tmp_path: Path) -> None:
+def test_unknown_step_missing_notebook_and_missing_data_root(tmp_path: Path) -> None:
     root = tmp_path / "project"
-    _write_project(root, "pass")
+    _write_project(root, "pass", skip=("05_method_comparison",))
     with pytest.raises(ConfigError, match="unknown study step"):
         run_study("smoke", out=tmp_path / "r", steps=["99_nothing"], build_book=False, project_root=root)
     with pytest.raises(ConfigError, match="is not a folder"):
         run_study("smoke", data_root=tmp_path / "absent", out=tmp_path / "r", build_book=False,
                   project_root=root)
+    with pytest.raises(StudyError, match=r"05_method_comparison.ipynb missing from the checkout"):
+        run_study("smoke", out=tmp_path / "r", build_book=False, project_root=root)
+    assert not (tmp_path / "r" / "notebooks").exists()  # nothing ran

@@ -182,3 +182,42 @@ def test_gradcam_and_cbam_figures(rng: np.random.Generator) -> None:
         plot_gradcam_comparison(image, {"a": rng.random((H, W + 1))})
     with pytest.raises(InputError, match="no map"):
         plot_cbam_maps(image, {})
+
+
+def test_cam_mass_fraction_by_hand() -> None:
+    from cmbstudy.explain import compute_cam_mass_fraction
+
+    lesions = np.zeros((5, 11), dtype=bool)
+    lesions[2, 5] = True
+    # 13 pixels lie within 2 of (2, 5) (dx^2 + dy^2 <= 4), all inside the 5 x 11 slice
+    assert compute_cam_mass_fraction(np.ones((5, 11)), lesions, radius=2) == pytest.approx(13 / 55)
+    cam = np.zeros((1, 1, 5, 11))
+    cam[0, 0, 2, 5], cam[0, 0, 0, 0] = 3.0, 1.0
+    assert compute_cam_mass_fraction(cam, lesions, radius=2) == pytest.approx(0.75)
+    assert np.isnan(compute_cam_mass_fraction(np.zeros((5, 11)), lesions))
+    with pytest.raises(InputError, match="differ in shape"):
+        compute_cam_mass_fraction(np.ones((5, 10)), lesions)
+
+
+def test_slice_explanations_and_focus_table(tiny: TinyNet) -> None:
+    from types import SimpleNamespace
+
+    from cmbstudy.explain import compute_gradcam_focus, compute_slice_explanations
+
+    rng = np.random.default_rng(3)
+    mask = np.zeros((4, H, W), dtype=np.uint8)
+    mask[1, 6, 9] = mask[1, 6, 10] = mask[3, 2, 2] = 1  # (Z, X, Y) as preprocessed volumes
+    volume = SimpleNamespace(subject_id="007", image=rng.normal(size=(4, H, W)).astype(np.float32), mask=mask,
+                             brain=np.ones((4, H, W), dtype=bool))
+    ex = compute_slice_explanations({"a": tiny, "b": tiny}, volume, 1, zoom_half_width=3)
+    assert ex.image.shape == (W, H) and ex.cams["a"].shape == (W, H)  # display: transposed
+    np.testing.assert_allclose(ex.cams["a"], ex.cams["b"])
+    assert list(ex.cbam) == ["skip2"] and ex.cbam["skip2"].shape == (W, H)
+    assert ex.lesion_centroids.tolist() == [[9.5, 6.0]]  # (row = Y, column = X)
+    assert ex.zoom_box == (3.0, 9.0, 6.5, 12.5)
+    with pytest.raises(InputError, match="holds no reference lesion"):
+        compute_slice_explanations({"a": tiny}, volume, 0)
+    focus = compute_gradcam_focus(tiny, [volume, SimpleNamespace(mask=None)], radius=1)
+    assert focus[["subject_id", "z", "lesion_pixels"]].values.tolist() == [["007", 1, 2], ["007", 3, 1]]
+    assert focus["chance"].tolist() == pytest.approx([8 / (H * W), 5 / (H * W)])  # pixels and 4-neighbours
+    assert ((focus["cam_mass_fraction"] >= 0) & (focus["cam_mass_fraction"] <= 1)).all()

@@ -200,3 +200,29 @@ def test_comparison_table() -> None:
     assert np.isnan(table.loc["median_f1", "paper (VALDO + private cohorts)"])
     with pytest.raises(ConfigError, match="dataset_label"):
         viz.format_comparison_table(ours, paper, " ")
+
+
+def test_count_difference_bias_and_limits() -> None:
+    from cmbstudy.viz import plot_count_difference
+
+    fig = plot_count_difference([0, 2, 4], [1, 2, 7])  # differences 1, 0, 3: bias 4/3, sd sqrt(7/3)
+    ax = fig.axes[0]
+    bias = [line.get_ydata()[0] for line in ax.lines if line.get_gid() == "bias"]
+    loa = sorted(line.get_ydata()[0] for line in ax.lines if line.get_gid() == "loa")
+    assert bias == pytest.approx([4 / 3])
+    half = 1.96 * np.sqrt(7 / 3)
+    assert loa == pytest.approx([4 / 3 - half, 4 / 3 + half])
+    assert not [line for line in plot_count_difference([1], [2]).axes[0].lines if line.get_gid() == "loa"]
+    with pytest.raises(InputError, match="as many predicted"):
+        plot_count_difference([1, 2], [1])
+
+
+def test_fp_breakdown_bars() -> None:
+    from cmbstudy.viz import plot_fp_breakdown
+
+    summary = pd.DataFrame({"per_subject": [2.0, 0.5]}, index=pd.Index(["vein", "other"], name="mimic"))
+    ax = plot_fp_breakdown(summary, title="t").axes[0]
+    assert [p.get_width() for p in ax.patches] == [2.0, 0.5]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["vein", "other"]
+    with pytest.raises(InputError, match="per_subject"):
+        plot_fp_breakdown(pd.DataFrame())

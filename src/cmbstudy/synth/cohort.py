@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .. import __version__
 from ..config import Profile, SynthConfig, load_profile, profile_to_dict

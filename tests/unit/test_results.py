@@ -1,0 +1,159 @@
+"""Run names, the study's run list, and reading runs back from a results folder (tiny fake runs)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from cmbstudy.config import load_profile
+from cmbstudy.errors import ConfigError, InputError
+from cmbstudy.paper import PAPER_DATASET_LABEL, TABLE3_FOLD_F1, TABLE5
+from cmbstudy.results import (
+    RUN_COLUMNS,
+    collect_runs,
+    load_run,
+    load_runs,
+    parse_overrides,
+    run_name,
+    run_path,
+    training_instances,
+)
+from cmbstudy.run_tables import compare_with_paper, cross_validation_table
+
+
+def _summary(tp: int, fp: int, fn: int, n_subjects: int) -> dict:
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn)
+    f1 = 2 * tp / (2 * tp + fp + fn)
+    return {
+        "precision": precision, "recall": recall, "f1": f1, "fp_per_subject": fp / n_subjects,
+        "n_ref": tp + fn, "n_subjects": n_subjects,
+        "ci95": {"f1": [f1 - 0.1, f1 + 0.05], "precision": [None, None]},
+        "small_lesions": {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "fp_per_subject": 0.5},
+    }
+
+
+def _write_run(results: Path, name: str, summary: dict, *, test: dict | None = None, skip: str = "") -> Path:
+    run = results / "runs" / name
+    (run / "pred-val").mkdir(parents=True)
+    files = {
+        "result.json": {"model": "rlk_unet_cbam", "n_params": 1234, "seconds": 12.5, "epochs": 2},
+        "eval-val.json": {"summary": summary, "per_subject": []},
+        "eval-val-valdo.json": {"summary": {**summary, "f1": 0.1}, "per_subject": []},
+        "pred-val/prediction.json": {"seconds_per_subject": 0.25, "threshold": 0.5},
+    }
+    if test is not None:
+        files["eval-test.json"] = {"summary": test, "per_subject": []}
+    for rel, data in files.items():
+        if rel != skip:
+            (run / rel).write_text(json.dumps(data))
+    return run
+
+
+def test_run_names_and_paths(tmp_path: Path) -> None:
+    assert run_name("rlk_unet_cbam", 3) == "rlk_unet_cbam-fold3"
+    assert run_name("rlk_unet_cbam", 0, "all") == "rlk_unet_cbam-fold0"
+    assert run_name("fan2022", 1, "swi") == "fan2022-swi-fold1"
+    assert run_path(tmp_path, "nnunet", 2) == tmp_path / "runs" / "nnunet-fold2"
+    with pytest.raises(ConfigError, match="hold no '-'"):
+        run_name("my-net", 0)
+    with pytest.raises(ConfigError, match="modality 't1'"):
+        run_name("nnunet", 0, "t1")
+
+
+def test_parse_overrides_keeps_list_values() -> None:
+    assert parse_overrides("study.cv_folds=[0,1],train.epochs=2, seed=7") == [
+        "study.cv_folds=[0,1]", "train.epochs=2", "seed=7"
+    ]
+    assert parse_overrides("") == []
+
+
+def test_training_instances_follow_the_study_section() -> None:
+    smoke = load_profile("smoke")  # 2 folds: cv folds 2-4 of the default study do not exist
+    names = [i["name"] for i in training_instances(smoke)]
+    assert names[:3] == ["rlk_unet_cbam-fold0", "rlk_unet_cbam-fold1", "cbam_skips_0-fold0"]
+    assert names[-2:] == ["rlk_unet_cbam-gre-fold0", "rlk_unet_cbam-swi-fold0"]
+    assert len(names) == 2 + 3 + 5 + 2
+    small = load_profile("smoke", ["study.baselines=[]", "study.ablation=[cbam_skips_0, rlk_unet_cbam]",
+                                   "study.cross_modality=false", "study.comparison_folds=[1]"])
+    assert training_instances(small) == [
+        {"name": "rlk_unet_cbam-fold0", "variant": "rlk_unet_cbam", "fold": 0, "modality": None},
+        {"name": "rlk_unet_cbam-fold1", "variant": "rlk_unet_cbam", "fold": 1, "modality": None},
+        {"name": "cbam_skips_0-fold1", "variant": "cbam_skips_0", "fold": 1, "modality": None},
+    ]
+    with pytest.raises(ConfigError, match=r"train.n_folds=2"):
+        training_instances(load_profile("smoke", ["study.cv_folds=[3, 4]"]))
+    with pytest.raises(ConfigError, match="not variants"):
+        training_instances(load_profile("smoke", ["study.baselines=[unet9000]"]))
+
+
+def test_load_run_reads_every_file(tmp_path: Path) -> None:
+    _write_run(tmp_path, "rlk_unet_cbam-gre-fold1", _summary(3, 1, 1, 2), test=_summary(2, 4, 2, 4))
+    record = load_run(tmp_path, "rlk_unet_cbam-gre-fold1")
+    assert (record.variant, record.fold, record.modality) == ("rlk_unet_cbam", 1, "gre")
+    assert record.evaluation["summary"]["f1"] == pytest.approx(0.75)
+    assert record.evaluation_valdo["summary"]["f1"] == 0.1
+    assert record.test_evaluation["summary"]["fp_per_subject"] == pytest.approx(1.0)
+    assert (record.n_params, record.train_seconds, record.seconds_per_subject) == (1234, 12.5, 0.25)
+
+
+def test_missing_run_file_names_it_and_the_step(tmp_path: Path) -> None:
+    _write_run(tmp_path, "nnunet-fold0", _summary(1, 0, 1, 1), skip="eval-val.json")
+    with pytest.raises(InputError, match=r"nnunet-fold0/eval-val.json does not exist.*03_training"):
+        load_run(tmp_path, "nnunet-fold0")
+    with pytest.raises(InputError, match=r"result.json does not exist"):
+        load_run(tmp_path, "fan2022-fold0")
+    with pytest.raises(InputError, match="not a run name"):
+        load_run(tmp_path, "fold0")
+    # a modality run needs its test evaluation
+    _write_run(tmp_path, "rlk_unet_cbam-swi-fold0", _summary(1, 0, 1, 1))
+    with pytest.raises(InputError, match="eval-test.json does not exist"):
+        load_run(tmp_path, "rlk_unet_cbam-swi-fold0")
+    found, missing = load_runs(tmp_path, ["nnunet-fold0", "rlk_unet_cbam-swi-fold0"])
+    assert found == {} and missing == ["nnunet-fold0", "rlk_unet_cbam-swi-fold0"]
+
+
+def test_collect_runs_one_row_per_finished_run(tmp_path: Path) -> None:
+    _write_run(tmp_path, "rlk_unet_cbam-fold0", _summary(3, 1, 1, 2))
+    _write_run(tmp_path, "rlk_unet_cbam-gre-fold0", _summary(1, 3, 0, 3), test=_summary(1, 1, 1, 1))
+    _write_run(tmp_path, "cbam_skips_0-fold0", _summary(1, 1, 1, 1), skip="result.json")
+    (tmp_path / "runs" / ".cmbstudy_cache").mkdir()
+    with pytest.warns(UserWarning, match="cbam_skips_0-fold0 left out"):
+        frame = collect_runs(tmp_path)
+    assert list(frame.columns) == list(RUN_COLUMNS)
+    assert list(frame["name"]) == ["rlk_unet_cbam-fold0", "rlk_unet_cbam-gre-fold0"]
+    first = frame.iloc[0]
+    assert first["modality"] == "all" and frame.iloc[1]["modality"] == "gre"
+    assert first["f1"] == pytest.approx(0.75)
+    assert first["f1_ci_low"] == pytest.approx(0.65) and first["f1_ci_high"] == pytest.approx(0.80)
+    assert math.isnan(first["precision_ci_low"]) and math.isnan(first["recall_ci_low"])
+    assert frame.iloc[1]["fp_per_subject"] == pytest.approx(1.0)
+    assert first["small_f1"] == pytest.approx(1 / 3)
+    assert (first["n_ref"], first["n_subjects"]) == (4, 2)
+    assert collect_runs(tmp_path / "nothing").empty
+
+
+def test_cross_validation_table_pairs_folds_and_paper(tmp_path: Path) -> None:
+    _write_run(tmp_path, "rlk_unet_cbam-fold0", _summary(1, 1, 1, 2))  # F1 0.5
+    _write_run(tmp_path, "rlk_unet_cbam-fold1", _summary(7, 3, 3, 2))  # F1 0.7
+    records = [load_run(tmp_path, f"rlk_unet_cbam-fold{k}") for k in (1, 0)]
+    table = cross_validation_table(records, "synthetic cohort")
+    ours, paper = "F1, ours (synthetic cohort)", f"F1, {PAPER_DATASET_LABEL}"
+    assert list(table.index) == ["fold 0 (paper fold 1)", "fold 1 (paper fold 2)", "mean", "sd"]
+    assert table.loc["fold 1 (paper fold 2)", paper] == TABLE3_FOLD_F1[1]
+    assert table.loc["mean", ours] == pytest.approx(0.6)
+    assert table.loc["sd", ours] == pytest.approx(math.sqrt(0.02))
+    assert table.loc["mean", "FP/subject"] == pytest.approx(1.0)
+
+
+def test_compare_with_paper_marks_missing_rows() -> None:
+    table = compare_with_paper({"GRE -> SWI": _summary(3, 1, 1, 2), "SWI -> GRE": None}, TABLE5, "synthetic cohort")
+    assert table.loc[("GRE -> SWI", PAPER_DATASET_LABEL), "f1"] == TABLE5["GRE -> SWI"]["f1"]
+    assert table.loc[("GRE -> SWI", "ours (synthetic cohort)"), "f1"] == pytest.approx(0.75)
+    assert table.loc[("GRE -> SWI", "ours (synthetic cohort)"), "F1 95% CI"] == "[0.650, 0.800]"
+    assert table.loc[("SWI -> GRE", "ours (synthetic cohort)"), "F1 95% CI"] == "not run"
+    with pytest.raises(InputError, match="dataset_label"):
+        compare_with_paper({}, TABLE5, " ")
