@@ -243,6 +243,7 @@ def predict_dataset(
     overwrite: bool = False,
     progress: bool = True,
     split: str = "all",
+    subject_ids: Sequence[str] | None = None,
 ) -> PredictionSummary:
     """Detect CMBs in the subjects of ``data_root`` with a run's best checkpoint.
 
@@ -254,6 +255,7 @@ def predict_dataset(
 
     Args:
         split: ``"all"`` subjects, or only the run fold's ``"val"`` or ``"train"`` subjects.
+        subject_ids: predict only these subjects (of the split); None: all of it.
 
     Raises:
         InputError: missing run files, or split subjects absent from ``data_root``.
@@ -276,6 +278,11 @@ def predict_dataset(
         if missing:
             raise InputError(f"{split} subjects {missing} of {run_dir} are not in {data_root}")
         subjects = [s for s in subjects if s.subject_id in wanted]
+    if subject_ids is not None:
+        missing = sorted(set(subject_ids) - {s.subject_id for s in subjects})
+        if missing:
+            raise InputError(f"subjects {missing[:5]} are not among the {split} subjects of {data_root}")
+        subjects = [s for s in subjects if s.subject_id in set(subject_ids)]
     dev = resolve_device(device)
     model = model_from_config(profile.model)
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)

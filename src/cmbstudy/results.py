@@ -32,6 +32,7 @@ from .datasets import describe_dataset, load_subjects
 from .errors import ConfigError, InputError
 from .evaluation import EvaluationReport, evaluate_predictions
 from .inference import default_cache_dir, load_run_profile, predict_dataset
+from .io import write_text_atomically
 
 __all__ = [
     "RUNS_DIR",
@@ -192,31 +193,14 @@ def _evaluate(pred_dir: Path, data_root: Path, profile: Profile, rule: str, json
 
 
 def _predict_other_modality(run_dir: Path, data_root: Path, modality: str, device: str, progress: bool) -> Path:
-    """Predict every subject of ``data_root`` not scanned with ``modality`` into ``RUN/pred-test``.
-
-    :func:`cmbstudy.inference.predict_dataset` selects subjects by split only, so the
-    whole dataset is predicted into a temporary folder and the other modality's
-    subject folders are kept.
-    """
-    keep = {s.subject_id for s in load_subjects(Path(data_root)) if s.modality != modality}
+    """Predict every subject of ``data_root`` not scanned with ``modality`` into ``RUN/pred-test``."""
+    keep = [s.subject_id for s in load_subjects(Path(data_root)) if s.modality != modality]
     out = run_dir / "pred-test"
-    with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
-        scratch = Path(tmp) / "pred"
-        predict_dataset(run_dir, data_root, scratch, device=device, overwrite=True, progress=progress,
-                        split="all")
-        table = pd.read_csv(scratch / "predictions.tsv", sep="\t", dtype={"subject_id": str})
-        for folder in scratch.glob("sub-*"):
-            if folder.name.removeprefix("sub-") not in keep:
-                shutil.rmtree(folder)
-        table = table[table["subject_id"].isin(keep)]
-        table.to_csv(scratch / "predictions.tsv", sep="\t", index=False, float_format="%.4f")
-        info = json.loads((scratch / "prediction.json").read_text())
-        info.update(split=f"modality != {modality}", n_subjects=len(table),
-                    seconds_per_subject=float(table["seconds_total"].mean()) if len(table) else None)
-        (scratch / "prediction.json").write_text(json.dumps(info, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(scratch, out)
+    predict_dataset(run_dir, data_root, out, device=device, overwrite=True, progress=progress, split="all",
+                    subject_ids=keep)
+    info = json.loads((out / "prediction.json").read_text())
+    info["split"] = f"modality != {modality}"
+    write_text_atomically(out / "prediction.json", json.dumps(info, indent=2))
     return out
 
 

@@ -16,15 +16,13 @@ from cmbstudy.breakdown import (
     format_ci_table,
     format_rule_table,
     load_inference_times,
-    select_example_slices,
-    select_example_subjects,
-    select_small_lesion_slices,
     summarize_by_group,
     summarize_fp_mimics,
 )
 from cmbstudy.datasets import Subject
 from cmbstudy.errors import InputError
 from cmbstudy.evaluation import evaluate_volume
+from cmbstudy.examples import select_example_slices, select_example_subjects, select_small_lesion_slices
 
 
 def test_agreement_and_linear_weighted_kappa_by_hand() -> None:

@@ -1,4 +1,4 @@
-"""Tables 2 and 4, FROC merging and recall by size (cmbstudy.comparison)."""
+"""Tables 2 and 4, FROC merging (cmbstudy.comparison) and recall by size (cmbstudy.lesion_sizes)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from cmbstudy.comparison import (
     MethodResult,
     compute_classical_result,
     compute_method_table,
-    compute_recall_by_size,
     find_best_baseline,
     format_method_table,
     make_method_result,
@@ -22,6 +21,7 @@ from cmbstudy.comparison import (
     plot_method_froc,
 )
 from cmbstudy.errors import ConfigError, InputError
+from cmbstudy.lesion_sizes import compute_recall_by_size
 from cmbstudy.metrics import FrocCurve
 from cmbstudy.paper import PAPER_DATASET_LABEL, TABLE2, TABLE4
 from cmbstudy.stats import bootstrap_detection_ci

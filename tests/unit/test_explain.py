@@ -13,7 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.explain import compute_cbam_maps, compute_gradcam, plot_cbam_maps, plot_gradcam_comparison
+from cmbstudy.explain import compute_cbam_maps, compute_gradcam
+from cmbstudy.explain_plots import plot_cbam_maps, plot_gradcam_comparison
 
 H, W = 14, 17  # uneven, not a multiple of 2
 
