@@ -29,7 +29,7 @@ from scipy import ndimage
 from .datasets import Subject, load_subjects
 from .errors import InputError
 from .examples import find_prediction_dir, load_subject_evaluation
-from .metrics import summarize_detection
+from .metrics import DETECTION_METRICS, summarize_detection
 from .paper import INFERENCE_SECONDS, PAPER_DATASET_LABEL
 from .synth.phantom import MIMIC_LABELS
 
@@ -256,7 +256,7 @@ def format_ci_table(summary: Mapping[str, Any], paper: Mapping[str, float], data
     """
     ours = f"ours ({dataset_label})"
     rows = []
-    for metric in ("precision", "recall", "f1", "fp_per_subject"):
+    for metric in DETECTION_METRICS:
         lo, hi = (summary.get("ci95", {}).get(metric) or (None, None))
         rows.append({"metric": metric, PAPER_DATASET_LABEL: paper.get(metric, np.nan),
                      ours: _num(summary.get(metric)), "95% CI low": _num(lo), "95% CI high": _num(hi)})

@@ -29,6 +29,7 @@ from scipy.optimize import linear_sum_assignment
 from .errors import ConfigError, InputError
 
 __all__ = [
+    "DETECTION_METRICS",
     "ARIA_H_CATEGORIES",
     "CONNECTIVITIES",
     "Lesions",
@@ -49,6 +50,9 @@ __all__ = [
     "aria_h_category",
     "compute_aria_h_confusion",
 ]
+
+#: Lesion-wise detection scores, in the order every table of the study prints them.
+DETECTION_METRICS: tuple[str, ...] = ("precision", "recall", "f1", "fp_per_subject")
 
 ARIA_H_CATEGORIES: tuple[str, ...] = ("0", "1-4", "5-9", ">=10")
 CONNECTIVITIES: tuple[int, ...] = (6, 18, 26)

@@ -13,6 +13,8 @@ from typing import Mapping
 
 import numpy as np
 
+from .metrics import DETECTION_METRICS
+
 __all__ = [
     "PAPER_DATASET_LABEL",
     "METRICS",
@@ -34,7 +36,7 @@ __all__ = [
 PAPER_DATASET_LABEL = "paper (VALDO + private cohorts)"
 
 #: Detection metrics in the paper's order.
-METRICS: tuple[str, ...] = ("precision", "recall", "f1", "fp_per_subject")
+METRICS: tuple[str, ...] = DETECTION_METRICS
 
 
 def _row(p: float, r: float, f1: float, fp: float) -> Mapping[str, float]:

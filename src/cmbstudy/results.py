@@ -33,6 +33,7 @@ from .errors import ConfigError, InputError
 from .evaluation import EvaluationReport, evaluate_predictions
 from .inference import default_cache_dir, load_run_profile, predict_dataset
 from .io import write_text_atomically
+from .metrics import DETECTION_METRICS
 
 __all__ = [
     "RUNS_DIR",
@@ -56,11 +57,10 @@ __all__ = [
 
 RUNS_DIR = "runs"
 MODALITIES: tuple[str, ...] = ("gre", "swi")
-_METRICS = ("precision", "recall", "f1", "fp_per_subject")
 RUN_COLUMNS: tuple[str, ...] = (
-    "name", "variant", "model", "fold", "modality", *_METRICS,
-    *(f"{m}_ci_{side}" for m in _METRICS for side in ("low", "high")),
-    *(f"small_{m}" for m in _METRICS),
+    "name", "variant", "model", "fold", "modality", *DETECTION_METRICS,
+    *(f"{m}_ci_{side}" for m in DETECTION_METRICS for side in ("low", "high")),
+    *(f"small_{m}" for m in DETECTION_METRICS),
     "n_ref", "n_subjects", "n_params", "train_seconds", "seconds_per_subject",
 )
 _NAME = re.compile(r"(?P<variant>[^-]+)(?:-(?P<modality>gre|swi))?-fold(?P<fold>\d+)")
@@ -299,12 +299,12 @@ def _row(record: RunRecord) -> dict[str, Any]:
     row: dict[str, Any] = {"name": record.name, "variant": record.variant, "model": record.model,
                            "fold": record.fold, "modality": record.modality or "all"}
     ci = summary.get("ci95", {})
-    for metric in _METRICS:
+    for metric in DETECTION_METRICS:
         row[metric] = _number(summary.get(metric))
         low, high = ci.get(metric) or (None, None)
         row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = _number(low), _number(high)
     small = summary.get("small_lesions", {})
-    for metric in _METRICS:
+    for metric in DETECTION_METRICS:
         row[f"small_{metric}"] = _number(small.get(metric))
     row.update(n_ref=int(summary.get("n_ref", 0)), n_subjects=int(summary.get("n_subjects", 0)),
                n_params=record.n_params, train_seconds=record.train_seconds,

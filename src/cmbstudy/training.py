@@ -45,7 +45,7 @@ from .errors import ConfigError, InputError, OutputError
 from .inference import autocast, default_cache_dir, load_run_profile, predict_logits, resolve_device
 from .io import check_output_dir, load_mask, write_atomically, write_text_atomically
 from .losses import make_loss
-from .metrics import find_lesions, match_paper, summarize_detection
+from .metrics import DETECTION_METRICS, find_lesions, match_paper, summarize_detection
 from .models import model_from_config
 from .patches import PatchDataset, is_volumetric, volume_voxel_mm
 from .preprocess import PreprocessedVolume, load_preprocessed
@@ -156,8 +156,7 @@ def validate(
         match = match_paper(pred.centroids, ref.centroids, ev.match_distance_voxels)
         counts.append((match.n_tp, match.n_fp, match.n_fn))
     summary = summarize_detection(counts)
-    keys = ("precision", "recall", "f1", "fp_per_subject")
-    return {**{k: float(summary[k]) for k in keys}, "loss": float(np.mean(losses)) if losses else math.nan}
+    return {**{k: float(summary[k]) for k in DETECTION_METRICS}, "loss": float(np.mean(losses)) if losses else math.nan}
 
 
 def _rng_state() -> dict[str, Any]:
@@ -294,7 +293,7 @@ def fit(
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": total / max(seen, 1)}
         if cfg.val_every > 0 and ((epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1):
             val = validate(model, val_volumes, references, profile, dev, loss_fn)
-            row.update({f"val_{k}": val[k] for k in ("precision", "recall", "f1", "fp_per_subject")})
+            row.update({f"val_{k}": val[k] for k in DETECTION_METRICS})
             row["val_loss"] = val["loss"]
             if _better(val["f1"], val["loss"], best):
                 best = {"epoch": epoch, **val}
