@@ -41,6 +41,7 @@ from .losses import DICE_SMOOTH, FOCAL_GAMMA
 from .slices import SliceVolume, plan_epoch
 
 __all__ = [
+    "check_spacing",
     "SLIDING_WINDOW_OVERLAP",
     "is_volumetric",
     "volume_voxel_mm",
@@ -60,6 +61,17 @@ _KEYS = ("image", "mask")
 def is_volumetric(model: torch.nn.Module) -> bool:
     """True when ``model`` declares ``input_kind = "3d"`` (2.5D, ``"2.5d"``, is the default)."""
     return getattr(model, "input_kind", "2.5d") == "3d"
+
+
+def check_spacing(spacing_mm: float) -> float:
+    """``model.spacing_mm`` of a volumetric network as a float (0 keeps the preprocessed grid).
+
+    Raises:
+        ConfigError: a negative spacing.
+    """
+    if spacing_mm < 0:
+        raise ConfigError(f"model.spacing_mm={spacing_mm} must be >= 0 (0 keeps the preprocessed grid)")
+    return float(spacing_mm)
 
 
 def volume_voxel_mm(volume: Any) -> tuple[float, float, float] | None:

@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...errors import ConfigError, InputError
-from ...patches import make_volume_loss
+from ...patches import check_spacing, make_volume_loss
 from .. import register_model
 
 __all__ = ["Dou2016", "build_dou2016", "DISCRIMINATOR_PATCH", "NEGATIVE_LOGIT", "SCREEN_THRESHOLD"]
@@ -99,9 +99,7 @@ class Dou2016(nn.Module):
         w = tuple(int(v) for v in widths)
         if len(w) < 4 or min(w) < 1:
             raise ConfigError(f"model.widths={w}: the Dou 2016 networks need four widths >= 1")
-        if spacing_mm < 0:
-            raise ConfigError(f"model.spacing_mm={spacing_mm} must be >= 0 (0 keeps the preprocessed grid)")
-        self.spacing_mm = float(spacing_mm)
+        self.spacing_mm = check_spacing(spacing_mm)
         # screening FCN: 3D convolutions, then "fully connected" layers as 1x1x1 convolutions
         self.screen = nn.Sequential(
             _conv(1, w[0], (3, 5, 5)), _conv(w[0], w[1], (3, 3, 3)), _conv(w[1], w[1], (1, 3, 3)),

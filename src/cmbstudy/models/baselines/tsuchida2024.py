@@ -29,7 +29,7 @@ import torch.nn as nn
 from monai.networks.nets import UNet
 
 from ...errors import ConfigError, InputError
-from ...patches import make_volume_loss
+from ...patches import check_spacing, make_volume_loss
 from .. import register_model
 
 __all__ = ["ShivaUNet", "build_tsuchida2024"]
@@ -55,9 +55,7 @@ class ShivaUNet(nn.Module):
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or min(widths) < 1:
             raise ConfigError(f"model.widths={widths}: the 3D U-Net needs at least two widths >= 1")
-        if spacing_mm < 0:
-            raise ConfigError(f"model.spacing_mm={spacing_mm} must be >= 0 (0 keeps the preprocessed grid)")
-        self.spacing_mm = float(spacing_mm)
+        self.spacing_mm = check_spacing(spacing_mm)
         self.multiple = 2 ** (len(widths) - 1)
         self.net = UNet(
             spatial_dims=3, in_channels=1, out_channels=1, channels=widths,
