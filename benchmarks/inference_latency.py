@@ -24,11 +24,13 @@ import numpy as np
 import torch
 
 from cmbstudy.config import load_profile
-from cmbstudy.inference import autocast, lesion_table, predict_volume, resolve_device
-from cmbstudy.losses import make_loss
-from cmbstudy.metrics import find_lesions
-from cmbstudy.models import model_from_config
-from cmbstudy.preprocess import Geometry, PreprocessedVolume
+from cmbstudy.device import autocast, resolve_device
+from cmbstudy.evaluation.lesions import find_lesions
+from cmbstudy.inference.predict import lesion_table
+from cmbstudy.inference.sliding_window import predict_volume
+from cmbstudy.models.losses import make_loss
+from cmbstudy.models.registry import model_from_config
+from cmbstudy.preprocessing.geometry import Geometry, PreprocessedVolume
 
 
 def _sync(device: torch.device) -> None:

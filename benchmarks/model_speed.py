@@ -20,8 +20,8 @@ import time
 import torch
 
 from cmbstudy.config import load_profile
-from cmbstudy.losses import make_loss
-from cmbstudy.models import model_from_config
+from cmbstudy.models.losses import make_loss
+from cmbstudy.models.registry import model_from_config
 
 __all__ = ["time_model", "main"]
 

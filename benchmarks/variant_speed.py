@@ -6,7 +6,7 @@ times one training step on the profile's training input (2.5D networks: a batch
 of ``train.batch_size`` crops of ``train.crop_size``, or whole slices of
 ``preprocess.size``; volumetric networks: ``train.patch_size`` patches), with the
 network's own loss when it has one, and times the prediction of one random
-``(slices, size, size)`` volume through :func:`cmbstudy.inference.predict_logits`
+``(slices, size, size)`` volume through :func:`cmbstudy.inference.sliding_window.predict_logits`
 (sliding windows and isotropic resampling included). Each time is the minimum
 of ``--repeats`` runs after one warm-up. A run of this script at ``--profile
 paper`` also checks that every network builds and trains at the paper's sizes.
@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from cmbstudy.config import Profile, load_profile, resolve_variant
-from cmbstudy.inference import predict_logits, resolve_device
-from cmbstudy.losses import make_loss
-from cmbstudy.models import model_from_config
-from cmbstudy.patches import is_volumetric
+from cmbstudy.device import resolve_device
+from cmbstudy.inference.sliding_window import predict_logits
+from cmbstudy.models.layers import is_volumetric
+from cmbstudy.models.losses import make_loss
+from cmbstudy.models.registry import model_from_config
 
 __all__ = ["time_variant", "main"]
 

@@ -1,7 +1,10 @@
-"""The ``cmbstudy`` command: argument parsing only; the work is done by the modules.
+"""The ``cmbstudy`` command: argument parsing only; the work is done by the subpackages.
+
+Each command imports its subpackage when it runs (torch and the Jupyter stack load
+slowly), so ``cmbstudy --help`` and ``cmbstudy data check`` start at once.
 
 Errors a user can cause are printed as one line ``cmbstudy <command>: error: ...``
-with exit status 2; nothing is left half-written (see :mod:`cmbstudy.io`).
+with exit status 2; nothing is left half-written (see :mod:`cmbstudy.data.io`).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from .manifest import check_dataset
+    from .data.manifest import check_dataset
 
     report = check_dataset(Path(args.root), dataset=args.dataset)
     print(report.format_table())
@@ -68,7 +71,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_profile, resolve_variant
-    from .training import train_fold
+    from .training.run import train_fold
 
     profile = load_profile(args.profile, args.set)
     if args.variant is not None:
@@ -90,7 +93,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import predict_dataset
+    from .inference.predict import predict_dataset
 
     summary = predict_dataset(
         run_dir=Path(args.run),
@@ -107,7 +110,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_predictions
+    from .evaluation.evaluate import evaluate_predictions
 
     report = evaluate_predictions(
         pred_dir=Path(args.pred),
@@ -124,7 +127,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from .study import run_study
+    from .study.runner import run_study
 
     run_study(
         profile_name=args.profile,
@@ -139,11 +142,13 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from .detect import detect_path
+    from .figures.report import plot_detection_report
+    from .inference.detect import detect_path
 
     summary = detect_path(
         args.scan, args.out, model=args.model, modality=args.modality, threshold=args.threshold,
         brain_mask=args.brain_mask, device=args.device, overwrite=args.overwrite, progress=not args.quiet,
+        report=plot_detection_report,
     )
     print(summary)
     return 0

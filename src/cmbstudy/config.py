@@ -61,7 +61,7 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Preprocessing of every volume before 2.5D slicing (see :mod:`cmbstudy.preprocess`)."""
+    """Preprocessing of every volume before 2.5D slicing (see :mod:`cmbstudy.preprocessing`)."""
 
     size: int = 128  # in-plane size after tight crop and resample (512 in the paper)
     n4: bool = True  # SimpleITK N4 bias-field correction
@@ -117,7 +117,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Detection and matching rules (see :mod:`cmbstudy.metrics`)."""
+    """Detection and matching rules (see :mod:`cmbstudy.evaluation`)."""
 
     threshold: float = 0.5  # probability threshold before connected components
     match_distance_voxels: float = 4.0  # paper rule: centroid distance for a true positive

@@ -22,8 +22,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # shared test helpers
 
-from cmbstudy.cli import main  # noqa: E402
 from datasets_helpers import SHAPE, make_synthetic_root, phantom, write  # noqa: E402
+
+from cmbstudy.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -192,7 +193,7 @@ def test_detect_outputs(run: Path, tmp_path: Path, blocked: Path, capsys: pytest
 def test_detect_missing_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                               capsys: pytest.CaptureFixture[str]) -> None:
     scan = write(tmp_path / "scan.nii.gz", phantom()[0])
-    monkeypatch.setattr("cmbstudy.model_store.packaged_model_path", lambda: None)
+    monkeypatch.setattr("cmbstudy.inference.model_store.packaged_model_path", lambda: None)
     assert main(["detect", str(scan), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     _error_line(capsys, "detect", r"no model given and no packaged model found: pass --model RUN")
     assert main(["detect", str(scan), "--model", str(tmp_path / "norun"), "--out", str(tmp_path / "out")]) == 2

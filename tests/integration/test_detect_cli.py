@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from cmbstudy.cli import main
-from cmbstudy.evaluation import evaluate_predictions
+from cmbstudy.evaluation.evaluate import evaluate_predictions
 from cmbstudy.synth import make_cohort
 
 TINY = ["--set", "train.epochs=1", "--set", "model.widths=[4,8,8,8]", "--set", "train.slices_per_epoch=4"]

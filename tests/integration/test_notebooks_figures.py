@@ -1,6 +1,6 @@
 """Notebooks 08, 10, 11 and 12 execute at the smoke profile on a small results folder and glue their numbers.
 
-The fixture makes the layout of ``cmbstudy.results`` with the package's API: the
+The fixture makes the layout of ``cmbstudy.study.runs`` with the package's API: the
 smoke cohort, the main network on folds 0 and 1 and the network without CBAM on
 fold 0, one epoch each, their validation predictions and both evaluations. One
 epoch leaves the probabilities low, so the predictions use a threshold of 0.03:
@@ -32,11 +32,11 @@ MIN_IMAGES = {"08_burden": 3, "10_explainability": 3, "11_qualitative": 3, "12_b
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from cmbstudy.config import load_profile, resolve_variant
-    from cmbstudy.evaluation import evaluate_predictions
-    from cmbstudy.inference import predict_dataset
-    from cmbstudy.results import run_path
+    from cmbstudy.evaluation.evaluate import evaluate_predictions
+    from cmbstudy.inference.predict import predict_dataset
+    from cmbstudy.study.runs import run_path
     from cmbstudy.synth import make_cohort
-    from cmbstudy.training import train_fold
+    from cmbstudy.training.run import train_fold
 
     root = tmp_path_factory.mktemp("figures") / "results"
     data = root / "data" / "synthetic-smoke"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cmbstudy.results import collect_runs
-from cmbstudy.study import run_study
+from cmbstudy.study.runner import run_study
+from cmbstudy.study.runs import collect_runs
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 
 from cmbstudy.cli import main
 from cmbstudy.config import load_profile
-from cmbstudy.model_store import load_detection_model, packaged_model_path
+from cmbstudy.inference.model_store import load_detection_model, packaged_model_path
 from cmbstudy.synth import make_cohort
 
 pytestmark = pytest.mark.slow

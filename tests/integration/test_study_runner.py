@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from cmbstudy.errors import ConfigError
-from cmbstudy.study import STEPS, StudyError, run_study
+from cmbstudy.study.runner import STEPS, StudyError, run_study
 
 # two training runs: the main network on fold 0 and the network without CBAM on fold 0
 RUNS = ["study.baselines=[]", "study.ablation=[cbam_skips_0]", "study.cross_modality=false", "study.cv_folds=[0]"]

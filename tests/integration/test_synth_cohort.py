@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from cmbstudy.cli import main
-from cmbstudy.datasets import detect_layout, load_participants, load_subjects
-from cmbstudy.io import load_image, load_mask
+from cmbstudy.data.datasets import detect_layout, load_participants, load_subjects
+from cmbstudy.data.io import load_image, load_mask
 from cmbstudy.synth import make_cohort
 
 matplotlib.use("Agg")
@@ -86,15 +86,21 @@ def test_cli_synth_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 
 
 def test_figures_run(cohort: Path) -> None:
+    from cmbstudy.figures.synth import (
+        plot_blooming,
+        plot_cohort,
+        plot_example_slices,
+        plot_sphere_field,
+    )
+    from cmbstudy.synth.cohort import cohort_tables
     from cmbstudy.synth.experiments import check_sphere_field
-    from cmbstudy.synth.figures import cohort_tables, plot_blooming, plot_cohort, plot_example_slices, plot_sphere_field
 
     rows = [{"experiment": "te_b0", "te_ms": t, "b0_tesla": 3.0, "slice_mm": 1.0, "volume_mm3": v, "true_volume_mm3": 14.1}
             for t, v in ((20.0, 21.0), (40.0, 41.0))]
     rows.append({"experiment": "slice", "te_ms": 20.0, "b0_tesla": 3.0, "slice_mm": 3.0, "volume_mm3": 90.0, "true_volume_mm3": 14.1})
-    figs = [plot_sphere_field(check_sphere_field(shape=(24, 25, 26), radius_mm=2.0)), plot_blooming(rows),
-            plot_example_slices(cohort, n_per_modality=1), plot_cohort(cohort)]
-    assert all(len(f.axes) >= 2 for f in figs)
     cats, lesions = cohort_tables(cohort)
+    figs = [plot_sphere_field(check_sphere_field(shape=(24, 25, 26), radius_mm=2.0)), plot_blooming(rows),
+            plot_example_slices(cohort, n_per_modality=1), plot_cohort(cats, lesions, load_participants(cohort))]
+    assert all(len(f.axes) >= 2 for f in figs)
     assert cats.subjects.sum() == 4 and list(cats.paper_test_set) == [8, 50, 9, 5]
     assert len(lesions) == load_participants(cohort).cmb_count.sum()

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cmbstudy.cli import main
-from cmbstudy.io import save_nifti
+from cmbstudy.data.io import save_nifti
 
 SHAPE = (40, 36, 10)  # uneven: x, y, z (3 mm slices)
 

@@ -13,9 +13,9 @@ import torch
 
 from cmbstudy.config import load_profile, resolve_variant
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.models import get_model, model_fields, model_from_config
 from cmbstudy.models.baselines.dynunet import DEEP_SUPR_NUM
-from cmbstudy.models.rlk_unet import FOREGROUND_PRIOR
+from cmbstudy.models.layers import FOREGROUND_PRIOR
+from cmbstudy.models.registry import get_model, model_fields, model_from_config
 
 VARIANTS = {"fan2022": "fan2022_unet", "nnunet": "nnunet_dynunet", "wei2022": "wei2022_mmoc"}
 #: Outputs in train mode: fan one tensor, nnU-Net final + 3 auxiliary, MMOC refined + proposal.

@@ -12,12 +12,16 @@ import torch.nn as nn
 
 from cmbstudy.config import ModelConfig, load_profile
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.inference import predict_volume
-from cmbstudy.models import model_fields, model_from_config
-from cmbstudy.models.baselines.dou2016 import DISCRIMINATOR_PATCH, NEGATIVE_LOGIT, Dou2016
+from cmbstudy.inference.sliding_window import predict_volume
+from cmbstudy.models.baselines.dou2016 import (
+    DISCRIMINATOR_PATCH,
+    NEGATIVE_LOGIT,
+    Dou2016,
+)
 from cmbstudy.models.baselines.tsuchida2024 import ShivaUNet
-from cmbstudy.patches import is_volumetric
-from cmbstudy.training import fit
+from cmbstudy.models.layers import is_volumetric
+from cmbstudy.models.registry import model_fields, model_from_config
+from cmbstudy.training.loop import fit
 
 WIDTHS = (4, 8, 8, 16)
 

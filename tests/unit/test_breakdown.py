@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cmbstudy.breakdown import (
+from cmbstudy.data.datasets import Subject
+from cmbstudy.errors import InputError
+from cmbstudy.evaluation.evaluate import evaluate_volume
+from cmbstudy.study.examples import (
+    select_example_slices,
+    select_example_subjects,
+    select_small_lesion_slices,
+)
+from cmbstudy.study.tables.beyond import (
     NO_MIMIC,
+    _rule_scores,
     classify_false_positives,
-    compute_agreement,
-    format_ci_table,
-    format_rule_table,
     load_inference_times,
     summarize_by_group,
     summarize_fp_mimics,
 )
-from cmbstudy.datasets import Subject
-from cmbstudy.errors import InputError
-from cmbstudy.evaluation import evaluate_volume
-from cmbstudy.examples import select_example_slices, select_example_subjects, select_small_lesion_slices
+from cmbstudy.study.tables.burden import compute_agreement
 
 
 def test_agreement_and_linear_weighted_kappa_by_hand() -> None:
@@ -97,16 +101,16 @@ def test_results_by_site_pool_lesions_within_groups() -> None:
         summarize_by_group(rows, subjects, "scanner")
 
 
-def test_ci_and_rule_tables_put_values_in_their_columns() -> None:
+def test_rule_and_ci_tables_put_values_in_their_columns(tmp_path: Path) -> None:
+    # the tables of notebook 12 are compare_with_paper rows built from evaluation summaries
     summary = {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "fp_per_subject": 2.0, "median_f1": 0.4,
                "iqr_f1": [0.2, 0.6], "mean_abs_count_difference": 1.5,
                "ci95": {"f1": [0.1, 0.5], "precision": None}}
-    ci = format_ci_table(summary, {"f1": 0.887}, "synthetic cohort")
-    assert ci.loc["f1"].tolist() == pytest.approx([0.887, 1 / 3, 0.1, 0.5])
-    assert np.isnan(ci.loc["precision", "95% CI low"]) and np.isnan(ci.loc["recall", "paper (VALDO + private cohorts)"])
-    rules = format_rule_table(summary, {**summary, "median_f1": 0.7, "iqr_f1": None}, {"f1": 0.887}, "x")
-    assert rules.loc["f1_q3"].tolist()[1] == pytest.approx(0.6) and np.isnan(rules.loc["f1_q3"].tolist()[2])
-    assert rules.loc["median_f1", "ours (x), VALDO rule"] == pytest.approx(0.7)
+    scores = _rule_scores(summary)
+    assert scores["f1_q3"] == pytest.approx(0.6) and scores["f1_ci_low"] == pytest.approx(0.1)
+    assert math.isnan(scores["precision_ci_low"])
+    assert math.isnan(_rule_scores({**summary, "iqr_f1": None})["f1_q3"])
+    assert all(math.isnan(v) for v in _rule_scores(None).values())
 
 
 def test_inference_times_per_run_and_paper_row(tmp_path: Path) -> None:

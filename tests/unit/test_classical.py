@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cmbstudy.classical import ClassicalParams, DetectionCase, detect_classical, evaluate_classical, tune_classical
+from cmbstudy.models.baselines.classical import ClassicalParams, detect_classical
+from cmbstudy.training.classical import (
+    DetectionCase,
+    evaluate_classical,
+    tune_classical,
+)
 
 
 def _volume(rng: np.random.Generator, centres: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:

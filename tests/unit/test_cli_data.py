@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from datasets_helpers import make_synthetic_root, write
 
 from cmbstudy.cli import main
-from datasets_helpers import make_synthetic_root, write
 
 
 def test_valid_dataset_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

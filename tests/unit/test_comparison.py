@@ -1,4 +1,4 @@
-"""Tables 2 and 4, FROC merging (cmbstudy.comparison) and recall by size (cmbstudy.lesion_sizes)."""
+"""Tables 2 and 4 (cmbstudy.study.tables), FROC merging and recall by size (cmbstudy.evaluation)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,23 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from cmbstudy.classical import DetectionCase
-from cmbstudy.comparison import (
-    CLASSICAL,
-    METHOD_LABELS,
+from cmbstudy.errors import ConfigError, InputError
+from cmbstudy.evaluation.scores import FrocCurve, merge_froc_curves
+from cmbstudy.evaluation.stats import bootstrap_detection_ci
+from cmbstudy.evaluation.subsets import compute_recall_by_size
+from cmbstudy.figures.froc import plot_froc
+from cmbstudy.study.paper import PAPER_DATASET_LABEL, TABLE2, TABLE4
+from cmbstudy.study.tables.classical_floor import compute_classical_result
+from cmbstudy.study.tables.format import CLASSICAL, METHOD_LABELS
+from cmbstudy.study.tables.methods import (
     MethodResult,
-    compute_classical_result,
     compute_method_table,
     find_best_baseline,
     format_method_table,
     make_method_result,
-    merge_froc_curves,
-    plot_method_froc,
+    method_froc_curves,
 )
-from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.lesion_sizes import compute_recall_by_size
-from cmbstudy.metrics import FrocCurve
-from cmbstudy.paper import PAPER_DATASET_LABEL, TABLE2, TABLE4
-from cmbstudy.stats import bootstrap_detection_ci
+from cmbstudy.training.classical import DetectionCase
 
 
 def _row(sid: str, tp: int, fp: int, fn: int, small: tuple[int, int, int] = (0, 0, 0)) -> dict:
@@ -90,7 +89,7 @@ def test_format_labels_columns_by_dataset() -> None:
     assert shown.loc[METHOD_LABELS["rlk_unet_cbam"], ("F1", "ours (synthetic cohort)")] == "0.600"
     assert shown.loc[METHOD_LABELS["rlk_unet_cbam"], ("F1", PAPER_DATASET_LABEL)] == "0.887"
     assert shown.loc[METHOD_LABELS["rlk_unet_cbam"], ("", "parameters")] == "1,234"
-    with pytest.raises(ConfigError, match="dataset_label must name"):
+    with pytest.raises(InputError, match="dataset label must name"):
         format_method_table(compute_method_table({"rlk_unet_cbam": result}, TABLE2), " ")
 
 
@@ -128,11 +127,14 @@ def test_froc_plot_has_one_line_per_method_with_a_curve() -> None:
     froc = {"thresholds": [None, 0.8], "fp_per_subject": [0.0, 0.5], "sensitivity": [0.0, 0.4]}
     with_curve = make_method_result("rlk_unet_cbam", [_evaluation(ROWS, froc)], [0], 1, [1.0])
     without = make_method_result("nnunet", [_evaluation(ROWS)], [0], 1, [1.0])
-    fig = plot_method_froc({"rlk_unet_cbam": with_curve, "nnunet": without})
+    curves = method_froc_curves({"rlk_unet_cbam": with_curve, "nnunet": without})
+    assert list(curves) == [with_curve.label]
+    fig = plot_froc(curves)
     assert isinstance(fig, Figure)
     assert [line.get_gid() for line in fig.axes[0].get_lines() if line.get_gid()] == [with_curve.label]
-    with pytest.raises(InputError, match="no method has a FROC curve"):
-        plot_method_froc({"nnunet": without})
+    assert method_froc_curves({"nnunet": without}) == {}
+    with pytest.raises(InputError, match="at least one FROC curve"):
+        plot_froc({})
 
 
 def test_recall_by_size_bins_are_right_closed() -> None:

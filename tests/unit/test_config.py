@@ -8,12 +8,12 @@ import pytest
 import yaml
 
 from cmbstudy.config import (
-    profile_from_mapping,
     PROFILE_NAMES,
     PreprocessConfig,
     Profile,
     dataclass_from_mapping,
     load_profile,
+    profile_from_mapping,
     profile_to_dict,
 )
 from cmbstudy.errors import ConfigError

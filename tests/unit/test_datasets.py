@@ -6,10 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from cmbstudy.datasets import Subject, detect_layout, load_participants, load_subjects
-from cmbstudy.errors import InputError
 from datasets_helpers import make_synthetic_root, make_valdo_root, phantom, write
+
+from cmbstudy.data.datasets import (
+    Subject,
+    detect_layout,
+    load_participants,
+    load_subjects,
+)
+from cmbstudy.errors import InputError
 
 
 def test_synthetic_layout(tmp_path: Path) -> None:

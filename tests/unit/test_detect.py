@@ -1,4 +1,4 @@
-"""cmbstudy.detect, cmbstudy.model_store and cmbstudy.report on tiny phantoms with a hand-made network.
+"""cmbstudy.inference.detect and model_store, and cmbstudy.figures.report, on tiny phantoms with a hand-made network.
 
 The network marks every voxel whose z-scored centre slice is below -6 (a dark
 spot), so the expected detections are known exactly: the dark spheres written
@@ -16,14 +16,18 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from datasets_helpers import make_synthetic_root, phantom, write
 
 from cmbstudy.config import load_profile, profile_to_dict
-from cmbstudy.detect import detect_path, modality_from_name, subject_label
 from cmbstudy.errors import ConfigError, InputError, OutputError
-from cmbstudy.model_store import DetectionModel, export_model, load_detection_model
-from cmbstudy.models import model_from_config
-from cmbstudy.report import select_report_slices
-from datasets_helpers import make_synthetic_root, phantom, write
+from cmbstudy.figures.report import plot_detection_report, select_report_slices
+from cmbstudy.inference.detect import detect_path, modality_from_name, subject_label
+from cmbstudy.inference.model_store import (
+    DetectionModel,
+    export_model,
+    load_detection_model,
+)
+from cmbstudy.models.registry import model_from_config
 
 SHAPE = (31, 34, 12)  # uneven: x, y, z
 LESIONS = [(10, 12, 4), (20, 22, 8)]  # dark spheres (voxel centres)
@@ -87,7 +91,7 @@ def test_detect_oblique_anisotropic_scan(tmp_path: Path) -> None:
     affine = _oblique_affine()
     scan = _scan(tmp_path / "sub-042_T2starw.nii.gz", affine)
     out = tmp_path / "out"
-    summary = detect_path(scan, out, model=_model(), progress=False)
+    summary = detect_path(scan, out, model=_model(), progress=False, report=plot_detection_report)
     anat = out / "sub-042" / "anat"
     assert [r.cmb_count for r in summary.scans] == [2]
     description = json.loads((out / "dataset_description.json").read_text())
@@ -120,6 +124,7 @@ def test_detect_oblique_anisotropic_scan(tmp_path: Path) -> None:
     assert set(info["seconds"]) == {"preprocessing", "model", "postprocessing", "total"}
     assert "no atlas registration" in info["lesion_location"]
     assert (anat / "sub-042_report.png").read_bytes()[:4] == b"\x89PNG"
+    assert info["outputs"]["report"] == "sub-042_report.png"
     assert "sub-042: 2 CMB(s), ARIA-H category 1-4" in str(summary)
 
 
@@ -151,6 +156,9 @@ def test_existing_output_refused_then_overwritten(tmp_path: Path) -> None:
         detect_path(scan, out, model=_model(), progress=False)
     detect_path(scan, out, model=_model(), overwrite=True, progress=False)
     assert not (out / "old.txt").exists() and (out / "sub-scan" / "anat" / "sub-scan_summary.json").is_file()
+    # the Python API draws a report page only when given a writer (the command line passes one)
+    assert not list(out.rglob("*_report.png"))
+    assert "report" not in json.loads((out / "sub-scan" / "anat" / "sub-scan_summary.json").read_text())["outputs"]
 
 
 def test_folder_and_dataset_root(tmp_path: Path) -> None:
@@ -198,7 +206,7 @@ def test_load_model_from_run_checkpoint_and_export(tmp_path: Path) -> None:
 
 
 def test_no_packaged_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("cmbstudy.model_store.packaged_model_path", lambda: None)
+    monkeypatch.setattr("cmbstudy.inference.model_store.packaged_model_path", lambda: None)
     with pytest.raises(ConfigError, match=r"^no model given and no packaged model found: pass --model RUN"):
         load_detection_model(None)
 

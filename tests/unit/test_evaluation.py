@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from cmbstudy.cli import main
+from cmbstudy.data.io import save_nifti
+from cmbstudy.data.prediction_folder import prediction_path
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.evaluation import evaluate_predictions, evaluate_volume, prediction_path
-from cmbstudy.io import save_nifti
+from cmbstudy.evaluation.evaluate import evaluate_predictions, evaluate_volume
 
 SHAPE = (21, 22, 23)
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])  # 1 x 1 x 2 mm voxels: a voxel is 2 mm^3

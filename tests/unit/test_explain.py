@@ -13,24 +13,35 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.explain import compute_cbam_maps, compute_gradcam
-from cmbstudy.explain_plots import plot_cbam_maps, plot_gradcam_comparison
+from cmbstudy.explain.cbam_maps import compute_cbam_maps
+from cmbstudy.explain.gradcam import compute_gradcam
+from cmbstudy.figures.explain import plot_cbam_maps, plot_gradcam_comparison
 
 H, W = 14, 17  # uneven, not a multiple of 2
 
 
+class Attention(nn.Module):
+    """A CBAM-like module: its ``spatial`` submodule gives the (B, 1, h, w) map the hooks read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spatial = nn.Sequential(nn.Conv2d(2, 1, 3, padding=1), nn.Sigmoid())
+
+
 class TinyNet(nn.Module):
-    """Follows the model contract: eval forward -> (B, 1, H, W) logits, gradcam_layer, last_cbam_maps."""
+    """Follows the model contract: eval forward -> (B, 1, H, W) logits, gradcam_layer, cbam_modules()."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, 4, 3, padding=1)
         self.body = nn.Conv2d(4, 4, 3, padding=1)
-        self.attn = nn.Conv2d(2, 1, 3, padding=1)
+        self.attn = Attention()
         self.head = nn.Conv2d(4, 1, 1)
         self.gradcam_layer = "body"
         self.divisor = 2
-        self.last_cbam_maps: dict[str, torch.Tensor] = {}
+
+    def cbam_modules(self) -> dict[str, tuple[nn.Module, int]]:
+        return {"skip2": (self.attn, 2)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         h, w = x.shape[-2:]
@@ -38,8 +49,7 @@ class TinyNet(nn.Module):
         feat = torch.relu(self.body(torch.relu(self.stem(x))))
         pooled = F.avg_pool2d(feat, 2)  # (B, 4, h/2, w/2)
         stats = torch.cat([pooled.mean(1, keepdim=True), pooled.amax(1, keepdim=True)], 1)
-        spatial = torch.sigmoid(self.attn(stats))
-        self.last_cbam_maps = {"skip2": spatial.detach()[..., : -(-h // 2), : -(-w // 2)]}
+        spatial = self.attn.spatial(stats)
         out = self.head(feat * F.interpolate(spatial, scale_factor=2))[..., :h, :w]
         return out if not self.training else [out]
 
@@ -115,16 +125,30 @@ def test_gradcam_errors(tiny: TinyNet) -> None:
         compute_gradcam(tiny, x[0])
 
 
+class Fixed(nn.Module):
+    """A spatial-attention stand-in that returns a given map."""
+
+    def __init__(self, m: torch.Tensor) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m
+
+
 class FixedMaps(nn.Module):
     """Reports a given (1, 1, 3, 3) attention map at scale 1/2 for a (1, 3, 6, 5) input."""
 
     def __init__(self, m: torch.Tensor) -> None:
         super().__init__()
-        self.m = m
-        self.last_cbam_maps: dict[str, torch.Tensor] = {}
+        self.attention = nn.Module()
+        self.attention.spatial = Fixed(m)
+
+    def cbam_modules(self) -> dict[str, tuple[nn.Module, int]]:
+        return {"skip2": (self.attention, 2)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.last_cbam_maps = {"skip2": self.m}
+        self.attention.spatial(x)
         return x[:, :1]
 
 
@@ -146,12 +170,12 @@ def test_cbam_maps_size_and_range(tiny: TinyNet) -> None:
     assert maps["skip2"].shape == (2, 1, H, W)
     assert 0 < maps["skip2"].min() and maps["skip2"].max() < 1
     assert tiny.training  # mode restored
-    with pytest.raises(ConfigError, match="last_cbam_maps"):
+    with pytest.raises(ConfigError, match="cbam_modules"):
         compute_cbam_maps(nn.Conv2d(3, 1, 1), torch.randn(1, 3, H, W))
 
 
 def test_real_model_gradcam_and_cbam() -> None:
-    from cmbstudy.models import get_model
+    from cmbstudy.models.registry import get_model
 
     torch.manual_seed(0)
     settings = dict(widths=(4, 8, 16, 32), kernel_size=5, blocks_per_stage=1, small_kernel=3,
@@ -186,7 +210,7 @@ def test_gradcam_and_cbam_figures(rng: np.random.Generator) -> None:
 
 
 def test_cam_mass_fraction_by_hand() -> None:
-    from cmbstudy.explain import compute_cam_mass_fraction
+    from cmbstudy.explain.gradcam import compute_cam_mass_fraction
 
     lesions = np.zeros((5, 11), dtype=bool)
     lesions[2, 5] = True
@@ -203,7 +227,10 @@ def test_cam_mass_fraction_by_hand() -> None:
 def test_slice_explanations_and_focus_table(tiny: TinyNet) -> None:
     from types import SimpleNamespace
 
-    from cmbstudy.explain import compute_gradcam_focus, compute_slice_explanations
+    from cmbstudy.explain.gradcam import (
+        compute_gradcam_focus,
+        compute_slice_explanations,
+    )
 
     rng = np.random.default_rng(3)
     mask = np.zeros((4, H, W), dtype=np.uint8)

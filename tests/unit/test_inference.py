@@ -10,17 +10,13 @@ import pytest
 import torch
 import torch.nn as nn
 
+from cmbstudy.data.run_folder import load_run_profile
+from cmbstudy.device import resolve_device
 from cmbstudy.errors import ConfigError, InputError, OutputError
-from cmbstudy.inference import (
-    default_cache_dir,
-    lesion_table,
-    load_run_profile,
-    predict_dataset,
-    predict_logits,
-    predict_volume,
-    resolve_device,
-)
-from cmbstudy.metrics import find_lesions
+from cmbstudy.evaluation.lesions import find_lesions
+from cmbstudy.inference.predict import lesion_table, predict_dataset
+from cmbstudy.inference.sliding_window import predict_logits, predict_volume
+from cmbstudy.preprocessing.cache import default_cache_dir
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Bad inputs and outputs of cmbstudy.io, each with its message asserted."""
+"""Bad inputs and outputs of cmbstudy.data.io, each with its message asserted."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from datasets_helpers import AFFINE, SHAPE, phantom, write
 
-from cmbstudy.errors import InputError, OutputError
-from cmbstudy.io import (
+from cmbstudy.data.io import (
     atomic_output_dir,
     check_output_dir,
     check_same_grid,
@@ -22,7 +22,7 @@ from cmbstudy.io import (
     to_canonical,
     voxel_sizes,
 )
-from datasets_helpers import AFFINE, SHAPE, phantom, write
+from cmbstudy.errors import InputError, OutputError
 
 
 @pytest.fixture
@@ -290,7 +290,7 @@ def test_atomic_output_dir_keeps_old_results_on_exception(tmp_path: Path) -> Non
 
 
 def test_write_atomically_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
-    from cmbstudy.io import write_atomically, write_text_atomically
+    from cmbstudy.data.io import write_atomically, write_text_atomically
 
     target = tmp_path / "sub" / "result.json"
     write_text_atomically(target, "first")

@@ -11,7 +11,7 @@ from monai.losses import DiceFocalLoss
 
 from cmbstudy.config import TrainConfig
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.losses import make_loss
+from cmbstudy.models.losses import make_loss
 
 
 def base_loss() -> DiceFocalLoss:

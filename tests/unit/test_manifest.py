@@ -7,11 +7,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
-from cmbstudy import datasets
-from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.manifest import DatasetReport, check_dataset, default_manifest_path, load_manifest
 from datasets_helpers import make_synthetic_root, make_valdo_root, phantom, write
+
+from cmbstudy.data import datasets
+from cmbstudy.data.manifest import (
+    DatasetReport,
+    check_dataset,
+    default_manifest_path,
+    load_manifest,
+)
+from cmbstudy.errors import ConfigError, InputError
 
 REPO_MANIFEST = Path(__file__).resolve().parents[2] / "data_manifest.yaml"
 

@@ -1,4 +1,4 @@
-"""Hand-computed cases for the lesion-wise metrics (cmbstudy.metrics)."""
+"""Hand-computed cases for the lesion-wise metrics (cmbstudy.evaluation)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,23 @@ import math
 import numpy as np
 import pytest
 
+from cmbstudy.data.aria_h import ARIA_H_CATEGORIES, aria_h_category
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.metrics import (
-    ARIA_H_CATEGORIES,
-    aria_h_category,
+from cmbstudy.evaluation.lesions import (
     centroids_to_mm,
+    equivalent_diameter_mm,
+    find_lesions,
+)
+from cmbstudy.evaluation.matching import match_paper, match_valdo, pred_is_tp
+from cmbstudy.evaluation.scores import (
     compute_aria_h_confusion,
     compute_froc,
     detection_scores,
-    equivalent_diameter_mm,
-    find_lesions,
-    match_paper,
-    match_valdo,
-    pred_is_tp,
     sensitivity_at_fp_rates,
-    subset_counts,
     summarize_detection,
     summarize_valdo,
 )
+from cmbstudy.evaluation.subsets import subset_counts
 
 SHAPE = (31, 32, 33)
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from monai.visualize import GradCAM
 
 from cmbstudy.config import ModelConfig, load_profile
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.models import get_model, list_models, model_from_config
-from cmbstudy.models.blocks import CBAM, ChannelAttention, RLKBlock, SpatialAttention
+from cmbstudy.explain.cbam_maps import compute_cbam_maps
+from cmbstudy.models.cbam import CBAM, ChannelAttention, SpatialAttention
+from cmbstudy.models.registry import get_model, list_models, model_from_config
+from cmbstudy.models.rlk import RLKBlock
 
 TINY = dict(widths=(4, 8, 16, 32), blocks_per_stage=1)
 
@@ -144,7 +147,8 @@ def test_cbam_with_zero_weights_halves_twice() -> None:
         torch.nn.init.zeros_(p)
     x = torch.randn(2, 6, 10, 7)
     assert torch.allclose(cbam(x), x * 0.5 * 0.5)
-    assert torch.allclose(cbam.last_spatial_map, torch.full((2, 1, 10, 7), 0.5))
+    assert torch.allclose(cbam.spatial(x * 0.5), torch.full((2, 1, 10, 7), 0.5))
+    assert not any(isinstance(v, torch.Tensor) for v in vars(cbam).values())  # no map kept on the module
 
 
 def test_cbam_on_a_constant_input() -> None:
@@ -156,7 +160,7 @@ def test_cbam_on_a_constant_input() -> None:
     expected_channel = torch.sigmoid(2 * cbam.channel.mlp(values))
     assert torch.allclose(cbam.channel(x), expected_channel, atol=1e-6)
     out = cbam(x)
-    s_map = cbam.last_spatial_map[0, 0]
+    s_map = cbam.spatial(x * expected_channel)[0, 0]
     interior = s_map[3:-3, 3:-3]  # beyond the 7x7 conv's zero padding
     assert torch.allclose(interior, interior[0, 0].expand_as(interior))
     assert not torch.allclose(s_map[0, 0], interior[0, 0])  # the border sees the zero padding
@@ -167,15 +171,18 @@ def test_cbam_on_a_constant_input() -> None:
     "skips,names",
     [(0, set()), (1, {"skip3"}), (2, {"skip3", "skip2"}), (3, {"skip1", "skip2", "skip3"})],
 )
-def test_last_cbam_maps_follow_cbam_skips(skips: int, names: set[str]) -> None:
+def test_cbam_modules_follow_cbam_skips(skips: int, names: set[str]) -> None:
     model = tiny(cbam_skips=skips).eval()
-    with torch.no_grad():
-        model(torch.randn(2, 3, 37, 45))
-    assert set(model.last_cbam_maps) == names
-    sizes = {"skip1": (37, 45), "skip2": (19, 23), "skip3": (10, 12)}
-    for name, s_map in model.last_cbam_maps.items():
-        assert s_map.shape == (2, 1, *sizes[name])
-        assert torch.all((s_map > 0) & (s_map < 1))
+    modules = model.cbam_modules()
+    assert set(modules) == names
+    factors = {"skip1": 1, "skip2": 2, "skip3": 4}
+    assert {name: factor for name, (_, factor) in modules.items()} == {n: factors[n] for n in names}
+    maps = compute_cbam_maps(model, torch.randn(2, 3, 37, 45))  # read by forward hooks, at input size
+    assert set(maps) == names
+    for s_map in maps.values():
+        assert s_map.shape == (2, 1, 37, 45)
+        assert np.all((s_map > 0) & (s_map < 1))
+    assert all(not cbam.spatial._forward_hooks for cbam, _ in modules.values())  # hooks removed
 
 
 # ---------------------------------------------------------------- RLK block and large kernel
@@ -228,7 +235,7 @@ def _overfit() -> None:
     from monai.losses import DiceLoss
 
     from cmbstudy.config import TrainConfig
-    from cmbstudy.losses import make_loss
+    from cmbstudy.models.losses import make_loss
 
     torch.manual_seed(0)
     model = tiny(drop_path=0.0).train()
@@ -276,10 +283,8 @@ def test_rlk_unet_is_the_same_class_without_cbam() -> None:
     plain = get_model("rlk_unet", **TINY, cbam_skips=3)
     assert type(plain) is type(tiny())
     assert n_params(plain) == EXPECTED_PARAMS[(0, True)]
-    plain.eval()
-    with torch.no_grad():
-        plain(torch.randn(1, 3, 16, 16))
-    assert plain.last_cbam_maps == {}
+    assert plain.cbam_modules() == {}
+    assert compute_cbam_maps(plain, torch.randn(1, 3, 16, 16)) == {}
 
 
 def test_model_from_config_and_profiles() -> None:

@@ -11,16 +11,15 @@ import torch.nn as nn
 
 from cmbstudy.config import TrainConfig
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.inference import predict_logits
-from cmbstudy.patches import (
-    PatchDataset,
-    is_volumetric,
+from cmbstudy.inference.sliding_window import predict_logits, predict_volume_3d
+from cmbstudy.models.layers import is_volumetric
+from cmbstudy.preprocessing.geometry import (
     iso_shape,
-    predict_volume_3d,
     resample_to_shape,
     resample_to_spacing,
     volume_voxel_mm,
 )
+from cmbstudy.training.sampling_3d import PatchDataset
 
 SHAPE = (11, 37, 41)  # uneven on purpose
 LESIONS = [(2, 5, 6), (5, 20, 30), (9, 33, 4)]

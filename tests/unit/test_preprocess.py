@@ -8,13 +8,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from datasets_helpers import make_synthetic_root, phantom
 from scipy import ndimage
 
-from cmbstudy import preprocess as pp
+from cmbstudy import preprocessing as pp
 from cmbstudy.config import PreprocessConfig
-from cmbstudy.datasets import load_subjects
+from cmbstudy.data.datasets import load_subjects
 from cmbstudy.errors import ConfigError, InputError
-from datasets_helpers import make_synthetic_root, phantom
 
 FAST = PreprocessConfig(size=32, n4=False)
 

@@ -10,8 +10,8 @@ import pytest
 
 from cmbstudy.config import load_profile
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.paper import PAPER_DATASET_LABEL, TABLE3_FOLD_F1, TABLE5
-from cmbstudy.results import (
+from cmbstudy.study.paper import PAPER_DATASET_LABEL, TABLE3_FOLD_F1, TABLE5
+from cmbstudy.study.runs import (
     RUN_COLUMNS,
     collect_runs,
     load_run,
@@ -21,7 +21,8 @@ from cmbstudy.results import (
     run_path,
     training_instances,
 )
-from cmbstudy.run_tables import compare_with_paper, cross_validation_table
+from cmbstudy.study.tables.folds import cross_validation_scores, cross_validation_table
+from cmbstudy.study.tables.format import ComparedRow, compare_with_paper, summary_scores
 
 
 def _summary(tp: int, fp: int, fn: int, n_subjects: int) -> dict:
@@ -140,20 +141,37 @@ def test_cross_validation_table_pairs_folds_and_paper(tmp_path: Path) -> None:
     _write_run(tmp_path, "rlk_unet_cbam-fold0", _summary(1, 1, 1, 2))  # F1 0.5
     _write_run(tmp_path, "rlk_unet_cbam-fold1", _summary(7, 3, 3, 2))  # F1 0.7
     records = [load_run(tmp_path, f"rlk_unet_cbam-fold{k}") for k in (1, 0)]
-    table = cross_validation_table(records, "synthetic cohort")
-    ours, paper = "F1, ours (synthetic cohort)", f"F1, {PAPER_DATASET_LABEL}"
+    scores = cross_validation_scores(records)
+    assert list(scores.index) == [0, 1, "mean", "sd"]
+    assert scores.loc["mean", "f1"] == pytest.approx(0.6)
+    assert scores.loc["sd", "f1"] == pytest.approx(math.sqrt(0.02))
+    assert scores.loc["mean", "fp_per_subject"] == pytest.approx(1.0)
+    table = cross_validation_table(scores, "synthetic cohort")
     assert list(table.index) == ["fold 0 (paper fold 1)", "fold 1 (paper fold 2)", "mean", "sd"]
-    assert table.loc["fold 1 (paper fold 2)", paper] == TABLE3_FOLD_F1[1]
-    assert table.loc["mean", ours] == pytest.approx(0.6)
-    assert table.loc["sd", ours] == pytest.approx(math.sqrt(0.02))
-    assert table.loc["mean", "FP/subject"] == pytest.approx(1.0)
+    assert table.loc["fold 1 (paper fold 2)", ("F1", PAPER_DATASET_LABEL)] == f"{TABLE3_FOLD_F1[1]:.3f}"
+    assert table.loc["mean", ("F1", "ours (synthetic cohort)")] == "0.600"
+    assert table.loc["sd", ("F1", "ours (synthetic cohort)")] == f"{math.sqrt(0.02):.3f}"
+    assert table.loc["mean", ("F1", "95% CI")] == "n/a"  # no interval for a mean
+    assert table.loc["fold 0 (paper fold 1)", ("F1", "95% CI")] == "[0.400, 0.550]"
+    with pytest.raises(InputError, match="at least one finished run"):
+        cross_validation_scores([])
 
 
 def test_compare_with_paper_marks_missing_rows() -> None:
-    table = compare_with_paper({"GRE -> SWI": _summary(3, 1, 1, 2), "SWI -> GRE": None}, TABLE5, "synthetic cohort")
-    assert table.loc[("GRE -> SWI", PAPER_DATASET_LABEL), "f1"] == TABLE5["GRE -> SWI"]["f1"]
-    assert table.loc[("GRE -> SWI", "ours (synthetic cohort)"), "f1"] == pytest.approx(0.75)
-    assert table.loc[("GRE -> SWI", "ours (synthetic cohort)"), "F1 95% CI"] == "[0.650, 0.800]"
-    assert table.loc[("SWI -> GRE", "ours (synthetic cohort)"), "F1 95% CI"] == "not run"
-    with pytest.raises(InputError, match="dataset_label"):
-        compare_with_paper({}, TABLE5, " ")
+    rows = [ComparedRow("GRE -> SWI", summary_scores(_summary(3, 1, 1, 2)), TABLE5["GRE -> SWI"]),
+            ComparedRow("SWI -> GRE", None, TABLE5["SWI -> GRE"])]
+    table = compare_with_paper(rows, "synthetic cohort")
+    assert table.loc["GRE -> SWI", ("F1", PAPER_DATASET_LABEL)] == f"{TABLE5['GRE -> SWI']['f1']:.3f}"
+    assert table.loc["GRE -> SWI", ("F1", "ours (synthetic cohort)")] == "0.750"
+    assert table.loc["GRE -> SWI", ("F1", "95% CI")] == "[0.650, 0.800]"
+    assert table.loc["GRE -> SWI", ("FP / subject", "ours (synthetic cohort)")] == "0.50"  # two decimals
+    assert table.loc["GRE -> SWI", ("precision", "95% CI")] == "n/a"  # null bounds
+    assert table.loc["SWI -> GRE", ("F1", "ours (synthetic cohort)")] == "n/a"
+    assert table.loc["SWI -> GRE", ("F1", "95% CI")] == "not run"
+    extra = compare_with_paper(rows, "x", metrics=("f1", "median_f1"), extra={"note": ["a", "b"]})
+    assert list(extra.columns.get_level_values(0)) == ["F1"] * 3 + ["median_f1"] * 3 + [""]
+    assert extra.loc["SWI -> GRE", ("", "note")] == "b"
+    with pytest.raises(InputError, match="dataset label"):
+        compare_with_paper(rows, " ")
+    with pytest.raises(InputError, match="extra column 'note' has 1 values for 2 rows"):
+        compare_with_paper(rows, "x", extra={"note": ["a"]})

@@ -9,7 +9,10 @@ import pytest
 
 from cmbstudy.config import TrainConfig
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.slices import SliceDataset, bezier_intensity, neighbour_stack, plan_epoch, volume_stacks
+from cmbstudy.preprocessing.stacks import neighbour_stack, volume_stacks
+from cmbstudy.training.augment import bezier_intensity
+from cmbstudy.training.plan import plan_epoch
+from cmbstudy.training.sampling_2p5d import SliceDataset
 
 
 @dataclass

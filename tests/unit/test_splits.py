@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cmbstudy.data.splits import load_splits, make_cv_splits, save_splits, select_fold
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.splits import load_splits, make_cv_splits, save_splits, select_fold
 
 IDS = [f"{i:03d}" for i in range(1, 12)]  # 11 subjects: uneven fold sizes
 

@@ -1,4 +1,4 @@
-"""Tests for cmbstudy.stats: Spearman + Fisher z, bootstrap, regression band, mean +/- sd."""
+"""Tests for cmbstudy.evaluation.stats: Spearman + Fisher z, bootstrap, regression band, mean +/- sd."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cmbstudy.stats import (
+from cmbstudy.evaluation.stats import (
     bootstrap_ci,
     bootstrap_detection_ci,
     format_mean_sd,

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from cmbstudy.errors import ConfigError
-from cmbstudy.synth.acquisition import SITES, Site, TissueMaps, acquire, make_geometry, simulate_signal
+from cmbstudy.synth.acquisition import (
+    SITES,
+    Site,
+    TissueMaps,
+    acquire,
+    make_geometry,
+    simulate_signal,
+)
 from cmbstudy.synth.experiments import apparent_volume, single_source_scan
 
 

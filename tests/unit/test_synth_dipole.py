@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from cmbstudy.synth.dipole import compute_field, dipole_kernel, field_to_phase, point_dipole_field, sphere_field
+from cmbstudy.synth.dipole import (
+    compute_field,
+    dipole_kernel,
+    field_to_phase,
+    point_dipole_field,
+    sphere_field,
+)
 from cmbstudy.synth.experiments import check_sphere_field
 
 

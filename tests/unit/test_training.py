@@ -16,7 +16,9 @@ import yaml
 
 from cmbstudy.config import EvalConfig, Profile, TrainConfig, profile_to_dict
 from cmbstudy.errors import ConfigError, InputError, OutputError
-from cmbstudy.training import _better, fit, lr_at_epoch, make_scheduler, train_fold, validate
+from cmbstudy.training.loop import _better, fit, validate
+from cmbstudy.training.run import train_fold
+from cmbstudy.training.schedule import make_scheduler
 
 
 @dataclass
@@ -74,34 +76,46 @@ def _profile(epochs: int) -> Profile:
     return Profile(name="unit", seed=3, train=train, evaluation=EvalConfig())
 
 
-def test_lr_schedule_values() -> None:
-    cfg = TrainConfig(lr=1e-4, warmup_start_lr=1e-7, warmup_epochs=10, restart_epochs=20)
-    assert lr_at_epoch(0, cfg) == pytest.approx(1e-7)
-    assert lr_at_epoch(5, cfg) == pytest.approx(1e-7 + 0.5 * (1e-4 - 1e-7))
-    assert lr_at_epoch(10, cfg) == pytest.approx(1e-4)
-    assert lr_at_epoch(20, cfg) == pytest.approx(5e-5)  # half a period: cos(pi/2)
-    assert lr_at_epoch(25, cfg) == pytest.approx(1e-4 * (1 + math.cos(math.pi * 0.75)) / 2)
-    assert lr_at_epoch(30, cfg) == pytest.approx(1e-4)  # warm restart
-    doubling = TrainConfig(warmup_epochs=0, restart_epochs=4, restart_mult=2, lr=1.0, min_lr=0.0)
-    assert lr_at_epoch(4, doubling) == pytest.approx(1.0)  # restart after 4
-    assert lr_at_epoch(8, doubling) == pytest.approx(0.5)  # half of the 8-epoch second period
-
-
-def test_scheduler_matches_torch_cosine_warm_restarts() -> None:
-    cfg = TrainConfig(lr=1e-3, warmup_start_lr=1e-6, warmup_epochs=3, restart_epochs=5, restart_mult=2)
-    params = [nn.Parameter(torch.zeros(1))]
-    opt = torch.optim.AdamW(params, lr=cfg.lr)
+def _lrs(cfg: TrainConfig, epochs: int) -> list[float]:
+    """The learning rate of every epoch under make_scheduler (stepped once per epoch)."""
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
     sched = make_scheduler(opt, cfg)
-    ref_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    ref = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(ref_opt, T_0=5, T_mult=2, eta_min=0.0)
-    for epoch in range(30):
-        lr = opt.param_groups[0]["lr"]
-        assert lr == pytest.approx(lr_at_epoch(epoch, cfg), rel=1e-9)
-        if epoch >= cfg.warmup_epochs:
-            assert lr == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-6)
-            ref.step()
+    out = []
+    for _ in range(epochs):
+        out.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return out
+
+
+def test_lr_schedule_values() -> None:
+    # the paper's schedule, computed by hand: linear warm-up, then cosine with warm restarts
+    cfg = TrainConfig(lr=1e-4, warmup_start_lr=1e-7, warmup_epochs=10, restart_epochs=20)
+    lrs = _lrs(cfg, 31)
+    assert lrs[0] == pytest.approx(1e-7)
+    assert lrs[5] == pytest.approx(1e-7 + 0.5 * (1e-4 - 1e-7))
+    assert lrs[10] == pytest.approx(1e-4)
+    assert lrs[20] == pytest.approx(5e-5)  # half a period: cos(pi/2)
+    assert lrs[25] == pytest.approx(1e-4 * (1 + math.cos(math.pi * 0.75)) / 2)
+    assert lrs[30] == pytest.approx(1e-4)  # warm restart
+    doubling = _lrs(TrainConfig(warmup_epochs=0, restart_epochs=4, restart_mult=2, lr=1.0, min_lr=0.0), 9)
+    assert doubling[4] == pytest.approx(1.0)  # restart after 4
+    assert doubling[8] == pytest.approx(0.5)  # half of the 8-epoch second period
+
+
+def test_scheduler_matches_torch_cosine_warm_restarts_after_the_warm_up() -> None:
+    cfg = TrainConfig(lr=1e-3, warmup_start_lr=1e-6, warmup_epochs=3, restart_epochs=5, restart_mult=2)
+    ref_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    ref = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(ref_opt, T_0=5, T_mult=2, eta_min=0.0)
+    for epoch, lr in enumerate(_lrs(cfg, 30)):
+        if epoch < cfg.warmup_epochs:
+            assert lr == pytest.approx(1e-6 + (1e-3 - 1e-6) * epoch / 3, rel=1e-9)
+        else:
+            assert lr == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-6)
+            ref_opt.step()
+            ref.step()
+    with pytest.raises(ConfigError, match="warmup_start_lr"):
+        make_scheduler(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), TrainConfig(lr=1.0, warmup_start_lr=2.0))
 
 
 def test_better_rule() -> None:

@@ -12,11 +12,13 @@ import pytest
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
-from cmbstudy import overlays, viz
+from cmbstudy import figures as viz
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.evaluation import evaluate_volume
-from cmbstudy.metrics import Match, compute_froc
-from cmbstudy.stats import linear_fit_with_band
+from cmbstudy.evaluation.evaluate import evaluate_volume
+from cmbstudy.evaluation.matching import Match
+from cmbstudy.evaluation.scores import compute_froc
+from cmbstudy.evaluation.stats import compute_count_agreement, linear_fit_with_band
+from cmbstudy.figures import overlays
 
 SHAPE = (31, 32, 33)  # (X, Y, Z), uneven so that axis mix-ups fail
 
@@ -139,7 +141,8 @@ def test_aria_h_confusion() -> None:
 def test_count_scatter_statistics_and_band() -> None:
     true = [0, 1, 2, 3, 5, 8, 12]
     pred = [0, 2, 3, 4, 6, 9, 15]  # strictly increasing with true: rho = 1
-    fig = viz.plot_count_scatter(true, pred, paper={"rho": 0.93, "ci_low": 0.89, "ci_high": 0.96, "n": 72})
+    fig = viz.plot_count_scatter(true, pred, compute_count_agreement(true, pred),
+                                 paper={"rho": 0.93, "ci_low": 0.89, "ci_high": 0.96, "n": 72})
     ax = fig.axes[0]
     (text,) = [t for t in ax.texts if t.get_gid() == "stats"]
     assert "ρ = 1.00" in text.get_text() and "n = 7" in text.get_text()
@@ -149,7 +152,7 @@ def test_count_scatter_statistics_and_band() -> None:
     assert line.get_ydata() == pytest.approx(fit.fit)
     assert [c for c in ax.collections if c.get_gid() == "band"]
     # constant reference counts: no regression line, rho undefined
-    fig = viz.plot_count_scatter([2, 2, 2], [1, 2, 3])
+    fig = viz.plot_count_scatter([2, 2, 2], [1, 2, 3], compute_count_agreement([2, 2, 2], [1, 2, 3]))
     assert not [l for l in fig.axes[0].lines if l.get_gid() == "fit"]
     assert "ρ = n/a" in fig.axes[0].texts[0].get_text()
 
@@ -188,22 +191,8 @@ def test_training_history() -> None:
         viz.plot_training_history(history.drop(columns="val_f1"))
 
 
-def test_comparison_table() -> None:
-    paper = {"precision": 0.891, "recall": 0.887, "f1": 0.887, "fp_per_subject": 0.83}
-    ours = {"precision": 0.75, "f1": 0.8, "median_f1": 0.7, "fp_per_subject": 1.33}
-    table = viz.format_comparison_table(ours, paper, "synthetic cohort")
-    assert list(table.columns) == ["paper (VALDO + private cohorts)", "ours (synthetic cohort)", "ours - paper"]
-    assert list(table.index) == ["precision", "recall", "f1", "fp_per_subject", "median_f1"]
-    assert table.loc["precision", "ours - paper"] == pytest.approx(-0.141)
-    assert table.loc["fp_per_subject", "ours - paper"] == pytest.approx(0.5)
-    assert np.isnan(table.loc["recall", "ours (synthetic cohort)"])
-    assert np.isnan(table.loc["median_f1", "paper (VALDO + private cohorts)"])
-    with pytest.raises(ConfigError, match="dataset_label"):
-        viz.format_comparison_table(ours, paper, " ")
-
-
 def test_count_difference_bias_and_limits() -> None:
-    from cmbstudy.viz import plot_count_difference
+    from cmbstudy.figures.burden import plot_count_difference
 
     fig = plot_count_difference([0, 2, 4], [1, 2, 7])  # differences 1, 0, 3: bias 4/3, sd sqrt(7/3)
     ax = fig.axes[0]
@@ -218,7 +207,7 @@ def test_count_difference_bias_and_limits() -> None:
 
 
 def test_fp_breakdown_bars() -> None:
-    from cmbstudy.viz import plot_fp_breakdown
+    from cmbstudy.figures.false_positives import plot_fp_breakdown
 
     summary = pd.DataFrame({"per_subject": [2.0, 0.5]}, index=pd.Index(["vein", "other"], name="mimic"))
     ax = plot_fp_breakdown(summary, title="t").axes[0]

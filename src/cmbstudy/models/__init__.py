@@ -1,113 +1,39 @@
-"""Networks by name: ``get_model("rlk_unet_cbam", **cfg)``, as timm's registry.
+"""Networks (the paper's Sec. 2.2, Fig. 1): RLK-UNet with CBAM, its blocks, the baselines, the loss.
 
-Registered:
+A registry of networks by name, as timm's (:mod:`~cmbstudy.models.registry`:
+``get_model("rlk_unet_cbam", **cfg)``, :func:`model_from_config`). Registered:
 
-- ``rlk_unet_cbam``: RLK-UNet with CBAM on the skips (Cho et al. 2025), see
-  :class:`~cmbstudy.models.rlk_unet.RLKUNet`.
-- ``rlk_unet``: the same class with CBAM off (``cbam_skips`` is ignored and
-  set to 0): the "without CBAM" arm of the paper's Table 7.
+- ``rlk_unet_cbam``: RLK-UNet with CBAM on the skips (Cho et al. 2025),
+  :class:`~cmbstudy.models.rlk_unet.RLKUNet`, built from the RLK block
+  (:mod:`~cmbstudy.models.rlk`), CBAM (:mod:`~cmbstudy.models.cbam`) and the
+  attention-refined skip (:mod:`~cmbstudy.models.gate`);
+- ``rlk_unet``: the same network with CBAM off, the "without CBAM" arm of Table 7;
+- the Table 2 baselines (:mod:`cmbstudy.models.baselines`), and the classical
+  LoG detector beside them.
 
-Keyword arguments are the fields of :class:`cmbstudy.config.ModelConfig`
-other than ``name``.
+The pieces every network shares are :mod:`~cmbstudy.models.layers`; the Dice +
+Focal loss with deep supervision is :mod:`~cmbstudy.models.losses`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-from typing import Any, Callable, Sequence
+from . import baselines, cbam, gate, layers, losses, registry, rlk, rlk_unet
+from .cbam import *  # noqa: F403  (its __all__)
+from .gate import *  # noqa: F403  (its __all__)
+from .layers import *  # noqa: F403  (its __all__)
+from .losses import *  # noqa: F403  (its __all__)
+from .registry import *  # noqa: F403  (its __all__)
+from .rlk import *  # noqa: F403  (its __all__)
+from .rlk_unet import *  # noqa: F403  (its __all__)
 
-import torch.nn as nn
-
-from ..config import ModelConfig
-from ..errors import ConfigError
-from .rlk_unet import RLKUNet
-
-__all__ = ["get_model", "model_from_config", "list_models", "model_fields", "register_model", "RLKUNet"]
-
-_REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {}
-_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "name")
-
-
-def register_model(name: str, builder: Callable[..., nn.Module], fields: Sequence[str]) -> None:
-    """Register ``builder(**cfg) -> nn.Module`` under ``name``.
-
-    Args:
-        fields: the :class:`~cmbstudy.config.ModelConfig` fields the builder takes;
-            :func:`model_from_config` passes only these, so a profile's settings
-            for other networks (e.g. ``kernel_size``) do not reach it.
-
-    Raises:
-        ConfigError: ``name`` is already registered, or ``fields`` names no ModelConfig field.
-    """
-    if name in _REGISTRY:
-        raise ConfigError(f"model {name!r} is already registered")
-    unknown = sorted(set(fields) - set(_MODEL_FIELDS))
-    if unknown:
-        raise ConfigError(f"model {name!r}: {unknown} are not ModelConfig fields")
-    _REGISTRY[name] = (builder, tuple(fields))
-
-
-def list_models() -> list[str]:
-    """Registered model names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def model_fields(name: str) -> tuple[str, ...]:
-    """The ModelConfig fields the registered network ``name`` takes.
-
-    Raises:
-        ConfigError: unknown model name.
-    """
-    _check_name(name)
-    return _REGISTRY[name][1]
-
-
-def _check_name(name: str) -> None:
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"unknown model {name!r}; valid names are {', '.join(list_models())} (model.name)"
-        )
-
-
-_RLK_FIELDS = tuple(p for p in inspect.signature(RLKUNet).parameters if p in _MODEL_FIELDS)
-
-
-def _build_rlk_unet(**cfg: Any) -> nn.Module:
-    return RLKUNet(**{**cfg, "cbam_skips": 0})
-
-
-register_model("rlk_unet_cbam", RLKUNet, _RLK_FIELDS)
-register_model("rlk_unet", _build_rlk_unet, _RLK_FIELDS)
-
-
-def get_model(name: str, **cfg: Any) -> nn.Module:
-    """Build the registered network ``name`` with settings ``cfg``.
-
-    Raises:
-        ConfigError: unknown model name (the message lists the valid names) or
-            an unknown or invalid setting.
-    """
-    _check_name(name)
-    builder, fields = _REGISTRY[name]
-    unknown = sorted(set(cfg) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"model {name!r}: unknown setting(s) {unknown}; valid settings are {sorted(fields)}"
-        )
-    return builder(**cfg)
-
-
-def model_from_config(cfg: ModelConfig) -> nn.Module:
-    """Build the network a profile's ``model:`` section describes.
-
-    Raises:
-        ConfigError: as :func:`get_model`.
-    """
-    values = dataclasses.asdict(cfg)
-    name = values.pop("name")
-    _check_name(name)
-    return get_model(name, **{key: values[key] for key in _REGISTRY[name][1]})
-
-
-from . import baselines  # noqa: E402,F401  (registers the Table 2 baselines)
+#: The stage's public names: those of its modules, in the order of the stage.
+__all__ = [
+    *registry.__all__,
+    *layers.__all__,
+    *rlk.__all__,
+    *cbam.__all__,
+    *gate.__all__,
+    *rlk_unet.__all__,
+    *losses.__all__,
+    "baselines",
+]

@@ -2,11 +2,11 @@
 
 A 2D U-Net on 2.5D input (an axial slice and its two neighbours as 3
 channels). Encoder: a stem convolution, then ``len(widths)`` stages of
-:class:`~cmbstudy.models.blocks.RLKBlock` (4 in the paper), each stage after
+:class:`~cmbstudy.models.rlk.RLKBlock` (4 in the paper), each stage after
 the first entered through a GroupNorm + 2 x 2 stride-2 convolution (strided
 downsampling). The deepest stage is the bottleneck. Decoder: per level a
 2 x 2 stride-2 transposed convolution, the refined skip
-(:class:`~cmbstudy.models.blocks.SkipRefinement`: CBAM then attention gate),
+(:class:`~cmbstudy.models.gate.SkipRefinement`: CBAM then attention gate),
 concatenation, a 1 x 1 fusion convolution and RLK blocks. Stochastic depth
 rises linearly with depth, from 0 at the first stage to ``drop_path`` at the
 bottleneck; a decoder level uses the rate of the encoder stage it mirrors.
@@ -19,20 +19,20 @@ two are equivalent up to parameterisation, and one channel matches MONAI's
 
 from __future__ import annotations
 
-import math
+import inspect
+from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
-from .blocks import RLKBlock, SkipRefinement, group_norm
+from .cbam import CBAM
+from .gate import SkipRefinement
+from .layers import group_norm, pad_to_multiple, prior_bias
+from .registry import MODEL_FIELDS, register_model
+from .rlk import RLKBlock
 
-__all__ = ["RLKUNet"]
-
-#: Prior foreground probability used to initialise the output biases
-#: (Lin et al. 2017, RetinaNet): CMB voxels are far below 1 % of a slice.
-FOREGROUND_PRIOR = 0.01
+__all__ = ["RLKUNet", "build_rlk_unet"]
 
 
 class _Head(nn.Module):
@@ -43,7 +43,7 @@ class _Head(nn.Module):
         self.norm = group_norm(channels, norm_groups)
         self.act = nn.GELU()
         self.conv = nn.Conv2d(channels, 1, 1)
-        nn.init.constant_(self.conv.bias, -math.log((1 - FOREGROUND_PRIOR) / FOREGROUND_PRIOR))
+        nn.init.constant_(self.conv.bias, prior_bias())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.act(self.norm(x)))
@@ -96,8 +96,6 @@ class RLKUNet(nn.Module):
     deepest skips: 1 -> ``skip3``; 2 -> ``skip3, skip2``; 3 -> all.
 
     Attributes:
-        last_cbam_maps: skip name -> ``(B, 1, h, w)`` spatial attention (detached,
-            cropped to the unpadded ``ceil`` size) from the last forward pass.
         gradcam_layer: name (as in ``named_modules()``) of the final decoder
             block, for :class:`monai.visualize.GradCAM`.
 
@@ -185,7 +183,18 @@ class RLKUNet(nn.Module):
             _Head(widths[s], norm_groups) for s in range(1, n_stages) if deep_supervision
         )
         self.gradcam_layer: str = f"decoders.{n_stages - 2}.blocks"
-        self.last_cbam_maps: dict[str, torch.Tensor] = {}
+
+    def cbam_modules(self) -> dict[str, tuple[CBAM, int]]:
+        """Skip name -> (its CBAM, its scale factor ``2**s``) for every skip that carries CBAM, deepest first.
+
+        The attention figures hook ``cbam.spatial`` to read the spatial map of a forward pass.
+        """
+        out = {}
+        for level, decoder in enumerate(self.decoders):
+            s = self.n_stages - 2 - level
+            if decoder.skip.cbam is not None:
+                out[self.skip_names[s]] = (decoder.skip.cbam, 2**s)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """Logits ``(B, 1, H, W)`` in eval mode; a list (see the class docstring) in train mode.
@@ -200,9 +209,7 @@ class RLKUNet(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.divisor, (-w) % self.divisor
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = pad_to_multiple(x, self.divisor)
 
         features: list[torch.Tensor] = []
         y = self.stem(x)
@@ -216,14 +223,6 @@ class RLKUNet(nn.Module):
         for level, decoder in enumerate(self.decoders):
             s = self.n_stages - 2 - level
             decoded.append(decoder(decoded[-1], features[s]))
-
-        self.last_cbam_maps = {}
-        for level, decoder in enumerate(self.decoders):
-            s = self.n_stages - 2 - level
-            if decoder.skip.cbam is not None and decoder.skip.cbam.last_spatial_map is not None:
-                self.last_cbam_maps[self.skip_names[s]] = _crop(
-                    decoder.skip.cbam.last_spatial_map, h, w, 2**s
-                )
 
         final = _crop(self.head(decoded[-1]), h, w, 1)
         if not self.training:
@@ -239,3 +238,15 @@ class RLKUNet(nn.Module):
 def _crop(t: torch.Tensor, h: int, w: int, factor: int) -> torch.Tensor:
     """Crop a ``(B, C, h', w')`` map at scale ``1/factor`` to ``ceil(h/factor), ceil(w/factor)``."""
     return t[..., : -(-h // factor), : -(-w // factor)]
+
+
+_RLK_FIELDS = tuple(p for p in inspect.signature(RLKUNet).parameters if p in MODEL_FIELDS)
+
+
+def build_rlk_unet(**cfg: Any) -> nn.Module:
+    """The registry builder of ``rlk_unet``: RLK-UNet with CBAM off (``cbam_skips`` set to 0)."""
+    return RLKUNet(**{**cfg, "cbam_skips": 0})
+
+
+register_model("rlk_unet_cbam", RLKUNet, _RLK_FIELDS)
+register_model("rlk_unet", build_rlk_unet, _RLK_FIELDS)

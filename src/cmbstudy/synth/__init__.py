@@ -1,6 +1,6 @@
 """Physics-based synthetic CMB cohort (anatomy, susceptibility, dipole field, GRE/SWI acquisition).
 
-``make_cohort`` writes a BIDS-like dataset that :mod:`cmbstudy.datasets` reads
+``make_cohort`` writes a BIDS-like dataset that :mod:`cmbstudy.data.datasets` reads
 exactly like real data.
 """
 

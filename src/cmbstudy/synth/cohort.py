@@ -1,6 +1,6 @@
 """The synthetic cohort: subjects, burden categories, sites, and the files on disk.
 
-Layout (the BIDS-like layout :mod:`cmbstudy.datasets` reads): ``dataset_description.json``,
+Layout (the BIDS-like layout :mod:`cmbstudy.data.datasets` reads): ``dataset_description.json``,
 ``participants.tsv`` and per subject ``anat/`` with the magnitude image, the
 high-pass phase, the CMB mask, the brain mask, the mimic label map and
 ``lesions.tsv``.  Same cmbstudy version + profile + seed give byte-identical
@@ -21,14 +21,15 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..config import Profile, SynthConfig, load_profile, profile_to_dict
+from ..data.aria_h import ARIA_H_CATEGORIES, aria_h_category
+from ..data.datasets import load_participants, load_subjects
+from ..data.io import atomic_output_dir, check_output_dir, save_nifti
 from ..errors import ConfigError
-from ..io import atomic_output_dir, check_output_dir, save_nifti
-from ..metrics import ARIA_H_CATEGORIES, aria_h_category
 from .acquisition import SITES, Site, make_geometry
 from .anatomy import load_template_space
 from .phantom import SubjectScan, simulate_subject
 
-__all__ = ["PAPER_TEST_CATEGORY_COUNTS", "CohortSummary", "allocate_categories", "draw_cmb_count",
+__all__ = ["PAPER_TEST_CATEGORY_COUNTS", "CohortSummary", "cohort_tables", "allocate_categories", "draw_cmb_count",
            "validate_synth_config", "make_subject", "make_cohort"]
 
 PAPER_TEST_CATEGORY_COUNTS: dict[str, int] = {"0": 8, "1-4": 50, "5-9": 9, ">=10": 5}  # Cho et al. test set, n = 72
@@ -196,3 +197,24 @@ def make_cohort(
     cat_counts = {c: int((table["aria_h_category"] == c).sum()) for c in ARIA_H_CATEGORIES}
     return CohortSummary(out, n, cat_counts, int(table["cmb_count"].sum()),
                          {k: int(v) for k, v in table["site"].value_counts().sort_index().items()}, seconds)
+
+
+def cohort_tables(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(subjects per ARIA-H category against the paper's test set, lesions of all subjects)."""
+    root = Path(root)
+    participants = load_participants(root)
+    counts = participants["aria_h_category"].astype(str).value_counts()
+    n = len(participants)
+    total = sum(PAPER_TEST_CATEGORY_COUNTS.values())
+    cats = pd.DataFrame({
+        "subjects": [int(counts.get(c, 0)) for c in ARIA_H_CATEGORIES],
+        "paper_test_set": [PAPER_TEST_CATEGORY_COUNTS[c] for c in ARIA_H_CATEGORIES],
+        "expected_here": [round(n * PAPER_TEST_CATEGORY_COUNTS[c] / total, 1) for c in ARIA_H_CATEGORIES],
+    }, index=pd.Index(ARIA_H_CATEGORIES, name="aria_h_category"))
+    frames = []
+    for sub in load_subjects(root):
+        if "lesions" in sub.extra_paths:
+            table = pd.read_csv(sub.extra_paths["lesions"], sep="\t")
+            frames.append(table.assign(subject_id=sub.subject_id, site=sub.site, modality=sub.modality))
+    lesions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return cats, lesions

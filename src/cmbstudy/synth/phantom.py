@@ -9,7 +9,14 @@ import numpy as np
 from .acquisition import ScanGeometry, Site, TissueMaps, acquire, simulate_signal
 from .anatomy import TemplateSpace, random_transform, warp_maps
 from .susceptibility import (
-    TISSUE, AirSphere, FocalSource, Tube, make_venous_tree, place_air, place_calcifications, place_cmbs,
+    TISSUE,
+    AirSphere,
+    FocalSource,
+    Tube,
+    make_venous_tree,
+    place_air,
+    place_calcifications,
+    place_cmbs,
     tube_occupancy,
 )
 

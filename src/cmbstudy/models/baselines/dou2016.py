@@ -9,7 +9,7 @@ classifies a small patch centred on each candidate as CMB or mimic, trained
 on reference lesions and on the screening stage's hard false positives.
 
 Here both networks live in one module (:class:`Dou2016`). Training
-(:meth:`Dou2016.training_loss`, on :class:`cmbstudy.patches.PatchDataset`
+(:meth:`Dou2016.training_loss`, on :class:`cmbstudy.training.sampling_3d.PatchDataset`
 patches) adds the screening loss (the study's Dice + Focal on the patch) and
 the discriminator's binary cross-entropy on sub-patches centred on (a)
 reference lesion voxels and (b) the screening map's highest-scoring local
@@ -42,8 +42,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...errors import ConfigError, InputError
-from ...patches import check_spacing, make_volume_loss
-from .. import register_model
+from ..layers import check_spacing, prior_bias
+from ..losses import make_dice_focal
+from ..registry import register_model
 
 __all__ = ["Dou2016", "build_dou2016", "DISCRIMINATOR_PATCH", "NEGATIVE_LOGIT", "SCREEN_THRESHOLD"]
 
@@ -59,7 +60,6 @@ NEGATIVE_LOGIT = -20.0
 MAX_CANDIDATES = 32
 #: Lesion voxels (positives) and hard negatives per training patch for the discriminator.
 POSITIVES_PER_PATCH, NEGATIVES_PER_PATCH = 4, 4
-FOREGROUND_PRIOR = 0.01
 _WINDOW_PAD = tuple(k // 2 for k in CANDIDATE_WINDOW)
 
 
@@ -105,7 +105,7 @@ class Dou2016(nn.Module):
             _conv(1, w[0], (3, 5, 5)), _conv(w[0], w[1], (3, 3, 3)), _conv(w[1], w[1], (1, 3, 3)),
             _conv(w[1], w[2], (1, 1, 1)), nn.Conv3d(w[2], 1, 1),
         )
-        nn.init.constant_(self.screen[-1].bias, -math.log((1 - FOREGROUND_PRIOR) / FOREGROUND_PRIOR))
+        nn.init.constant_(self.screen[-1].bias, prior_bias())
         # discrimination CNN on DISCRIMINATOR_PATCH sub-patches
         self.discriminator = nn.Sequential(
             _conv(1, w[0], (3, 5, 5)), nn.MaxPool3d(2, ceil_mode=True),
@@ -113,7 +113,7 @@ class Dou2016(nn.Module):
             _conv(w[1], w[2], (1, 3, 3)), nn.AdaptiveMaxPool3d(1), nn.Flatten(),
             nn.Linear(w[2], w[3]), nn.ReLU(inplace=True), nn.Dropout(0.2), nn.Linear(w[3], 1),
         )
-        self.screen_loss = make_volume_loss()
+        self.screen_loss = make_dice_focal()
 
     @staticmethod
     def _check(x: torch.Tensor) -> None:

@@ -28,8 +28,9 @@ import torch.nn as nn
 from monai.networks.nets import DynUNet
 
 from ...errors import ConfigError
-from .. import register_model
-from .fan2022 import IN_CHANNELS, pad_bottom_right, prior_bias
+from ..layers import pad_to_multiple, prior_bias
+from ..registry import register_model
+from .fan2022 import IN_CHANNELS
 
 __all__ = ["NNUNetDynUNet", "make_nnunet_dynunet", "NNUNET_MAX_FEATURES", "DEEP_SUPR_NUM"]
 
@@ -96,7 +97,7 @@ class NNUNetDynUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """``x (B, 3, H, W)`` -> logits ``(B, 1, H, W)``, or in train mode a list of 4 of them."""
         height, width = x.shape[-2:]
-        out = self.net(pad_bottom_right(x, self.divisor))
+        out = self.net(pad_to_multiple(x, self.divisor))
         if out.ndim == 5:  # train mode with deep supervision: (B, 1 + k, 1, H, W)
             return [o[..., :height, :width] for o in torch.unbind(out, dim=1)]
         return out[..., :height, :width]

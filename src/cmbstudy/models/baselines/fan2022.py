@@ -25,18 +25,15 @@ What is approximate:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from monai.networks.nets import BasicUNet
 
 from ...errors import ConfigError
-from .. import register_model
-from ..rlk_unet import FOREGROUND_PRIOR
+from ..layers import pad_to_multiple, prior_bias
+from ..registry import register_model
 
-__all__ = ["Fan2022UNet", "make_fan2022_unet", "make_unet_features", "pad_bottom_right", "prior_bias"]
+__all__ = ["Fan2022UNet", "make_fan2022_unet", "make_unet_features"]
 
 #: Channels of the 2.5D input: an axial slice and its two neighbours.
 IN_CHANNELS = 3
@@ -45,25 +42,6 @@ UNET_DIVISOR = 16
 #: ... and to at least this size, so that the bottleneck is at least 2 x 2
 #: (instance norm needs more than one element per channel).
 UNET_MIN_SIZE = 32
-
-
-def prior_bias() -> float:
-    """Output bias whose sigmoid is :data:`~cmbstudy.models.rlk_unet.FOREGROUND_PRIOR`."""
-    return -math.log((1 - FOREGROUND_PRIOR) / FOREGROUND_PRIOR)
-
-
-def pad_bottom_right(x: torch.Tensor, divisor: int, minimum: int = 0) -> torch.Tensor:
-    """Zero-pad ``x (B, C, H, W)`` at the bottom and right to a multiple of ``divisor``, at least ``minimum``.
-
-    Zero is the background of the z-scored slices; crop the output back with
-    ``[..., :H, :W]``.
-    """
-    height, width = x.shape[-2:]
-    target_h = max(-(-height // divisor) * divisor, minimum)
-    target_w = max(-(-width // divisor) * divisor, minimum)
-    if (target_h, target_w) == (height, width):
-        return x
-    return F.pad(x, (0, target_w - width, 0, target_h - height))
 
 
 def make_unet_features(widths: tuple[int, ...] | list[int]) -> tuple[int, ...]:
@@ -110,7 +88,7 @@ class Fan2022UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, 3, H, W)`` float -> logits ``(B, 1, H, W)``."""
         height, width = x.shape[-2:]
-        return self.unet(pad_bottom_right(x, UNET_DIVISOR, UNET_MIN_SIZE))[..., :height, :width]
+        return self.unet(pad_to_multiple(x, UNET_DIVISOR, UNET_MIN_SIZE))[..., :height, :width]
 
 
 def make_fan2022_unet(widths: tuple[int, ...] = (16, 32, 64, 128)) -> nn.Module:

@@ -6,9 +6,9 @@ CMBs as the connected components of the thresholded map. Here the network is
 MONAI's ``UNet(spatial_dims=3)`` with one level per entry of ``model.widths``
 (channels), stride-2 downsampling between levels, two residual units per level,
 instance normalisation; it is trained on lesion-centred 3D patches
-(``train.patch_size``, :class:`cmbstudy.patches.PatchDataset`) of the study's
+(``train.patch_size``, :class:`cmbstudy.training.sampling_3d.PatchDataset`) of the study's
 synthetic cohort with the study's Dice + Focal loss, and applied to the whole
-volume by sliding windows (:func:`cmbstudy.patches.predict_volume_3d`).
+volume by sliding windows (:func:`cmbstudy.inference.sliding_window.predict_volume_3d`).
 
 Approximate: the depth and widths (the published network's are not used: the
 study's ``model.widths`` set them), the loss, the patch size and the training
@@ -21,7 +21,6 @@ published); the CPU ``quick`` profile overrides it to a coarser spacing, since
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -29,13 +28,11 @@ import torch.nn as nn
 from monai.networks.nets import UNet
 
 from ...errors import ConfigError, InputError
-from ...patches import check_spacing, make_volume_loss
-from .. import register_model
+from ..layers import check_spacing, prior_bias
+from ..losses import make_dice_focal
+from ..registry import register_model
 
 __all__ = ["ShivaUNet", "build_tsuchida2024"]
-
-#: Prior foreground probability of the output bias (as the study's other networks).
-FOREGROUND_PRIOR = 0.01
 
 
 class ShivaUNet(nn.Module):
@@ -63,8 +60,8 @@ class ShivaUNet(nn.Module):
         )
         last = [m for m in self.net.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))][-1]
         if last.bias is not None:
-            nn.init.constant_(last.bias, -math.log((1 - FOREGROUND_PRIOR) / FOREGROUND_PRIOR))
-        self.loss = make_volume_loss()
+            nn.init.constant_(last.bias, prior_bias())
+        self.loss = make_dice_focal()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of ``x`` ``(B, 1, D, H, W)``.
@@ -80,7 +77,7 @@ class ShivaUNet(nn.Module):
         return self.net(x)
 
     def training_loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Dice + Focal loss (:func:`cmbstudy.patches.make_volume_loss`) of ``x`` against ``target`` (B, 1, D, H, W)."""
+        """Dice + Focal loss (:func:`cmbstudy.models.losses.make_dice_focal`) of ``x`` against ``target`` (B, 1, D, H, W)."""
         return self.loss(self.forward(x).float(), target.float())
 
 

@@ -33,13 +33,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, DiceFocalLoss
+from monai.losses import DiceCELoss
 from monai.networks.blocks import Convolution, ResidualUnit
 
 from ...errors import InputError
-from ...losses import DICE_SMOOTH, FOCAL_GAMMA
-from .. import register_model
-from .fan2022 import IN_CHANNELS, Fan2022UNet, make_unet_features, prior_bias
+from ..layers import prior_bias
+from ..losses import DICE_SMOOTH, make_dice_focal
+from ..registry import register_model
+from .fan2022 import IN_CHANNELS, Fan2022UNet, make_unet_features
 
 __all__ = ["Wei2022MMOC", "make_wei2022_mmoc", "REFINED_WEIGHT", "PROPOSAL_WEIGHT"]
 
@@ -77,9 +78,7 @@ class Wei2022MMOC(nn.Module):
         )
         self.refine_head = nn.Conv2d(channels, 1, 1)
         nn.init.constant_(self.refine_head.bias, prior_bias())
-        self.refined_loss = DiceFocalLoss(
-            sigmoid=True, batch=True, smooth_nr=DICE_SMOOTH, smooth_dr=DICE_SMOOTH, gamma=FOCAL_GAMMA
-        )
+        self.refined_loss = make_dice_focal()
         self.proposal_loss = DiceCELoss(sigmoid=True, batch=True, smooth_nr=DICE_SMOOTH, smooth_dr=DICE_SMOOTH)
 
     def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,51 @@
+"""Figures: every plot of the study, drawn from numbers the compute code hands over.
+
+No module here imports a compute module (types only), and no compute module
+draws. Axes helpers (:mod:`~cmbstudy.figures.axes`); detection overlays, TP blue,
+FP yellow, FN red (:mod:`~cmbstudy.figures.overlays`); burden and counts
+(:mod:`~cmbstudy.figures.burden`); FROC (:mod:`~cmbstudy.figures.froc`); training
+curves and the ablation (:mod:`~cmbstudy.figures.curves`); false positives by
+mimic (:mod:`~cmbstudy.figures.false_positives`); Grad-CAM and CBAM maps
+(:mod:`~cmbstudy.figures.explain`); preprocessing QC (:mod:`~cmbstudy.figures.qc`);
+the synthetic cohort (:mod:`~cmbstudy.figures.synth`); and the report page of
+``cmbstudy detect`` (:mod:`~cmbstudy.figures.report`).
+"""
+
+from __future__ import annotations
+
+from . import (
+    axes,
+    burden,
+    curves,
+    explain,
+    false_positives,
+    froc,
+    overlays,
+    qc,
+    report,
+    synth,
+)
+from .axes import *  # noqa: F403  (its __all__)
+from .burden import *  # noqa: F403  (its __all__)
+from .curves import *  # noqa: F403  (its __all__)
+from .explain import *  # noqa: F403  (its __all__)
+from .false_positives import *  # noqa: F403  (its __all__)
+from .froc import *  # noqa: F403  (its __all__)
+from .overlays import *  # noqa: F403  (its __all__)
+from .qc import *  # noqa: F403  (its __all__)
+from .report import *  # noqa: F403  (its __all__)
+from .synth import *  # noqa: F403  (its __all__)
+
+#: The stage's public names: those of its modules, in the order of the stage.
+__all__ = [
+    *axes.__all__,
+    *overlays.__all__,
+    *burden.__all__,
+    *froc.__all__,
+    *curves.__all__,
+    *false_positives.__all__,
+    *explain.__all__,
+    *qc.__all__,
+    *synth.__all__,
+    *report.__all__,
+]

@@ -1,0 +1,18 @@
+"""Inference (the paper's Sec. 2.4): a trained network on whole volumes, datasets and a user's scans.
+
+Whole-volume prediction (:mod:`~cmbstudy.inference.sliding_window`), ``cmbstudy
+predict`` on a dataset (:mod:`~cmbstudy.inference.predict`), trained models as
+files and the packaged model (:mod:`~cmbstudy.inference.model_store`), and
+``cmbstudy detect`` on a user's scans (:mod:`~cmbstudy.inference.detect`).
+"""
+
+from __future__ import annotations
+
+from . import detect, model_store, predict, sliding_window
+from .detect import *  # noqa: F403  (its __all__)
+from .model_store import *  # noqa: F403  (its __all__)
+from .predict import *  # noqa: F403  (its __all__)
+from .sliding_window import *  # noqa: F403  (its __all__)
+
+#: The stage's public names: those of its modules, in the order of the stage.
+__all__ = [*sliding_window.__all__, *predict.__all__, *model_store.__all__, *detect.__all__]

@@ -1,0 +1,213 @@
+"""Trained models as files: a run folder, a checkpoint, or the packaged model.
+
+:func:`load_detection_model` resolves what ``cmbstudy detect --model`` names
+into a network with the profile it was trained with (preprocessing, network,
+threshold) and its provenance (training data, fold, validation metrics).
+:func:`export_model` writes a run's best checkpoint as a self-describing
+``<name>.pt`` (weights + profile) with a ``<name>.json`` provenance file: the
+form of the packaged model in ``cmbstudy/weights/``, found through
+:mod:`importlib.resources`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .. import __version__
+from ..config import Profile, profile_from_mapping, profile_to_dict
+from ..data.datasets import describe_dataset
+from ..data.io import read_json, to_json_safe, write_atomically, write_json
+from ..data.run_folder import (
+    CHECKPOINT_BEST,
+    DATASET,
+    PROFILE,
+    RESULT,
+    load_run_profile,
+)
+from ..errors import ConfigError, InputError
+from ..models import model_from_config
+
+__all__ = [
+    "PACKAGED_MODEL",
+    "NO_MODEL_MESSAGE",
+    "DetectionModel",
+    "packaged_model_path",
+    "load_detection_model",
+    "export_model",
+]
+
+PACKAGED_MODEL = "rlk_unet_cbam_quick"  # file stem of the model shipped in cmbstudy/weights/
+NO_MODEL_MESSAGE = (
+    "no model given and no packaged model found: pass --model RUN (from `cmbstudy train`) "
+    "or run `make study`"
+)
+_USE = "research use only; {}not a medical device"
+
+
+@dataclass(frozen=True)
+class DetectionModel:
+    """A network with the profile it was trained with and where it came from."""
+
+    network: torch.nn.Module  # weights loaded, eval mode not yet set
+    profile: Profile  # preprocessing, model and evaluation settings of its training
+    source: str  # run folder, checkpoint file, or "packaged:<name>"
+    provenance: Mapping[str, Any]  # training data, fold, validation metrics, version, date (as known)
+    trained_on_synthetic: bool  # True when the provenance says the training data were synthetic
+
+    @property
+    def name(self) -> str:
+        """Registry name of the network (e.g. ``rlk_unet_cbam``)."""
+        return self.profile.model.name
+
+    @property
+    def intended_use(self) -> str:
+        """The plain research-use statement written into every summary and report."""
+        return _USE.format("model trained on synthetic data; " if self.trained_on_synthetic else "")
+
+
+def packaged_model_path() -> Path | None:
+    """The packaged checkpoint ``cmbstudy/weights/rlk_unet_cbam_quick.pt``, or None when absent."""
+    path = resources.files("cmbstudy").joinpath("weights", f"{PACKAGED_MODEL}.pt")
+    return Path(str(path)) if path.is_file() else None
+
+
+def _profile_from(data: Any, where: Path) -> Profile:
+    try:
+        return profile_from_mapping(data, str(where))
+    except ConfigError as exc:
+        raise InputError(f"{where} holds an invalid profile ({exc}): re-export the model") from exc
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged or foreign files
+        raise InputError(
+            f"model checkpoint {path} cannot be read ({type(exc).__name__}): "
+            "give a checkpoint_best.pt written by `cmbstudy train`"
+        ) from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise InputError(f"model checkpoint {path} holds no 'model' weights: give one written by `cmbstudy train`")
+    return state
+
+
+def _synthetic(provenance: Mapping[str, Any]) -> bool:
+    data = provenance.get("training_data", {})
+    text = json.dumps(data).lower() if not isinstance(data, str) else data.lower()
+    return "synthetic" in text
+
+
+def _run_provenance(run_dir: Path, state: Mapping[str, Any]) -> dict[str, Any]:
+    info: dict[str, Any] = {"run_dir": str(run_dir.resolve()), "fold": state.get("fold"),
+                            "epoch": state.get("epoch"), "val_metrics": state.get("val")}
+    if (run_dir / RESULT).is_file():
+        result = read_json(run_dir / RESULT)
+        for key in ("fold", "best_epoch", "best_val", "epochs", "device", "seed", "profile",
+                    "training_data", "dataset", "data_root"):
+            if key in result:
+                info[key] = result[key]
+    if (run_dir / DATASET).is_file():
+        info["training_data"] = read_json(run_dir / DATASET)
+    if "training_data" not in info:
+        known = {k: info[k] for k in ("dataset", "data_root") if k in info}
+        info["training_data"] = known or "not recorded by the run"
+    return info
+
+
+def load_detection_model(model: str | Path | None = None) -> DetectionModel:
+    """Resolve ``--model``: a training run folder, a ``.pt`` checkpoint, or the packaged model.
+
+    A run folder needs ``profile.yaml`` and ``checkpoint_best.pt``. A ``.pt``
+    file needs its profile: stored in the checkpoint (key ``"profile"``, as
+    :func:`export_model` writes), in a provenance JSON of the same stem beside
+    it, or as ``profile.yaml`` beside it (a run's checkpoint). None loads the
+    packaged model ``cmbstudy/weights/rlk_unet_cbam_quick.pt`` (+ ``.json``).
+
+    Raises:
+        ConfigError: no model given and none packaged.
+        InputError: missing or unreadable files, or weights that do not fit the profile.
+    """
+    packaged = model is None
+    if packaged:
+        path = packaged_model_path()
+        if path is None:
+            raise ConfigError(NO_MODEL_MESSAGE)
+    else:
+        path = Path(model).expanduser()
+    if not path.exists():
+        raise InputError(f"model {path} does not exist: give a run folder from `cmbstudy train` or a .pt file")
+    if path.is_dir():
+        checkpoint = path / CHECKPOINT_BEST
+        profile = load_run_profile(path)
+        if not checkpoint.is_file():
+            raise InputError(f"{checkpoint} does not exist: train the run first (cmbstudy train)")
+        state = _load_checkpoint(checkpoint)
+        provenance = _run_provenance(path, state)
+        source = str(path)
+    else:
+        if path.suffix != ".pt":
+            raise InputError(f"model {path} is neither a run folder nor a .pt checkpoint: check --model")
+        state = _load_checkpoint(path)
+        sidecar = path.with_suffix(".json")
+        provenance = read_json(sidecar) if sidecar.is_file() else {}
+        if "profile" in state:
+            profile = _profile_from(state["profile"], path)
+        elif "profile" in provenance:
+            profile = _profile_from(provenance["profile"], sidecar)
+        elif (path.parent / PROFILE).is_file():
+            profile = load_run_profile(path.parent)
+            provenance = {**_run_provenance(path.parent, state), **provenance}
+        else:
+            raise InputError(
+                f"model checkpoint {path} carries no profile and no profile.yaml sits beside it: "
+                "pass the run folder (--model RUN) instead"
+            )
+        provenance.setdefault("training_data", "not recorded")
+        source = f"packaged:{PACKAGED_MODEL}" if packaged else str(path)
+    network = model_from_config(profile.model)
+    try:
+        network.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"model weights in {path} do not fit its profile's network ({profile.model.name}): "
+            "give the checkpoint and profile of the same run"
+        ) from exc
+    network.eval()
+    return DetectionModel(network, profile, source, to_json_safe(provenance), _synthetic(provenance))
+
+
+def export_model(run_dir: Path, out_dir: Path, data_root: Path | None = None, name: str = PACKAGED_MODEL) -> Path:
+    """Write a run's best checkpoint as a self-describing model ``OUT/<name>.pt`` + ``<name>.json``.
+
+    The ``.pt`` holds the weights and the resolved profile; the ``.json`` the
+    provenance (training data from ``data_root``'s ``dataset_description.json``,
+    profile, fold, validation metrics, cmbstudy version, date). This is how the
+    packaged model in ``cmbstudy/weights/`` is made.
+
+    Raises:
+        InputError: missing run files or dataset description.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    loaded = load_detection_model(run_dir)
+    state = _load_checkpoint(run_dir / CHECKPOINT_BEST)
+    training_data: Any = loaded.provenance.get("training_data", "not recorded")
+    if data_root is not None:
+        training_data = describe_dataset(Path(data_root))
+    if isinstance(training_data, dict):  # a local path means nothing where the model is used
+        training_data = {k: v for k, v in training_data.items() if k != "data_root"}
+    provenance = {**loaded.provenance, "name": name, "training_data": training_data,
+                  "profile": profile_to_dict(loaded.profile), "cmbstudy_version": __version__,
+                  "date": time.strftime("%Y-%m-%d")}
+    provenance.pop("run_dir", None)
+    payload = {"model": state["model"], "profile": provenance["profile"], "fold": state.get("fold"),
+               "epoch": state.get("epoch"), "val": state.get("val")}
+    write_atomically(out_dir / f"{name}.pt", lambda tmp: torch.save(payload, tmp))
+    write_json(out_dir / f"{name}.json", provenance)
+    return out_dir / f"{name}.pt"

@@ -1,0 +1,213 @@
+"""Prediction of a dataset with a training run's model: ``cmbstudy predict``.
+
+Detection follows the paper (Cho et al. 2025, Sec. 2.4): every axial slice is
+predicted with its two neighbours as input (:mod:`~cmbstudy.inference.sliding_window`),
+the slice probabilities form a 3D map that is mapped back onto the input grid
+(linear interpolation), thresholded, and split into 3D connected components
+(:func:`cmbstudy.evaluation.lesions.find_lesions`); each component is one
+detected CMB. The folder written is :mod:`cmbstudy.data.prediction_folder`.
+
+Timing: ``seconds_model`` is the network on every slice of a subject,
+``seconds_post`` the restoration to the input grid, thresholding, connected
+components and the lesion table; preprocessing (N4, brain mask, resampling,
+read from the cache) and writing files are excluded, as the paper reports
+"forward inference and post-processing" (0.22 s per subject on a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .. import __version__
+from ..config import Profile
+from ..data.datasets import Subject, load_subjects
+from ..data.io import atomic_output_dir, check_output_dir, save_nifti
+from ..data.prediction_folder import (
+    LESION_COLUMNS,
+    PREDICTION_INFO,
+    PREDICTIONS_TABLE,
+    subject_stem,
+)
+from ..data.run_folder import CHECKPOINT_BEST, load_run_profile, load_run_split
+from ..device import resolve_device
+from ..errors import ConfigError, InputError
+from ..evaluation.lesions import (
+    Lesions,
+    centroids_to_mm,
+    find_lesions,
+    voxel_volume_mm3,
+)
+from ..models import model_from_config
+from ..preprocessing.cache import default_cache_dir, load_preprocessed
+from .sliding_window import predict_volume
+
+__all__ = ["SPLITS", "PredictionSummary", "lesion_table", "predict_dataset"]
+
+SPLITS = ("all", "val", "train")
+_TIMING_COLUMNS = ["subject_id", "cmb_count", "seconds_model", "seconds_post", "seconds_total"]
+
+
+@dataclass(frozen=True)
+class PredictionSummary:
+    """What :func:`predict_dataset` wrote."""
+
+    out: Path  # prediction folder
+    run_dir: Path  # training run whose best checkpoint was used
+    n_subjects: int  # subjects predicted
+    n_lesions: int  # lesions detected over all subjects
+    threshold: float  # probability threshold
+    seconds_per_subject: float  # mean model + post-processing time (preprocessing excluded)
+    device: str  # torch device used
+
+    def __str__(self) -> str:
+        return (
+            f"predicted {self.n_subjects} subjects -> {self.out}\n"
+            f"  lesions detected: {self.n_lesions} (threshold {self.threshold:g})\n"
+            f"  seconds per subject: {self.seconds_per_subject:.3f} "
+            f"(model + post-processing, {self.device})"
+        )
+
+
+def lesion_table(lesions: Lesions, affine: np.ndarray) -> pd.DataFrame:
+    """One row per lesion: centroid in voxels (input array indices) and scanner mm, size, max prob.
+
+    Columns: lesion_id (1..n, the instance label), x_vox, y_vox, z_vox, x_mm,
+    y_mm, z_mm, n_voxels, volume_mm3 (voxels x voxel volume from ``affine``),
+    max_prob.
+    """
+    affine = np.asarray(affine, dtype=float)
+    mm = centroids_to_mm(lesions.centroids, affine)
+    voxel_mm3 = voxel_volume_mm3(affine)
+    table = pd.DataFrame(
+        {
+            "lesion_id": np.arange(1, lesions.n + 1, dtype=np.int64),
+            "x_vox": lesions.centroids[:, 0], "y_vox": lesions.centroids[:, 1],
+            "z_vox": lesions.centroids[:, 2],
+            "x_mm": mm[:, 0], "y_mm": mm[:, 1], "z_mm": mm[:, 2],
+            "n_voxels": lesions.n_voxels.astype(np.int64),
+            "volume_mm3": lesions.n_voxels * voxel_mm3,
+            "max_prob": lesions.max_prob,
+        }
+    )
+    return table[list(LESION_COLUMNS)]
+
+
+def _select_subjects(run_dir: Path, data_root: Path, split: str, subject_ids: Sequence[str] | None) -> list[Subject]:
+    """The subjects of ``data_root`` in the run fold's ``split`` ("all": every one), optionally only ``subject_ids``."""
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+    subjects = load_subjects(Path(data_root))
+    if split != "all":
+        wanted = set(load_run_split(run_dir, split))
+        missing = sorted(wanted - {s.subject_id for s in subjects})
+        if missing:
+            raise InputError(f"{split} subjects {missing} of {run_dir} are not in {data_root}")
+        subjects = [s for s in subjects if s.subject_id in wanted]
+    if subject_ids is not None:
+        missing = sorted(set(subject_ids) - {s.subject_id for s in subjects})
+        if missing:
+            raise InputError(f"subjects {missing[:5]} are not among the {split} subjects of {data_root}")
+        subjects = [s for s in subjects if s.subject_id in set(subject_ids)]
+    return subjects
+
+
+def _predict_subject(model: torch.nn.Module, subject: Subject, profile: Profile, threshold: float,
+                     device: torch.device, cache: Path, out: Path) -> dict[str, Any]:
+    """Predict one subject, write its three files under ``out``; returns its row of ``predictions.tsv``."""
+    # one subject at a time keeps memory flat; preprocessing is outside the timing
+    volume = load_preprocessed([subject], profile.preprocess, cache, progress=False)[0]
+    start = time.perf_counter()
+    prob = predict_volume(model, volume, profile.train.val_batch_size, device, profile.train.patch_size)
+    model_done = time.perf_counter()
+    prob_input = np.clip(volume.restore(prob, order=1), 0.0, 1.0).astype(np.float32)
+    lesions = find_lesions(prob_input, threshold, profile.evaluation.connectivity)
+    affine = np.asarray(volume.geometry.original_affine, dtype=float)
+    table = lesion_table(lesions, affine)
+    post_done = time.perf_counter()
+    if lesions.n > np.iinfo(np.int16).max:
+        raise InputError(f"subject {volume.subject_id}: {lesions.n} lesions exceed int16 labels")
+    stem = subject_stem(out, volume.subject_id)
+    save_nifti(prob_input, affine, f"{stem}_desc-cmb_probseg.nii.gz", np.float32)
+    save_nifti(lesions.labels, affine, f"{stem}_desc-cmb_dseg.nii.gz", np.int16)
+    table.to_csv(f"{stem}_lesions.tsv", sep="\t", index=False, float_format="%.4f")
+    return {"subject_id": volume.subject_id, "cmb_count": lesions.n, "seconds_model": model_done - start,
+            "seconds_post": post_done - model_done, "seconds_total": post_done - start}
+
+
+def predict_dataset(
+    run_dir: Path,
+    data_root: Path,
+    out: Path,
+    threshold: float | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    split: str = "all",
+    subject_ids: Sequence[str] | None = None,
+) -> PredictionSummary:
+    """Detect CMBs in the subjects of ``data_root`` with a run's best checkpoint.
+
+    Uses the run's ``profile.yaml`` (model and preprocessing settings, threshold
+    and connectivity of ``evaluation``) and ``checkpoint_best.pt``. Writes the
+    prediction folder (``PRED/sub-<id>/``: probability and int16 instance NIfTIs on
+    the input grid with the input affine, ``lesions.tsv`` per subject,
+    ``predictions.tsv``, ``prediction.json``) atomically.
+
+    Args:
+        split: ``"all"`` subjects, or only the run fold's ``"val"`` or ``"train"`` subjects.
+        subject_ids: predict only these subjects (of the split); None: all of it.
+
+    Raises:
+        InputError: missing run files, or split subjects absent from ``data_root``.
+        ConfigError: bad threshold, split or device.
+        OutputError: ``out`` holds results and ``overwrite`` is false.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    check_output_dir(out, overwrite)
+    profile = load_run_profile(run_dir)
+    checkpoint_path = run_dir / CHECKPOINT_BEST
+    if not checkpoint_path.is_file():
+        raise InputError(f"{checkpoint_path} does not exist: train the run first (cmbstudy train)")
+    threshold = profile.evaluation.threshold if threshold is None else float(threshold)
+    if not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"--threshold {threshold}: use a probability in (0, 1]")
+    subjects = _select_subjects(run_dir, Path(data_root), split, subject_ids)
+    dev = resolve_device(device)
+    model = model_from_config(profile.model)
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    cache = default_cache_dir(run_dir)
+    with atomic_output_dir(out, overwrite) as tmp:
+        rows = [_predict_subject(model, subject, profile, threshold, dev, cache, tmp)
+                for subject in tqdm(subjects, desc="predict", unit="subject", disable=not progress)]
+        frame = pd.DataFrame(rows, columns=_TIMING_COLUMNS)
+        frame.to_csv(tmp / PREDICTIONS_TABLE, sep="\t", index=False, float_format="%.4f")
+        seconds = float(frame["seconds_total"].mean()) if rows else float("nan")
+        info = {
+            "run_dir": str(run_dir.resolve()),
+            "model": profile.model.name,
+            "profile": profile.name,
+            "threshold": threshold,
+            "connectivity": profile.evaluation.connectivity,
+            "split": split,
+            "checkpoint_epoch": int(state.get("epoch", -1)),
+            "cmbstudy_version": __version__,
+            "device": str(dev),
+            "n_subjects": len(rows),
+            "seconds_per_subject": seconds,
+            "timing": "model + post-processing (restore, threshold, components); preprocessing excluded",
+        }
+        (tmp / PREDICTION_INFO).write_text(json.dumps(info, indent=2))
+    return PredictionSummary(
+        out=out, run_dir=run_dir, n_subjects=len(rows), n_lesions=int(frame["cmb_count"].sum()),
+        threshold=threshold, seconds_per_subject=seconds, device=str(dev),
+    )

@@ -1,0 +1,152 @@
+"""Whole-volume network inference: 2.5D slices or 3D sliding windows -> logits on the preprocessed grid.
+
+2.5D networks (the paper's): every axial slice is predicted with its two
+neighbours as input (:func:`cmbstudy.preprocessing.stacks.volume_stacks`),
+a batch of slices per forward pass. Volumetric networks (``input_kind = "3d"``):
+MONAI's sliding-window inference over the volume, resampled to the network's
+isotropic spacing and back. Validation during training and every prediction
+command use these functions, so the two see the same probabilities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from scipy.special import expit
+
+from ..config import TrainConfig
+from ..device import autocast, resolve_device
+from ..errors import ConfigError
+from ..models.layers import check_patch_size, is_volumetric
+from ..preprocessing.geometry import (
+    PreprocessedVolume,
+    resample_to_shape,
+    resample_to_spacing,
+    volume_voxel_mm,
+)
+from ..preprocessing.stacks import volume_stacks
+
+__all__ = ["SLIDING_WINDOW_OVERLAP", "predict_logits", "predict_volume", "predict_volume_3d"]
+
+#: Fraction of a patch shared by neighbouring windows of the sliding-window inference.
+SLIDING_WINDOW_OVERLAP = 0.25
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def predict_logits(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    batch_size: int,
+    device: str | torch.device,
+    voxel_mm: Sequence[float] | None = None,
+    patch_size: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Logits of every voxel of a ``(Z, S, S)`` volume, as ``(Z, S, S)`` float32.
+
+    2.5D networks: slices are stacked with their neighbours
+    (:func:`cmbstudy.preprocessing.stacks.volume_stacks`) and run ``batch_size`` at a time in
+    eval mode; the model must return ``(B, 1, H, W)`` logits in eval mode and
+    is moved to ``device``. Volumetric networks (``input_kind = "3d"``):
+    :func:`predict_volume_3d` with ``patch_size`` windows
+    (default ``TrainConfig().patch_size``), ``batch_size`` windows at a time,
+    at the model's ``spacing_mm`` (which needs ``voxel_mm``, the volume's voxel
+    size in mm along Z, Y, X, when > 0).
+
+    Raises:
+        ConfigError: ``batch_size`` < 1, or a volumetric model with ``spacing_mm > 0`` and no ``voxel_mm``.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size {batch_size} must be at least 1")
+    device = resolve_device(device)
+    if is_volumetric(model):
+        patch = TrainConfig().patch_size if patch_size is None else patch_size
+        spacing = float(getattr(model, "spacing_mm", 0.0))
+        return predict_volume_3d(model, image, voxel_mm, spacing, patch, batch_size, device)
+    memory = torch.channels_last  # NHWC: 4x faster depthwise 13x13 on CPU too
+    model.to(device=device, memory_format=memory)
+    stacks = volume_stacks(np.asarray(image, dtype=np.float32))
+    out = np.empty((stacks.shape[0],) + stacks.shape[2:], dtype=np.float32)
+    with _eval_mode(model), torch.inference_mode(), autocast(device):
+        for start in range(0, stacks.shape[0], batch_size):
+            batch = torch.from_numpy(stacks[start : start + batch_size]).to(device, memory_format=memory)
+            logits = model(batch)
+            out[start : start + batch.shape[0]] = logits[:, 0].float().cpu().numpy()
+    return out
+
+
+def predict_volume(
+    model: torch.nn.Module,
+    volume: PreprocessedVolume,
+    batch_size: int,
+    device: str | torch.device,
+    patch_size: Sequence[int] | None = None,
+) -> np.ndarray:
+    """CMB probability of every voxel of ``volume.image``: ``(Z, S, S)`` float32 in [0, 1].
+
+    Sigmoid of :func:`predict_logits` (the voxel size comes from
+    ``volume.geometry``; ``patch_size`` is the sliding window of volumetric
+    models), on the preprocessed grid; map it to the input grid with
+    ``volume.restore(prob, order=1)``.
+    """
+    logits = predict_logits(model, volume.image, batch_size, device, volume_voxel_mm(volume), patch_size)
+    return expit(logits.astype(np.float64)).astype(np.float32)
+
+
+def predict_volume_3d(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    voxel_mm: Sequence[float] | None,
+    spacing_mm: float,
+    patch_size: Sequence[int],
+    batch_size: int,
+    device: str | torch.device,
+    overlap: float = SLIDING_WINDOW_OVERLAP,
+) -> np.ndarray:
+    """Logits of a volumetric network on a whole ``(Z, Y, X)`` volume, as ``(Z, Y, X)`` float32.
+
+    The volume is resampled to ``spacing_mm`` isotropic when that is > 0,
+    predicted by MONAI ``sliding_window_inference`` with ``patch_size``
+    windows (``batch_size`` windows per forward pass, ``overlap`` shared,
+    uniform blending of overlapping logits; a volume smaller than a window is
+    zero-padded and the output cropped back), and resampled back onto the
+    input shape (linear). The model runs in eval mode on ``device`` (bf16
+    autocast on CUDA) and is left in the mode it was in.
+
+    Raises:
+        ConfigError: ``batch_size`` < 1, a bad ``patch_size``, or ``spacing_mm > 0`` without ``voxel_mm``.
+        ValueError: ``image`` is not 3D.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise ValueError(f"expected a (Z, Y, X) volume, got shape {image.shape}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size {batch_size} must be at least 1")
+    patch = check_patch_size(patch_size)
+    if spacing_mm > 0:
+        if voxel_mm is None:
+            raise ConfigError(f"spacing_mm={spacing_mm} needs the volume's voxel size (mm); pass voxel_mm")
+        work = resample_to_spacing(image, voxel_mm, spacing_mm, 1)
+    else:
+        work = image
+    device = torch.device(device)
+    model.to(device=device, memory_format=torch.contiguous_format)
+    with _eval_mode(model), torch.inference_mode(), autocast(device):
+        inputs = torch.from_numpy(np.ascontiguousarray(work))[None, None].to(device)
+        logits = sliding_window_inference(
+            inputs, patch, batch_size, lambda x: model(x).float(), overlap=overlap, mode="constant",
+        )
+    out = torch.as_tensor(logits)[0, 0].float().cpu().numpy()
+    return resample_to_shape(out, image.shape, 1) if spacing_mm > 0 else out.astype(np.float32)

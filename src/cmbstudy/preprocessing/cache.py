@@ -1,0 +1,116 @@
+"""The preprocessing cache: one ``.npz`` per subject, keyed by the settings and the input files.
+
+Training, validation, prediction and the figure notebooks of one study read
+the same cache (:func:`default_cache_dir`), so every subject is preprocessed once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from ..config import PreprocessConfig
+from ..data.datasets import Subject
+from ..data.io import write_atomically
+from .geometry import Geometry, PreprocessedVolume
+from .preprocess import preprocess_subject
+
+__all__ = ["CACHE_ENV_VAR", "default_cache_dir", "load_preprocessed"]
+
+CACHE_ENV_VAR = "CMBSTUDY_CACHE"
+_CACHE_VERSION = 1
+
+
+def default_cache_dir(anchor: Path) -> Path:
+    """Preprocessing cache: ``$CMBSTUDY_CACHE``, else ``.cmbstudy_cache`` beside ``anchor``.
+
+    Runs of several folds in one folder (``results/train/fold0``, ``fold1``...)
+    and predictions from those runs share one cache; entries are keyed by the
+    preprocessing settings and input files (:func:`load_preprocessed`).
+    """
+    env = os.environ.get(CACHE_ENV_VAR)
+    return Path(env).expanduser() if env else Path(anchor).resolve().parent / ".cmbstudy_cache"
+
+
+def _cache_key(subject: Subject, cfg: PreprocessConfig) -> str:
+    paths = [subject.image_path, subject.mask_path, subject.brain_mask_path]
+    files = []
+    for path in paths:
+        if path is None:
+            files.append(None)
+        else:
+            stat = Path(path).stat()
+            files.append([Path(path).name, stat.st_size, stat.st_mtime_ns])
+    text = json.dumps(
+        {"version": _CACHE_VERSION, "cfg": dataclasses.asdict(cfg), "files": files}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _save_cache(volume: PreprocessedVolume, path: Path) -> None:
+    arrays = {"image": volume.image, "brain": volume.brain}
+    if volume.mask is not None:
+        arrays["mask"] = volume.mask
+    geometry = json.dumps(dataclasses.asdict(volume.geometry))
+    write_atomically(
+        path,
+        lambda tmp: np.savez(tmp, subject_id=np.array(volume.subject_id), geometry=np.array(geometry), **arrays),
+        suffix=".npz",
+    )
+
+
+def _read_cache(path: Path) -> PreprocessedVolume:
+    with np.load(path, allow_pickle=False) as npz:
+        raw = json.loads(str(npz["geometry"]))
+        geometry = Geometry(
+            original_shape=tuple(raw["original_shape"]),
+            original_affine=tuple(tuple(row) for row in raw["original_affine"]),
+            canonical_shape=tuple(raw["canonical_shape"]),
+            canonical_voxel_mm=tuple(raw["canonical_voxel_mm"]),
+            box_start=tuple(raw["box_start"]),
+            box_size=int(raw["box_size"]),
+            size=int(raw["size"]),
+        )
+        mask = npz["mask"] if "mask" in npz.files else None
+        return PreprocessedVolume(str(npz["subject_id"]), npz["image"], npz["brain"], mask, geometry)
+
+
+def load_preprocessed(
+    subjects: Sequence[Subject], cfg: PreprocessConfig, cache_dir: Path, progress: bool = True
+) -> list[PreprocessedVolume]:
+    """Preprocess every subject, reading and writing one ``.npz`` per subject in ``cache_dir``.
+
+    The cache file name holds a hash of ``cfg`` and of the input files' names,
+    sizes and modification times; a changed input or setting is recomputed and
+    the subject's stale cache files are removed.
+
+    Raises:
+        InputError: as :func:`preprocess_subject`.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    volumes = []
+    for subject in tqdm(subjects, desc="preprocess", unit="subject", disable=not progress):
+        path = cache_dir / f"sub-{subject.subject_id}_{_cache_key(subject, cfg)}.npz"
+        if path.is_file():
+            try:
+                volumes.append(_read_cache(path))
+                continue
+            except (OSError, ValueError, KeyError):
+                path.unlink()  # unreadable cache (e.g. interrupted copy): recompute
+        volume = preprocess_subject(subject, cfg)
+        own = re.compile(rf"sub-{re.escape(subject.subject_id)}_[0-9a-f]{{16}}\.npz")
+        for stale in cache_dir.glob("sub-*.npz"):
+            if own.fullmatch(stale.name):
+                stale.unlink()
+        _save_cache(volume, path)
+        volumes.append(volume)
+    return volumes

@@ -1,0 +1,111 @@
+"""Preprocessing of one volume for 2.5D slicing (Cho et al. 2025, Methods "Preprocessing").
+
+Steps: canonical RAS orientation (flips and permutations only), brain mask
+(the dataset's, or brain extraction, :mod:`~cmbstudy.preprocessing.brain`),
+N4 bias-field correction inside the brain (:mod:`~cmbstudy.preprocessing.bias`),
+tight crop to the brain in-plane padded to a square, in-plane resample to
+``S x S`` (Z unchanged; :mod:`~cmbstudy.preprocessing.geometry`), z-score within
+the brain. The brain mask is computed before N4 so that N4 fits only brain voxels.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+
+from ..config import PreprocessConfig
+from ..data.datasets import Subject
+from ..data.io import load_image, load_mask, to_canonical, voxel_sizes
+from ..errors import ConfigError, InputError
+from .bias import n4_correct
+from .brain import BRAIN_EXTRACTION_METHODS, deepbet_mask, extract_brain
+from .geometry import Geometry, PreprocessedVolume, crop_and_resample, square_box
+
+__all__ = ["preprocess_image", "preprocess_subject"]
+
+
+def preprocess_image(
+    image: nib.Nifti1Image,
+    cfg: PreprocessConfig,
+    brain_mask: nib.Nifti1Image | None = None,
+    mask: nib.Nifti1Image | None = None,
+    subject_id: str = "",
+) -> PreprocessedVolume:
+    """Preprocess one validated 3D image (and its masks, on the same grid).
+
+    Args:
+        image: 3D magnitude image (from :func:`cmbstudy.data.io.load_image`).
+        cfg: ``size`` S, ``n4``, ``n4_shrink``, ``n4_iterations``, ``brain_extraction``.
+        brain_mask: binary brain mask on the image grid (needed for ``"mask"``).
+        mask: binary CMB mask on the image grid, or None.
+        subject_id: carried into the result.
+
+    Raises:
+        ConfigError: unknown brain-extraction method, or deepbet not installed.
+        InputError: ``"mask"`` without a brain mask, an empty brain, or a constant image.
+    """
+    if cfg.brain_extraction not in BRAIN_EXTRACTION_METHODS:
+        raise ConfigError(
+            f"preprocess.brain_extraction {cfg.brain_extraction!r} is not one of {BRAIN_EXTRACTION_METHODS}"
+        )
+    canonical = to_canonical(image)
+    data = np.asarray(canonical.dataobj, dtype=np.float32)
+    spacing = voxel_sizes(canonical)
+    label = f"subject {subject_id}" if subject_id else "image"
+    if cfg.brain_extraction == "mask":
+        if brain_mask is None:
+            raise InputError(
+                f"{label} has no brain mask but preprocess.brain_extraction is 'mask': "
+                "use --set preprocess.brain_extraction=threshold (or nonzero/deepbet)"
+            )
+        brain = np.asarray(to_canonical(brain_mask).dataobj) > 0
+    elif cfg.brain_extraction == "deepbet":
+        brain = np.asarray(to_canonical(
+            nib.Nifti1Image(deepbet_mask(image).astype(np.uint8), image.affine)
+        ).dataobj) > 0
+    else:
+        brain = extract_brain(data, cfg.brain_extraction)
+    if not brain.any():
+        raise InputError(f"{label}: the brain mask is empty: check the brain mask file")
+    if cfg.n4:
+        data = n4_correct(data, brain, spacing, cfg.n4_shrink, cfg.n4_iterations)
+    box_start, side = square_box(brain)
+    out_image = crop_and_resample(data, box_start, side, cfg.size, order=1)
+    out_brain = crop_and_resample(brain.astype(np.uint8), box_start, side, cfg.size, order=0) > 0
+    values = out_image[out_brain]
+    std = float(values.std()) if values.size else 0.0
+    if std == 0.0:
+        raise InputError(f"{label}: the image is constant inside the brain: check the file")
+    out_image = np.where(out_brain, (out_image - values.mean()) / std, 0.0).astype(np.float32)
+    out_mask = None
+    if mask is not None:
+        cmb = np.asarray(to_canonical(mask).dataobj).astype(np.uint8)
+        out_mask = crop_and_resample(cmb, box_start, side, cfg.size, order=0).astype(np.uint8)
+    geometry = Geometry(
+        original_shape=tuple(int(v) for v in image.shape[:3]),
+        original_affine=tuple(tuple(float(v) for v in row) for row in image.affine),
+        canonical_shape=tuple(int(v) for v in data.shape),
+        canonical_voxel_mm=tuple(float(v) for v in spacing),
+        box_start=box_start,
+        box_size=side,
+        size=cfg.size,
+    )
+    return PreprocessedVolume(subject_id, out_image, out_brain, out_mask, geometry)
+
+
+def preprocess_subject(subject: Subject, cfg: PreprocessConfig) -> PreprocessedVolume:
+    """Read a subject's files with :mod:`cmbstudy.data.io` and run :func:`preprocess_image`.
+
+    Raises:
+        InputError: as :func:`cmbstudy.data.io.load_image` / :func:`~cmbstudy.data.io.load_mask`
+            and :func:`preprocess_image`.
+    """
+    image = load_image(subject.image_path)
+    brain = None
+    if subject.brain_mask_path is not None:
+        brain = load_mask(subject.brain_mask_path, reference=image, what="brain mask")
+    mask = None
+    if subject.mask_path is not None:
+        mask = load_mask(subject.mask_path, reference=image, what="CMB mask")
+    return preprocess_image(image, cfg, brain_mask=brain, mask=mask, subject_id=subject.subject_id)
+

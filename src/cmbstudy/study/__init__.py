@@ -1,0 +1,31 @@
+"""The study: the runs it trains, the paper's numbers, every table and the runner of the notebooks.
+
+The training runs and their results (:mod:`~cmbstudy.study.runs`,
+:mod:`~cmbstudy.study.training_runs`); the published numbers
+(:mod:`~cmbstudy.study.paper`); one module per table of the paper
+(:mod:`cmbstudy.study.tables`); the subjects and slices the figures show
+(:mod:`~cmbstudy.study.examples`, :mod:`~cmbstudy.study.explanations`); and the
+papermill runner that executes the notebooks and builds the book
+(:mod:`~cmbstudy.study.runner`).
+"""
+
+from __future__ import annotations
+
+from . import examples, explanations, paper, runner, runs, tables, training_runs
+from .examples import *  # noqa: F403  (its __all__)
+from .explanations import *  # noqa: F403  (its __all__)
+from .paper import *  # noqa: F403  (its __all__)
+from .runner import *  # noqa: F403  (its __all__)
+from .runs import *  # noqa: F403  (its __all__)
+from .training_runs import *  # noqa: F403  (its __all__)
+
+#: The stage's public names: those of its modules, in the order of the stage.
+__all__ = [
+    *paper.__all__,
+    *runs.__all__,
+    *training_runs.__all__,
+    *examples.__all__,
+    *explanations.__all__,
+    *runner.__all__,
+    "tables",
+]

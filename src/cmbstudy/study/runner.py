@@ -1,0 +1,396 @@
+"""Run the study: every notebook with papermill in dependency order, then the book.
+
+Each step is one notebook of ``notebooks/``. A step is skipped when nothing it
+depends on changed since its last successful run: its notebook, its
+parameters, the package's source, and the steps it depends on (a content hash,
+kept in ``OUT/study_state.json``). The training step runs its notebook once per
+training run of :func:`cmbstudy.study.runs.training_instances`, each with its own
+hash, so adding a run or changing one variant retrains only what changed. A failing step names the notebook and the
+cell, and leaves the executed copy (with the traceback) for inspection. The
+executed notebooks are copied into ``book/executed/`` and rendered by Jupyter
+Book 1 (Sphinx), which builds offline; Jupyter Book 2 downloads its theme at
+build time and cannot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import papermill as pm
+
+from ..config import Profile, load_profile, profile_to_dict, resolve_variant
+from ..data.io import check_output_dir, write_text_atomically
+from ..errors import CmbStudyError, ConfigError
+from .runs import STATE_FILE, TIMINGS_FILE, training_instances
+
+__all__ = ["Step", "STEPS", "StudyError", "find_project_root", "run_study",
+           "build_book_from", "build_book"]
+
+
+class StudyError(CmbStudyError):
+    """A study step or the book build failed."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One notebook of the study."""
+
+    name: str  # notebook file name without .ipynb, numbered in run order
+    depends_on: tuple[str, ...] = ()  # names of steps whose artefacts it reads
+    title: str = ""  # short description for progress and logs
+    synthetic_only: bool = False  # always runs on the synthetic cohort, even with --data
+    # the notebook runs once per dict (variant, fold, modality, name), each with its own skip hash
+    instances: Callable[[Profile], list[dict[str, Any]]] | None = None
+
+
+_TRAINED = ("03_training",)
+STEPS: tuple[Step, ...] = (
+    Step("01_synthetic_cohort", (), "synthetic cohort: physics, cohort table, classical detector",
+         synthetic_only=True),
+    Step("02_preprocessing", ("01_synthetic_cohort",), "N4, brain mask, crop, resample, z-score; cache"),
+    # 02 only fills the preprocessing cache (a speed-up): training does not depend on its notebook
+    Step("03_training", ("01_synthetic_cohort",), "one training run per variant, fold and modality",
+         instances=training_instances),
+    Step("04_cross_validation", _TRAINED, "Table 3: cross-validation of the main network"),
+    Step("05_method_comparison", _TRAINED, "Table 2: comparison with published methods"),
+    Step("06_small_lesions", _TRAINED, "Table 4: lesions of at most 3 mm"),
+    Step("07_cross_modality", _TRAINED, "Table 5: cross-modality"),
+    Step("08_burden", _TRAINED, "Table 6 and Fig. 4: burden (ARIA-H) and counts"),
+    Step("09_cbam_ablation", _TRAINED, "Tables 7-8: CBAM ablation"),
+    Step("10_explainability", _TRAINED, "Figs. 5-6: Grad-CAM and CBAM attention"),
+    Step("11_qualitative", _TRAINED, "Figs. 2-3: detections overlaid"),
+    Step("12_beyond_the_paper", _TRAINED, "beyond the paper: mimics, sites, VALDO rule, timing"),
+)
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The folder holding ``notebooks/`` and ``book/`` (the repository root).
+
+    Raises:
+        StudyError: no such folder above ``start`` (the study runs from a source checkout).
+    """
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "notebooks").is_dir() and (candidate / "book").is_dir():
+            return candidate
+    package_root = Path(__file__).resolve().parents[3]
+    if (package_root / "notebooks").is_dir():
+        return package_root
+    raise StudyError(
+        f"no notebooks/ and book/ folders found above {here}: run `cmbstudy study` "
+        "from the cmbstudy source checkout"
+    )
+
+
+def _sha256_of_files(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path.name).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _source_hash() -> str:
+    package = Path(__file__).resolve().parents[1]  # the whole cmbstudy package
+    files = [p for p in package.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()]
+    return _sha256_of_files(files)
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _step_parameters(declared: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """Only the parameters the notebook declares in its ``parameters`` cell."""
+    return {key: value for key, value in context.items() if key in declared}
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    if path.is_file():
+        try:
+            state = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return {"steps": {}}
+        if isinstance(state, dict) and isinstance(state.get("steps"), dict):
+            return state
+    return {"steps": {}}
+
+
+def _run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path, label: str = "") -> None:
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    partial = executed.with_name(f".{executed.stem}.partial.ipynb")
+    try:
+        pm.execute_notebook(
+            str(source), str(partial), parameters=parameters, kernel_name="python3",
+            cwd=str(cwd), progress_bar=False, log_output=False,
+        )
+    except pm.PapermillExecutionError as exc:
+        failed = executed.with_name(f"{executed.stem}.failed.ipynb")
+        os.replace(partial, failed)
+        raise StudyError(
+            f"notebook {source.name}{label} failed in cell {exc.exec_count} (index {exc.cell_index}): "
+            f"{exc.ename}: {exc.evalue}; the executed copy with the traceback is {failed}"
+        ) from exc
+    os.replace(partial, executed)
+    executed.with_name(f"{executed.stem}.failed.ipynb").unlink(missing_ok=True)
+
+
+def _instance_parameters(instance: dict[str, Any]) -> dict[str, Any]:
+    modality = instance.get("modality")
+    return {"variant": instance["variant"], "fold": int(instance["fold"]),
+            "modality": "all" if modality is None else modality}
+
+
+def _instance_profile(profile: Profile, instance: dict[str, Any]) -> dict[str, Any]:
+    """The resolved profile of one run, without the study section (which only lists the runs)."""
+    data = profile_to_dict(resolve_variant(profile, instance["variant"]))
+    data.pop("study", None)
+    data.pop("variants", None)
+    return data
+
+
+def _write_timings(out: Path, state: dict[str, Any]) -> None:
+    """``study_timings.tsv``: seconds of the last run of every step (and training instance), and the total."""
+    lines = ["step\tinstance\tseconds\tfinished"]
+    total = 0.0
+    for step in STEPS:
+        entry = state["steps"].get(step.name)
+        if entry is None:
+            continue
+        if step.instances is not None:
+            for name, sub in sorted(entry.get("instances", {}).items()):
+                lines.append(f"{step.name}\t{name}\t{sub['seconds']:.1f}\t{sub.get('finished', '')}")
+        else:
+            lines.append(f"{step.name}\t-\t{entry['seconds']:.1f}\t{entry.get('finished', '')}")
+        total += float(entry["seconds"])
+    lines.append(f"total\t-\t{total:.1f}\t-")
+    state["total_seconds"] = round(total, 1)
+    write_text_atomically(out / TIMINGS_FILE, "\n".join(lines) + "\n")
+    write_text_atomically(out / STATE_FILE, json.dumps(state, indent=2, sort_keys=True))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_study(
+    profile_name: str = "quick",
+    data_root: Path | None = None,
+    out: Path = Path("results"),
+    overrides: Sequence[str] = (),
+    force: bool = False,
+    build_book: bool = True,
+    steps: Sequence[str] | None = None,
+    project_root: Path | None = None,
+) -> dict[str, float]:
+    """Execute the study's notebooks in order, then render the book.
+
+    A step with ``instances`` (03_training) runs its notebook once per training
+    run into ``OUT/notebooks/<step>/<run>.ipynb``, each skipped when its notebook,
+    the package source, its resolved variant profile, its parameters and its
+    upstream steps are unchanged; the main variant's first cross-validation run
+    is copied to ``OUT/notebooks/<step>.ipynb`` for the book. Every step and run
+    prints a progress line with its elapsed seconds; the seconds of the last run
+    of each step and run, and their total, go to ``OUT/study_state.json`` and
+    ``OUT/study_timings.tsv``.
+
+    Args:
+        profile_name: ``smoke``, ``quick``, ``paper`` or a YAML path.
+        data_root: a real dataset; None uses the synthetic cohort generated under ``out``.
+        out: results folder; executed notebooks and artefacts go here.
+        overrides: ``section.key=value`` profile overrides passed to every notebook.
+        force: rerun steps even when their inputs did not change.
+        build_book: render the book after the notebooks.
+        steps: run only these steps (and nothing else); default all.
+        project_root: the checkout with notebooks/ and book/ (default: found from cwd).
+
+    Returns:
+        Seconds per step actually run (skipped steps are absent; a step with instances
+        counts the instances run now).
+
+    Raises:
+        ConfigError: unknown profile or step. StudyError: a requested notebook is missing,
+        or a notebook or the book failed.
+    """
+    profile = load_profile(profile_name, overrides)
+    root = project_root or find_project_root()
+    out = Path(out).resolve()
+    wanted = _check_request(profile_name, data_root, steps, root)
+    executed_dir = out / "notebooks"
+    check_output_dir(out, overwrite=True)  # a file in the way is an OutputError; results are reused
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    synthetic_root_text = str(out / "data" / f"synthetic-{Path(profile.name).stem}")
+    context: dict[str, Any] = {
+        "profile": profile_name,
+        "overrides": ",".join(overrides),
+        "data_root": str(Path(data_root).resolve()) if data_root else synthetic_root_text,
+        "synthetic_root": synthetic_root_text,
+        "results_dir": str(out),
+        "seed": profile.seed,
+        "device": "auto",
+    }
+    run = _StudyRun(profile, root, out, executed_dir, _load_state(out / STATE_FILE), _source_hash(), force)
+    for step in STEPS:
+        if step.name not in wanted:
+            continue
+        step_context = {**context, "data_root": synthetic_root_text} if step.synthetic_only else context
+        if step.instances is None:
+            run.run_step(step, step_context)
+        else:
+            run.run_instances(step, step_context)
+    run.progress(f"notebooks done; steps run now: {', '.join(run.timings) or 'none'}")
+    if build_book:
+        start = time.perf_counter()
+        build_book_from(executed_dir, root / "book")
+        run.timings["book"] = time.perf_counter() - start
+        run.progress(f"book done in {run.timings['book']:.0f} s")
+    return run.timings
+
+
+def _check_request(profile_name: str, data_root: Path | None, steps: Sequence[str] | None, root: Path) -> list[str]:
+    """The steps to run; raises for an unknown step, a missing dataset root or notebook."""
+    known = {step.name for step in STEPS}
+    wanted = list(steps) if steps is not None else [step.name for step in STEPS]
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise ConfigError(f"unknown study step(s) {unknown}; steps are {sorted(known)}")
+    if data_root is not None and not Path(data_root).is_dir():
+        raise ConfigError(f"dataset root {data_root} is not a folder: check --data")
+    missing = [root / "notebooks" / f"{name}.ipynb" for name in wanted
+               if not (root / "notebooks" / f"{name}.ipynb").is_file()]
+    if missing:
+        raise StudyError(
+            f"notebook(s) {', '.join(str(p) for p in missing)} missing from the checkout: "
+            "run the other steps with --steps"
+        )
+    return wanted
+
+
+@dataclass
+class _StudyRun:
+    """One call of :func:`run_study`: where it writes, what it has run, and how long each step took."""
+
+    profile: Profile
+    root: Path
+    out: Path
+    executed_dir: Path
+    state: dict[str, Any]
+    source_hash: str
+    force: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def progress(self, text: str) -> None:
+        print(f"[study {time.perf_counter() - self.started:7.0f} s] {text}", flush=True)
+
+    def _base_key(self, step: Step, source: Path) -> dict[str, Any]:
+        return {
+            "notebook": _sha256_of_files([source]),
+            "source": self.source_hash,
+            "upstream": [self.state["steps"].get(dep, {}).get("key") for dep in step.depends_on],
+        }
+
+    def run_step(self, step: Step, context: dict[str, Any]) -> None:
+        """Run a one-notebook step unless its inputs are unchanged."""
+        source = self.root / "notebooks" / f"{step.name}.ipynb"
+        parameters = _step_parameters(pm.inspect_notebook(str(source)), context)
+        key = _hash({**self._base_key(step, source), "parameters": parameters})
+        executed = self.executed_dir / f"{step.name}.ipynb"
+        if not self.force and executed.is_file() and self.state["steps"].get(step.name, {}).get("key") == key:
+            self.progress(f"{step.name}: inputs unchanged, skipped")
+            return
+        self.progress(f"{step.name}: {step.title} ...")
+        start = time.perf_counter()
+        _run_notebook(source, executed, parameters, cwd=self.out)
+        self.timings[step.name] = time.perf_counter() - start
+        self.state["steps"][step.name] = {"key": key, "seconds": round(self.timings[step.name], 1), "finished": _now()}
+        _write_timings(self.out, self.state)
+        self.progress(f"{step.name}: done in {self.timings[step.name]:.0f} s")
+
+    def run_instances(self, step: Step, context: dict[str, Any]) -> None:
+        """Run a step's notebook once per instance (training run) whose inputs changed."""
+        source = self.root / "notebooks" / f"{step.name}.ipynb"
+        declared = pm.inspect_notebook(str(source))
+        parameters = _step_parameters(declared, context)
+        base = self._base_key(step, source)
+        previous = self.state["steps"].get(step.name, {})
+        instances = step.instances(self.profile)
+        done = dict(previous.get("instances", {}))
+        entry = {"key": None, "seconds": 0.0, "instances": done, "finished": previous.get("finished")}
+        self.state["steps"][step.name] = entry
+        keys, ran = [], 0.0
+        free = {k: v for k, v in parameters.items() if k not in ("profile", "overrides")}
+        for number, instance in enumerate(instances, start=1):
+            name = str(instance["name"])
+            own = {**parameters, **_step_parameters(declared, _instance_parameters(instance))}
+            key = _hash({**base, "parameters": {**free, **_instance_parameters(instance)},
+                         "profile": _instance_profile(self.profile, instance)})
+            keys.append(key)
+            executed = self.executed_dir / step.name / f"{name}.ipynb"
+            label = f"{step.name} [{number}/{len(instances)}] {name}"
+            if not self.force and executed.is_file() and done.get(name, {}).get("key") == key:
+                self.progress(f"{label}: inputs unchanged, skipped")
+                continue
+            self.progress(f"{label} ...")
+            start = time.perf_counter()
+            _run_notebook(source, executed, own, cwd=self.out, label=f" (instance {name})")
+            seconds = time.perf_counter() - start
+            ran += seconds
+            done[name] = {"key": key, "seconds": round(seconds, 1), "finished": _now()}
+            entry["seconds"] = round(sum(done[i["name"]]["seconds"] for i in instances if i["name"] in done), 1)
+            _write_timings(self.out, self.state)
+            self.progress(f"{label}: done in {seconds:.0f} s")
+        entry["key"] = _hash(keys)
+        entry["seconds"] = round(sum(done[i["name"]]["seconds"] for i in instances), 1)
+        if ran:
+            entry["finished"] = _now()
+            self.timings[step.name] = ran
+        _write_timings(self.out, self.state)
+        book_copy = _book_instance(self.profile, instances)
+        if book_copy is not None and (self.executed_dir / step.name / f"{book_copy}.ipynb").is_file():
+            shutil.copy2(self.executed_dir / step.name / f"{book_copy}.ipynb", self.executed_dir / f"{step.name}.ipynb")
+
+
+def _book_instance(profile: Profile, instances: list[dict[str, Any]]) -> str | None:
+    """The run shown in the book: the main variant on all subjects, first fold."""
+    main = [i for i in instances if i["variant"] == profile.study.main and i.get("modality") is None]
+    return str(min(main, key=lambda i: int(i["fold"]))["name"]) if main else None
+
+
+def build_book_from(executed_dir: Path, book_dir: Path) -> Path:
+    """Copy executed notebooks into ``book/executed/`` and render the book; returns index.html."""
+    target = book_dir / "executed"
+    target.mkdir(exist_ok=True)
+    for notebook in sorted(Path(executed_dir).glob("[0-9][0-9]_*.ipynb")):
+        if not notebook.name.endswith(".failed.ipynb"):
+            shutil.copy2(notebook, target / notebook.name)
+    return build_book(book_dir)
+
+
+def build_book(book_dir: Path) -> Path:
+    """Render ``book_dir`` with Jupyter Book 1, warnings as errors; returns index.html.
+
+    Raises:
+        StudyError: the build failed (its log's last lines are in the message).
+    """
+    jb = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jb) if jb.exists() else "jupyter-book", "build", str(book_dir),
+               "--builder", "html", "-W", "-n", "--keep-going"]
+    print(f"[study] book: {' '.join(command[1:])}", flush=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise StudyError(f"the book build failed (exit {result.returncode}):\n{tail}")
+    index = book_dir / "_build" / "html" / "index.html"
+    print(f"[study] book: {index}", flush=True)
+    return index

@@ -1,0 +1,48 @@
+"""The paper's tables, one module each, every one printed beside the paper's figures.
+
+- Table 2 and Table 4 (methods, lesions <= 3 mm): :mod:`~cmbstudy.study.tables.methods`,
+  the classical floor :mod:`~cmbstudy.study.tables.classical_floor`, and as the notebooks
+  show them :mod:`~cmbstudy.study.tables.comparison`;
+- Table 3 (cross-validation): :mod:`~cmbstudy.study.tables.folds`;
+- Table 5 (cross-modality): :mod:`~cmbstudy.study.tables.modality`;
+- Table 6 and Fig. 4 (burden, counts): :mod:`~cmbstudy.study.tables.burden`;
+- Tables 7 and 8 (CBAM ablation): :mod:`~cmbstudy.study.tables.ablation`;
+- beyond the paper (false positives, sites, VALDO rule, timing): :mod:`~cmbstudy.study.tables.beyond`;
+- the one "paper beside ours" layout and the method labels: :mod:`~cmbstudy.study.tables.format`.
+"""
+
+from __future__ import annotations
+
+from . import (
+    ablation,
+    beyond,
+    burden,
+    classical_floor,
+    comparison,
+    folds,
+    format,
+    methods,
+    modality,
+)
+from .ablation import *  # noqa: F403  (its __all__)
+from .beyond import *  # noqa: F403  (its __all__)
+from .burden import *  # noqa: F403  (its __all__)
+from .classical_floor import *  # noqa: F403  (its __all__)
+from .comparison import *  # noqa: F403  (its __all__)
+from .folds import *  # noqa: F403  (its __all__)
+from .format import *  # noqa: F403  (its __all__)
+from .methods import *  # noqa: F403  (its __all__)
+from .modality import *  # noqa: F403  (its __all__)
+
+#: The stage's public names: those of its modules, in the order of the stage.
+__all__ = [
+    *format.__all__,
+    *methods.__all__,
+    *classical_floor.__all__,
+    *comparison.__all__,
+    *folds.__all__,
+    *modality.__all__,
+    *burden.__all__,
+    *ablation.__all__,
+    *beyond.__all__,
+]

@@ -1,0 +1,123 @@
+"""Table 3 of Cho et al. (2025): the main network on every cross-validation fold, mean and SD.
+
+Our folds are numbered from 0, the paper's from 1: row "fold k" pairs our fold k
+with the paper's fold k + 1 (the paper gives F1 only). The last two rows are the
+mean and the sample SD (ddof = 1) over our folds beside the paper's. The pooled
+row evaluates every subject once, with the fold that held it out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from ...config import Profile
+from ...data.run_folder import HISTORY
+from ...errors import InputError
+from ...evaluation.report import EvaluationReport
+from ...evaluation.stats import format_mean_sd, mean_sd
+from ..paper import METRICS, TABLE2, TABLE3_FOLD_F1, TABLE3_MEAN_SD
+from ..runs import RunRecord, dataset_label, load_runs, pooled_evaluation, run_name
+from .format import ComparedRow, compare_with_paper, summary_scores
+
+__all__ = ["cross_validation_scores", "cross_validation_table", "CrossValidation", "summarize_cross_validation"]
+
+
+def cross_validation_scores(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """Our precision, recall, F1 and FP/subject per fold (rows by fold), with their CIs, and mean and SD rows.
+
+    Raises:
+        InputError: no runs given.
+    """
+    if not records:
+        raise InputError("cross_validation_scores needs at least one finished run")
+    ordered = sorted(records, key=lambda r: r.fold)
+    frame = pd.DataFrame([summary_scores(r.evaluation["summary"]) for r in ordered],
+                         index=pd.Index([r.fold for r in ordered], name="fold"))
+    stats = {m: mean_sd(frame[m].dropna()) if frame[m].notna().any() else (math.nan, math.nan) for m in METRICS}
+    frame.loc["mean"] = {m: v[0] for m, v in stats.items()}
+    frame.loc["sd"] = {m: v[1] for m, v in stats.items()}
+    return frame
+
+
+def cross_validation_table(scores: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Table 3 as printed: our fold k beside the paper's fold k + 1, then the means and SDs."""
+    rows = []
+    for fold in scores.index:
+        ours = scores.loc[fold].to_dict()
+        if fold in ("mean", "sd"):
+            paper = {"f1": TABLE3_MEAN_SD[0 if fold == "mean" else 1]}
+            ours = {m: ours[m] for m in METRICS}  # no interval for a mean or an SD
+            rows.append(ComparedRow(str(fold), ours, paper))
+        else:
+            paper = {"f1": TABLE3_FOLD_F1[fold]} if fold < len(TABLE3_FOLD_F1) else {}
+            rows.append(ComparedRow(f"fold {fold} (paper fold {fold + 1})", ours, paper))
+    return compare_with_paper(rows, dataset, index_name="our fold (paper fold)")
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """What notebook 04 shows: Table 3, every fold's history, and the pooled cross-validated result.
+
+    Attributes:
+        records: the finished fold runs, by fold; missing: the names of the missing ones.
+        note: markdown on the missing runs ("" when none is missing).
+        scores: :func:`cross_validation_scores` (None without runs); table: Table 3 as printed.
+        f1_mean, f1_sd, f1_mean_sd: our fold F1 mean, SD and "mean ± sd" text; paper_mean_sd likewise.
+        histories: fold -> its ``history.csv``.
+        pooled: the pooled evaluation (None without runs); pooled_scores: its
+            :func:`summary_scores` (NaN without runs); pooled_subjects: its subjects;
+            pooled_table: it beside the paper's row.
+    """
+
+    dataset: str
+    records: tuple[RunRecord, ...]
+    missing: tuple[str, ...]
+    note: str
+    scores: pd.DataFrame | None
+    table: pd.DataFrame
+    f1_mean: float
+    f1_sd: float
+    f1_mean_sd: str
+    paper_mean_sd: str
+    histories: Mapping[int, pd.DataFrame]
+    pooled: EvaluationReport | None
+    pooled_scores: Mapping[str, float]
+    pooled_subjects: int
+    pooled_table: pd.DataFrame
+
+
+def summarize_cross_validation(results_dir: Path | str, data_root: Path | str, profile: Profile) -> CrossValidation:
+    """Table 3 and the pooled result of ``study.main`` on the folds of ``study.cv_folds`` that the split has.
+
+    Raises:
+        InputError: an unreadable run.
+    """
+    main = profile.study.main
+    folds = [f for f in profile.study.cv_folds if f < profile.train.n_folds]
+    runs, missing = load_runs(results_dir, [run_name(main, f) for f in folds])
+    records = tuple(runs[n] for n in sorted(runs))
+    label = dataset_label(data_root)
+    note = (f"**Runs not found** (not trained by this profile, or notebook 03 not run): {', '.join(missing)}."
+            if missing else "")
+    scores = cross_validation_scores(records) if records else None
+    table = cross_validation_table(scores, label) if scores is not None else pd.DataFrame()
+    # a fold whose F1 is undefined (no reference and no detection) counts as 0 in the "mean ± sd" text
+    f1_text = format_mean_sd([r.evaluation["summary"]["f1"] or 0.0 for r in records]) if records else "n/a"
+    pooled = pooled_evaluation(results_dir, main, sorted(r.fold for r in records), data_root) if records else None
+    pooled_scores = summary_scores(pooled.summary if pooled else None)
+    pooled_row = ComparedRow("cross-validated", pooled_scores if pooled else None, TABLE2.get(main, {}))
+    return CrossValidation(
+        dataset=label, records=records, missing=tuple(missing), note=note, scores=scores, table=table,
+        f1_mean=float(scores.loc["mean", "f1"]) if scores is not None else math.nan,
+        f1_sd=float(scores.loc["sd", "f1"]) if scores is not None else math.nan,
+        f1_mean_sd=f1_text, paper_mean_sd=f"{TABLE3_MEAN_SD[0]:.3f} ± {TABLE3_MEAN_SD[1]:.3f}",
+        histories={r.fold: pd.read_csv(r.run_dir / HISTORY) for r in records},
+        pooled=pooled, pooled_scores=pooled_scores,
+        pooled_subjects=int(pooled.summary.get("n_subjects", 0)) if pooled else 0,
+        pooled_table=compare_with_paper([pooled_row], label),
+    )

@@ -1,0 +1,35 @@
+"""Training (the paper's Sec. 2.3): samples, augmentation, schedule, the loop, and one fold's run.
+
+2.5D slice samples (:mod:`~cmbstudy.training.sampling_2p5d`) and 3D patches
+(:mod:`~cmbstudy.training.sampling_3d`) drawn by one epoch plan
+(:mod:`~cmbstudy.training.plan`); the Bezier intensity augmentation
+(:mod:`~cmbstudy.training.augment`); the warm-up and cosine-restart schedule
+(:mod:`~cmbstudy.training.schedule`); the loop with validation and checkpoints
+(:mod:`~cmbstudy.training.loop`); one fold of a dataset
+(:mod:`~cmbstudy.training.run`); and the tuning of the classical LoG floor
+(:mod:`~cmbstudy.training.classical`).
+"""
+
+from __future__ import annotations
+
+from . import augment, classical, loop, plan, run, sampling_2p5d, sampling_3d, schedule
+from .augment import *  # noqa: F403  (its __all__)
+from .classical import *  # noqa: F403  (its __all__)
+from .loop import *  # noqa: F403  (its __all__)
+from .plan import *  # noqa: F403  (its __all__)
+from .run import *  # noqa: F403  (its __all__)
+from .sampling_2p5d import *  # noqa: F403  (its __all__)
+from .sampling_3d import *  # noqa: F403  (its __all__)
+from .schedule import *  # noqa: F403  (its __all__)
+
+#: The stage's public names: those of its modules, in the order of the stage.
+__all__ = [
+    *plan.__all__,
+    *augment.__all__,
+    *sampling_2p5d.__all__,
+    *sampling_3d.__all__,
+    *schedule.__all__,
+    *loop.__all__,
+    *run.__all__,
+    *classical.__all__,
+]

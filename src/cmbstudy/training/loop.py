@@ -1,0 +1,338 @@
+"""The training loop of one fold: ``fit(model, ...) -> RunResult``.
+
+The paper's recipe (Cho et al. 2025, Sec. 2.3 and Table 1): AdamW, the warm-up
+and cosine-restart schedule of :mod:`~cmbstudy.training.schedule`, batch 2,
+Dice + Focal loss with deep supervision (:func:`cmbstudy.models.losses.make_loss`),
+and the checkpoint with the best validation F1 of each fold.
+
+Validation (every ``train.val_every`` epochs and after the last) predicts each
+validation subject's whole volume, maps it back to the input grid, thresholds
+it, and matches 3D components to the reference mask's components with the
+paper's 4-voxel rule, pooled over subjects. Best checkpoint: highest
+validation F1 (NaN counts as lowest); on equal F1 the lower validation loss;
+on equal loss the earlier epoch.
+
+``checkpoint_last.pt`` carries the optimiser, scheduler and the torch / numpy /
+Python random states, and the sampler is a function of (seed, epoch)
+(:mod:`cmbstudy.training.plan`), so a resumed run gives the same weights as an
+uninterrupted one on the same device. The files written are those of
+:mod:`cmbstudy.data.run_folder`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import expit
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..config import Profile
+from ..data.io import write_atomically, write_text_atomically
+from ..data.run_folder import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_LAST,
+    HISTORY,
+    HISTORY_COLUMNS,
+    RESULT,
+)
+from ..device import autocast, resolve_device
+from ..errors import ConfigError, InputError
+from ..evaluation.lesions import find_lesions
+from ..evaluation.matching import match_paper
+from ..evaluation.scores import DETECTION_METRICS, summarize_detection
+from ..inference.sliding_window import predict_logits
+from ..models.layers import is_volumetric
+from ..models.losses import make_loss
+from ..preprocessing.geometry import PreprocessedVolume, volume_voxel_mm
+from .sampling_2p5d import SliceDataset
+from .sampling_3d import PatchDataset
+from .schedule import make_scheduler
+
+__all__ = ["RunResult", "validate", "fit"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Outcome of one fold's training."""
+
+    run_dir: Path  # run folder
+    fold: int  # cross-validation fold (0-based)
+    model: str  # registry name of the network
+    best_epoch: int  # epoch (0-based) of checkpoint_best.pt
+    best_val: Mapping[str, float]  # validation precision, recall, f1, fp_per_subject, loss there
+    epochs: int  # epochs completed
+    seconds: float  # training + validation time summed over all epochs (s)
+    n_params: int  # trainable parameters
+    device: str  # torch device
+
+    def __str__(self) -> str:
+        v = self.best_val
+        return (
+            f"fold {self.fold}: {self.model}, {self.epochs} epochs in {self.seconds:.1f} s on "
+            f"{self.device} ({self.n_params:,} parameters) -> {self.run_dir}\n"
+            f"  best epoch {self.best_epoch}: precision {v.get('precision', float('nan')):.3f}  "
+            f"recall {v.get('recall', float('nan')):.3f}  F1 {v.get('f1', float('nan')):.3f}  "
+            f"FP/subject {v.get('fp_per_subject', float('nan')):.2f}"
+        )
+
+
+def validate(
+    model: torch.nn.Module,
+    volumes: Sequence[PreprocessedVolume],
+    references: Sequence[np.ndarray],
+    profile: Profile,
+    device: torch.device,
+    loss_fn: Callable | None = None,
+) -> dict[str, float]:
+    """Paper-rule detection scores of the validation subjects, pooled over lesions.
+
+    Each volume is predicted, restored to its input grid (linear), thresholded at
+    ``evaluation.threshold``, split into components (``evaluation.connectivity``)
+    and matched to the components of its reference mask (input grid) within
+    ``evaluation.match_distance_voxels``.
+
+    Returns:
+        precision, recall, f1, fp_per_subject, and loss (mean over subjects of
+        ``loss_fn([logits], mask)`` on the preprocessed grid; NaN without ``loss_fn``).
+    """
+    ev, counts, losses = profile.evaluation, [], []
+    for volume, reference in zip(volumes, references):
+        logits = predict_logits(
+            model, volume.image, profile.train.val_batch_size, device, volume_voxel_mm(volume), profile.train.patch_size
+        )
+        if loss_fn is not None and volume.mask is not None:
+            target = torch.from_numpy(volume.mask.astype(np.float32))[:, None]
+            with torch.no_grad():
+                losses.append(float(loss_fn([torch.from_numpy(logits)[:, None]], target)))
+        prob = volume.restore(expit(logits.astype(np.float64)).astype(np.float32), 1)
+        pred = find_lesions(prob, ev.threshold, ev.connectivity)
+        ref = find_lesions(np.asarray(reference), 0.5, ev.connectivity)
+        match = match_paper(pred.centroids, ref.centroids, ev.match_distance_voxels)
+        counts.append((match.n_tp, match.n_fp, match.n_fn))
+    summary = summarize_detection(counts)
+    return {**{k: float(summary[k]) for k in DETECTION_METRICS}, "loss": float(np.mean(losses)) if losses else math.nan}
+
+
+def _rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _better(f1: float, loss: float, best: Mapping[str, float] | None) -> bool:
+    """Higher F1 wins (NaN lowest); equal F1: lower loss; otherwise the earlier epoch stays."""
+    if best is None:
+        return True
+    key = lambda v: -math.inf if math.isnan(v) else v  # noqa: E731
+    if key(f1) != key(best["f1"]):
+        return key(f1) > key(best["f1"])
+    return key(-loss) > key(-best["loss"])
+
+
+@dataclass
+class _Session:
+    """What one call of :func:`fit` trains with, and what it has done so far."""
+
+    model: torch.nn.Module
+    dataset: Dataset
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_fn: Callable
+    device: torch.device
+    memory: torch.memory_format
+    sampler_seed: int
+    history: list[dict[str, Any]]
+    best: dict[str, float] | None = None
+    start_epoch: int = 0
+
+
+def _make_dataset(model: torch.nn.Module, volumes: Sequence[PreprocessedVolume], profile: Profile,
+                  sampler_seed: int) -> Dataset:
+    """3D patches for a volumetric network (at its ``spacing_mm``), 2.5D slices for the others."""
+    if is_volumetric(model):
+        spacing = float(getattr(model, "spacing_mm", 0.0))
+        return PatchDataset(volumes, profile.train, seed=sampler_seed, augment=True, spacing_mm=spacing)
+    return SliceDataset(volumes, profile.train, seed=sampler_seed, augment=True)
+
+
+def _start(session: _Session, out: Path, resume: bool, train_seed: int) -> None:
+    """Load ``checkpoint_last.pt`` into the session (resume), or seed the random generators."""
+    if not resume:
+        torch.manual_seed(train_seed)
+        np.random.seed(train_seed % 2**32)
+        random.seed(train_seed)
+        return
+    path = out / CHECKPOINT_LAST
+    if not path.is_file():
+        raise InputError(f"{path} does not exist: nothing to resume; start without --resume")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    session.model.load_state_dict(state["model"])
+    session.optimizer.load_state_dict(state["optimizer"])
+    session.scheduler.load_state_dict(state["scheduler"])
+    session.history, session.best, session.start_epoch = list(state["history"]), state["best"], int(state["epoch"]) + 1
+    _set_rng_state(state["rng"])
+
+
+def _train_epoch(session: _Session, epoch: int, epochs: int, batch_size: int, num_workers: int,
+                 progress: bool) -> float:
+    """One pass over the epoch's samples; returns the mean training loss per sample."""
+    session.dataset.set_epoch(epoch)
+    loader = DataLoader(
+        session.dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        generator=torch.Generator().manual_seed(session.sampler_seed + epoch),
+    )
+    model, dev = session.model, session.device
+    model_loss = getattr(model, "training_loss", None)
+    model.train()
+    total, seen = 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress, leave=False)
+    for batch in bar:
+        x = batch["image"].to(dev, memory_format=session.memory)
+        y = batch["mask"].to(dev)
+        if callable(model_loss):  # the network's own loss (two-stage and multi-task baselines)
+            with autocast(dev):
+                loss = model_loss(x, y).float()
+        else:
+            with autocast(dev):
+                outputs = model(x)
+            outputs = [o.float() for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+            loss = session.loss_fn(outputs, y)
+        session.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        session.optimizer.step()
+        total, seen = total + loss.detach().item() * x.shape[0], seen + x.shape[0]
+        bar.set_postfix(loss=f"{total / seen:.4f}")
+    session.scheduler.step()
+    return total / max(seen, 1)
+
+
+def _save_best(session: _Session, out: Path, epoch: int, val: Mapping[str, float], fold: int) -> None:
+    session.best = {"epoch": epoch, **val}
+    payload = {"model": session.model.state_dict(), "epoch": epoch, "val": session.best, "fold": fold}
+    write_atomically(out / CHECKPOINT_BEST, lambda tmp: torch.save(payload, tmp))
+
+
+def _save_last(session: _Session, out: Path, epoch: int, fold: int) -> None:
+    """``history.csv`` and ``checkpoint_last.pt`` after ``epoch``."""
+    frame = pd.DataFrame(session.history).reindex(columns=list(HISTORY_COLUMNS))
+    write_atomically(out / HISTORY, lambda tmp: frame.to_csv(tmp, index=False))
+    state = {
+        "model": session.model.state_dict(), "optimizer": session.optimizer.state_dict(),
+        "scheduler": session.scheduler.state_dict(), "epoch": epoch, "history": session.history,
+        "best": session.best, "rng": _rng_state(),
+        "sampler": {"seed": session.sampler_seed, "next_epoch": epoch + 1}, "fold": fold,
+    }
+    write_atomically(out / CHECKPOINT_LAST, lambda tmp: torch.save(state, tmp))
+
+
+def _write_result(session: _Session, out: Path, profile: Profile, fold: int, n_params: int) -> RunResult:
+    best = session.best or {"epoch": -1}
+    history = session.history
+    result = RunResult(
+        run_dir=out, fold=fold, model=profile.model.name, best_epoch=int(best["epoch"]),
+        best_val={k: float(v) for k, v in best.items() if k != "epoch"},
+        epochs=len(history), seconds=float(sum(r["seconds"] for r in history)),
+        n_params=int(n_params), device=str(session.device),
+    )
+    info = {**dataclasses.asdict(result), "run_dir": str(out), "seed": profile.seed, "profile": profile.name}
+    info["best_val"] = {k: (None if math.isnan(v) else v) for k, v in result.best_val.items()}
+    write_text_atomically(out / RESULT, json.dumps(info, indent=2, allow_nan=True))
+    return result
+
+
+def fit(
+    model: torch.nn.Module,
+    train_volumes: Sequence[PreprocessedVolume],
+    val_volumes: Sequence[PreprocessedVolume],
+    references: Sequence[np.ndarray],
+    profile: Profile,
+    out: Path,
+    fold: int = 0,
+    device: str | torch.device = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    loss_fn: torch.nn.Module | None = None,
+) -> RunResult:
+    """Train ``model`` for ``profile.train.epochs`` epochs, writing checkpoints and history to ``out``.
+
+    ``model`` must be freshly initialised (its weights are replaced on resume);
+    in train mode it returns a list of logits ``[final (B,1,H,W), aux...]``, in
+    eval mode ``(B, 1, H, W)``. ``references`` are the validation subjects' CMB
+    masks on their input grids (``volume.restore``'s output grid).
+
+    A network with ``input_kind = "3d"`` is trained on 3D patches
+    (:class:`cmbstudy.training.sampling_3d.PatchDataset`, ``train.patch_size``, at its
+    ``spacing_mm``) and validated by sliding windows; its outputs are
+    ``(B, 1, D, H, W)``. A network with a ``training_loss(x, target) -> Tensor``
+    method is trained on that (under autocast) instead of ``loss_fn(model(x), target)``;
+    ``loss_fn`` then only gives the validation loss.
+
+    Raises:
+        ConfigError: epochs or batch size below 1.
+        InputError: resume without ``checkpoint_last.pt`` in ``out``.
+    """
+    cfg, out = profile.train, Path(out)
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.val_every < 0:
+        raise ConfigError(
+            f"train.epochs={cfg.epochs} and train.batch_size={cfg.batch_size} must be >= 1, "
+            f"train.val_every={cfg.val_every} >= 0"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    # NHWC: 2x faster training of depthwise 13x13 on CPU too; 3D networks keep the default layout
+    memory = torch.contiguous_format if is_volumetric(model) else torch.channels_last
+    model.to(device=dev, memory_format=memory)
+    train_seed, sampler_seed = (int(v) for v in np.random.SeedSequence([profile.seed, fold, 1]).generate_state(2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    session = _Session(
+        model=model, dataset=_make_dataset(model, train_volumes, profile, sampler_seed), optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, cfg), loss_fn=make_loss(cfg) if loss_fn is None else loss_fn,
+        device=dev, memory=memory, sampler_seed=sampler_seed, history=[],
+    )
+    _start(session, out, resume, train_seed)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for epoch in range(session.start_epoch, cfg.epochs):
+        tic = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+        row["train_loss"] = _train_epoch(session, epoch, cfg.epochs, cfg.batch_size, cfg.num_workers, progress)
+        if cfg.val_every > 0 and ((epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1):
+            val = validate(model, val_volumes, references, profile, dev, session.loss_fn)
+            row.update({f"val_{k}": val[k] for k in DETECTION_METRICS})
+            row["val_loss"] = val["loss"]
+            if _better(val["f1"], val["loss"], session.best):
+                _save_best(session, out, epoch, val, fold)
+        row["seconds"] = time.perf_counter() - tic
+        session.history.append(row)
+        _save_last(session, out, epoch, fold)
+    if cfg.val_every == 0 and session.history:  # no validation: the last epoch is the checkpoint used
+        last = session.history[-1]["epoch"]
+        _save_best(session, out, last, {k: math.nan for k in (*DETECTION_METRICS, "loss")}, fold)
+    return _write_result(session, out, profile, fold, n_params)

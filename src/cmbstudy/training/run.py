@@ -1,0 +1,152 @@
+"""Training of one cross-validation fold of a dataset: ``train_fold(profile, ...) -> RunResult``.
+
+Makes the split (:mod:`cmbstudy.data.splits`), reads every subject through the
+preprocessing cache, writes the run folder's provenance files
+(:mod:`cmbstudy.data.run_folder`), builds the network from the profile and
+trains it (:func:`cmbstudy.training.loop.fit`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .. import collect_environment
+from ..config import Profile, profile_to_dict
+from ..data.datasets import Subject, describe_dataset, load_participants, load_subjects
+from ..data.io import check_output_dir, load_mask, write_text_atomically
+from ..data.run_folder import (
+    CHECKPOINT_LAST,
+    DATASET,
+    ENVIRONMENT,
+    RUN_FILES,
+    SPLIT,
+    load_run_profile,
+    write_run_profile,
+)
+from ..data.splits import make_cv_splits, save_splits, select_fold
+from ..errors import ConfigError, InputError, OutputError
+from ..models import model_from_config
+from ..preprocessing.cache import default_cache_dir, load_preprocessed
+from .loop import RunResult, fit
+
+__all__ = ["train_fold"]
+
+
+def _strata(root: Path, ids: Sequence[str]) -> dict[str, str] | None:
+    frame = load_participants(root)
+    if "aria_h_category" not in frame.columns or not set(ids) <= set(frame.index):
+        return None
+    return {s: str(frame.loc[s, "aria_h_category"]) for s in ids}
+
+
+def _check_resume_profile(out: Path, profile: Profile) -> None:
+    saved = profile_to_dict(load_run_profile(out))
+    now = profile_to_dict(profile)
+    for d in (saved, now):
+        d["train"].pop("epochs")
+        d.pop("name")
+    changed = sorted(f"{s}.{k}" for s in now if isinstance(now[s], dict) for k in now[s] if saved[s].get(k) != now[s][k])
+    changed += sorted(k for k in now if not isinstance(now[k], dict) and saved.get(k) != now[k])
+    if changed:
+        raise ConfigError(
+            f"resume of {out}: the profile differs from the run's profile.yaml in {changed}; "
+            "only train.epochs may change (start a new run otherwise)"
+        )
+
+
+def _training_subjects(data_root: Path, modality: str | None, n_folds: int) -> list[Subject]:
+    """The subjects a run trains and validates on: every one, or those scanned with ``modality``.
+
+    Raises:
+        InputError: fewer subjects of ``modality`` than folds, or a subject without a CMB mask.
+    """
+    subjects = load_subjects(data_root)
+    if modality is not None:
+        found = sorted({s.modality for s in subjects})
+        subjects = [s for s in subjects if s.modality == modality]
+        if len(subjects) < n_folds:
+            raise InputError(
+                f"{data_root} has {len(subjects)} {modality!r} subjects (modalities there: {found}); "
+                f"{n_folds} folds need at least as many"
+            )
+    unlabeled = [s.subject_id for s in subjects if s.mask_path is None]
+    if unlabeled:
+        raise InputError(f"subjects {unlabeled[:5]} of {data_root} have no CMB mask: training needs one per subject")
+    return subjects
+
+
+def _write_provenance(out: Path, profile: Profile, data_root: Path, splits: Sequence[Mapping[str, list[str]]],
+                      fold: int, stratified: bool, modality: str | None) -> None:
+    """The run folder's profile, split, environment and dataset files."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"run folder {out} cannot be created ({exc})") from exc
+    write_run_profile(out, profile)
+    save_splits(out / SPLIT, splits, profile.seed, fold, stratified)
+    write_text_atomically(out / ENVIRONMENT, json.dumps(collect_environment(), indent=2))
+    dataset = {**describe_dataset(data_root), "training_modality": modality or "all"}
+    write_text_atomically(out / DATASET, json.dumps(dataset, indent=2, default=str))
+
+
+def train_fold(
+    profile: Profile,
+    data_root: Path,
+    fold: int,
+    out: Path,
+    model_name: str | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    modality: str | None = None,
+) -> RunResult:
+    """Train fold ``fold`` of the profile's cross-validation on the dataset at ``data_root``.
+
+    The split is made from the profile seed over all subjects of the dataset
+    (only those scanned with ``modality``, "gre" or "swi", when given),
+    stratified by ``aria_h_category`` of ``participants.tsv`` when every
+    subject has one. Preprocessed volumes come from the shared cache
+    (:func:`cmbstudy.preprocessing.cache.default_cache_dir`).
+
+    Raises:
+        ConfigError: fold out of range, more folds than subjects, a changed profile on resume.
+        InputError: unreadable dataset, a subject without a CMB mask, nothing to resume.
+        OutputError: ``out`` holds results and neither ``overwrite`` nor ``resume`` is set.
+    """
+    out = Path(out)
+    if model_name is not None:
+        profile = dataclasses.replace(profile, model=dataclasses.replace(profile.model, name=model_name))
+    if resume:
+        if not (out / CHECKPOINT_LAST).is_file():
+            raise InputError(f"{out / CHECKPOINT_LAST} does not exist: nothing to resume")
+        _check_resume_profile(out, profile)
+    else:
+        check_output_dir(out, overwrite)
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    subjects = _training_subjects(Path(data_root), modality, profile.train.n_folds)
+    ids = [s.subject_id for s in subjects]
+    strata = _strata(Path(data_root), ids)
+    splits = make_cv_splits(ids, profile.train.n_folds, profile.seed, strata)
+    split = select_fold(splits, fold)
+    by_id = {s.subject_id: s for s in subjects}
+    train_subjects = [by_id[i] for i in split["train"]]
+    val_subjects = [by_id[i] for i in split["val"]]
+    # read and preprocess every subject before the run folder is made: a bad file leaves nothing behind
+    volumes = load_preprocessed(train_subjects + val_subjects, profile.preprocess, default_cache_dir(out), progress)
+    references = [np.asarray(load_mask(s.mask_path).dataobj) for s in val_subjects]
+    _write_provenance(out, profile, data_root, splits, fold, strata is not None, modality)
+    init_seed = int(np.random.SeedSequence([profile.seed, fold, 0]).generate_state(1)[0])
+    torch.manual_seed(init_seed)
+    model = model_from_config(profile.model)
+    return fit(
+        model, volumes[: len(train_subjects)], volumes[len(train_subjects):], references, profile, out,
+        fold=fold, device=device, resume=resume, progress=progress,
+    )

@@ -1,0 +1,144 @@
+"""The smoke study's numbers as one flat table, to check that a change of code leaves them as they were.
+
+``python tests/integration/smoke_results.py RESULTS OUT.tsv`` writes the table of a results folder
+made by ``cmbstudy study --profile smoke`` (regenerate ``data/smoke_results.tsv`` so when a change
+is meant to change the numbers, and say why in the commit). The table reads files only and imports
+nothing of cmbstudy, so it reads the results of any version of the package.
+
+What it holds, per key: every number glued into a notebook; every run's evaluation (pooled and
+per-subject counts, scores, intervals, FROC sensitivities, under both rules), epochs and parameters;
+its training loss per epoch; the mean and maximum of its predicted probabilities; and per subject
+of the synthetic cohort its CMB count and the mean and SD of its image. Floats are kept to 6
+significant digits, and the values that come straight out of training (losses, probabilities) to 4:
+the same seed gives the same numbers on one machine, while other CPUs round their kernels
+differently in the last bits.
+
+Left out: times and devices, and the Grad-CAM focus of notebook 10. The smoke networks train for
+two epochs, so their Grad-CAM maps sit near zero and flip sign under weight differences of 1e-11,
+which two identical runs can show; at the quick profile the focus is a result, at smoke it is noise.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+# glued values that measure time, name the machine, or are the Grad-CAM focus of a 2-epoch network
+_VOLATILE = ("second", "minute", "device", "time", "focus_with", "focus_without")
+_DIGITS = 6
+_TRAINED_DIGITS = 4
+
+
+def _number(value: object, digits: int = _DIGITS) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, int)):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}g}"
+    return str(value)
+
+
+def _glued_number(text: str) -> str:
+    try:
+        return _number(float(text))
+    except ValueError:
+        return text
+
+
+def _flatten(prefix: str, value: object, rows: dict[str, str], digits: int = _DIGITS) -> None:
+    if isinstance(value, dict):
+        for key in sorted(value):
+            _flatten(f"{prefix}.{key}", value[key], rows, digits)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _flatten(f"{prefix}[{i}]", item, rows, digits)
+    else:
+        rows[prefix] = _number(value, digits)
+
+
+def _glued(path: Path) -> dict[str, str]:
+    nb = json.loads(path.read_text())
+    out = {}
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            meta = output.get("metadata", {}).get("scrapbook", {})
+            name = meta.get("name")
+            if name and not any(word in name for word in _VOLATILE):
+                text = "".join(output["data"].get(meta.get("mime_prefix", "") + "text/plain", ""))
+                out[name] = _glued_number(text)
+    return out
+
+
+def _evaluation(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    per_subject = {row["subject_id"]: {k: row[k] for k in ("n_ref", "n_pred", "n_tp", "n_fp", "n_fn")}
+                   for row in data["per_subject"]}
+    return {"summary": data["summary"], "per_subject": per_subject}
+
+
+def _probabilities(pred_dir: Path) -> dict[str, float]:
+    total, peak, voxels = 0.0, 0.0, 0
+    for path in sorted(pred_dir.glob("sub-*/sub-*_desc-cmb_probseg.nii.gz")):
+        data = np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
+        total, peak, voxels = total + float(data.sum()), max(peak, float(data.max())), voxels + data.size
+    return {"mean": total / voxels if voxels else float("nan"), "max": peak}
+
+
+def _cohort(root: Path, rows: dict[str, str]) -> None:
+    with open(root / "participants.tsv") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            rows[f"cohort.{row['participant_id']}.cmb_count"] = row["cmb_count"]
+    for path in sorted(root.glob("sub-*/anat/sub-*_T2starw.nii.gz")) + sorted(root.glob("sub-*/anat/sub-*_swi.nii.gz")):
+        data = np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
+        name = path.name.split(".")[0]
+        rows[f"cohort.{name}.mean"] = _number(float(data.mean()))
+        rows[f"cohort.{name}.sd"] = _number(float(data.std()))
+
+
+def collect(results: Path) -> dict[str, str]:
+    """key -> value text of the numbers of a smoke study's results folder (see the module docstring)."""
+    results = Path(results)
+    rows: dict[str, str] = {}
+    _cohort(next((results / "data").glob("synthetic-*")), rows)
+    notebooks = sorted((results / "notebooks").glob("*.ipynb")) + sorted((results / "notebooks").glob("*/*.ipynb"))
+    for path in notebooks:
+        if not path.name.endswith(".failed.ipynb"):
+            name = path.relative_to(results / "notebooks").with_suffix("").as_posix()
+            rows.update({f"glue.{name}.{key}": value for key, value in _glued(path).items()})
+    for run in sorted(p for p in (results / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for file in ("eval-val.json", "eval-val-valdo.json", "eval-test.json"):
+            if (run / file).is_file():
+                _flatten(f"run.{run.name}.{file}", _evaluation(run / file), rows)
+        result = json.loads((run / "result.json").read_text())
+        _flatten(f"run.{run.name}.result", {k: result[k] for k in ("epochs", "best_epoch", "n_params")}, rows)
+        with open(run / "history.csv") as handle:
+            for row in csv.DictReader(handle):
+                rows[f"run.{run.name}.history.{row['epoch']}.train_loss"] = _number(
+                    float(row["train_loss"]), _TRAINED_DIGITS)
+        for folder in ("pred-val", "pred-test"):
+            if (run / folder).is_dir():
+                _flatten(f"run.{run.name}.{folder}.probability", _probabilities(run / folder), rows, _TRAINED_DIGITS)
+    return rows
+
+
+def write_table(rows: dict[str, str], path: Path) -> None:
+    """Write ``rows`` as a two-column TSV, sorted by key."""
+    lines = ["key\tvalue"] + [f"{key}\t{value}" for key, value in sorted(rows.items())]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def read_table(path: Path) -> dict[str, str]:
+    """The rows :func:`write_table` wrote."""
+    lines = Path(path).read_text().splitlines()[1:]
+    return dict(line.split("\t", 1) for line in lines if line)
+
+
+if __name__ == "__main__":
+    write_table(collect(Path(sys.argv[1])), Path(sys.argv[2]))
