@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="registry name (default: the profile's)")
     p.add_argument("--variant", default=None,
                    help="a named network of the profile's variants: its overrides apply after --set "
-                        "(e.g. cbam_skips_1, fan2022, dou2016)")
+                        "(e.g. without_cbam, cbam_skip1, fan2022, dou2016)")
     p.add_argument("--modality", choices=("gre", "swi"), default=None,
                    help="train and validate on subjects of this modality only")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")

@@ -75,14 +75,16 @@ class ModelConfig:
     """Network architecture (see :mod:`cmbstudy.models`)."""
 
     name: str = "rlk_unet_cbam"  # registry name
-    widths: tuple[int, ...] = (16, 32, 64, 128)  # channels of the 4 encoder stages
+    widths: tuple[int, ...] = (16, 32, 64, 128)  # channels of the 4 encoder stages (the bottleneck has twice the last)
     kernel_size: int = 13  # large kernel of the RLK blocks
     blocks_per_stage: int = 2  # RLK blocks per encoder / decoder stage
-    cbam_skips: int = 3  # skips carrying CBAM, from the deepest: 1 = 1/4, 2 = 1/4 + 1/2, 3 = all
-    attention_gate: bool = True  # Oktay 2018 attention gate on each skip
-    deep_supervision: bool = True  # 3 auxiliary outputs besides the final one
-    drop_path: float = 0.1  # stochastic-depth rate reached at the deepest stage
+    cbam_skips: int = -1  # skips carrying CBAM, from the deepest: 0 none, 1 the 1/8 skip, 2 also 1/4, ...; -1 all
+    attention_gate: bool = True  # Oktay 2018 attention gate on each skip, in parallel with CBAM
+    skip_fusion: str = "mean"  # how a skip's CBAM and gate outputs are combined: "mean" or "sum"
+    deep_supervision: bool = True  # auxiliary outputs of the decoder stages at 1/2, 1/4 and 1/8
+    drop_path: float = 0.1  # stochastic-depth rate of the encoder, rising with depth to this at the bottleneck
     cbam_reduction: int = 16  # CBAM channel-MLP reduction ratio (Woo 2018: 16)
+    cbam_min_hidden: int = 8  # floor on the CBAM channel-MLP width (16 channels / 16 would leave 1 unit)
     small_kernel: int = 5  # parallel small depthwise kernel of the RLK block (0: none; Son 2023: 5)
     mlp_ratio: float = 4.0  # RLK feed-forward width as a multiple of the channels (0: none)
     norm_groups: int = 8  # GroupNorm groups (largest divisor of the channels up to this)
@@ -132,7 +134,7 @@ class StudyConfig:
 
     main: str = "rlk_unet_cbam"  # the paper's network: all cv_folds, burden, Grad-CAM
     cv_folds: tuple[int, ...] = (0, 1, 2, 3, 4)  # folds of the main variant (Table 3)
-    ablation: tuple[str, ...] = ("cbam_skips_0", "cbam_skips_1", "cbam_skips_2")  # CBAM arms (Tables 7-8)
+    ablation: tuple[str, ...] = ("without_cbam", "cbam_skip1", "cbam_skip2")  # CBAM arms (Tables 7-8)
     baselines: tuple[str, ...] = ("dou2016", "fan2022", "wei2022", "tsuchida2024", "nnunet")  # Table 2
     comparison_folds: tuple[int, ...] = (0,)  # folds of the ablation and baseline variants
     cross_modality: bool = True  # train on one modality, test on the other (Table 5)
@@ -141,10 +143,10 @@ class StudyConfig:
 # Named profile overrides (``section.key`` -> value), one per network of the study. A profile's
 # own ``variants:`` entries are added to these (and replace one of the same name).
 DEFAULT_VARIANTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
-    "rlk_unet_cbam": {},  # RLK-UNet, CBAM on all three skips (the paper)
-    "cbam_skips_0": {"model.name": "rlk_unet"},  # no CBAM (Table 7, Table 8 row 0)
-    "cbam_skips_1": {"model.cbam_skips": 1},  # CBAM on the deepest skip only
-    "cbam_skips_2": {"model.cbam_skips": 2},  # CBAM on the two deepest skips
+    "rlk_unet_cbam": {},  # RLK-UNet, CBAM on every skip (the paper; Table 8 "CBAM-AllSkip")
+    "without_cbam": {"model.cbam_skips": 0},  # Table 7 and Table 8 "Without CBAM"
+    "cbam_skip1": {"model.cbam_skips": 1},  # Table 8 "CBAM-Skip1": the deepest skip only
+    "cbam_skip2": {"model.cbam_skips": 2},  # Table 8 "CBAM-Skip2": the two deepest skips
     "dou2016": {"model.name": "dou2016_cnn3d"},  # two-stage 3D CNN
     "fan2022": {"model.name": "fan2022_unet"},  # 2D U-Net on adjacent slices
     "wei2022": {"model.name": "wei2022_mmoc"},  # MMOC-Net: propose, then refine

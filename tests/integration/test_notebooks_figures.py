@@ -42,7 +42,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = root / "data" / "synthetic-smoke"
     profile = load_profile("smoke", ["train.epochs=1"])
     make_cohort(data, profile=profile, progress=False)
-    for variant, fold in (("rlk_unet_cbam", 0), ("rlk_unet_cbam", 1), ("cbam_skips_0", 0)):
+    for variant, fold in (("rlk_unet_cbam", 0), ("rlk_unet_cbam", 1), ("without_cbam", 0)):
         run = run_path(root, variant, fold)
         train_fold(resolve_variant(profile, variant), data, fold, run, device="cpu", progress=False)
         predict_dataset(run, data, run / "pred-val", threshold=THRESHOLD, device="cpu", progress=False, split="val")

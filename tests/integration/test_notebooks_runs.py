@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 # five short runs: the main network on both folds, the network without CBAM, and one run per modality
-OVERRIDES = ["study.baselines=[]", "study.ablation=[cbam_skips_0]", "study.cv_folds=[0,1]", "train.epochs=1"]
+OVERRIDES = ["study.baselines=[]", "study.ablation=[without_cbam]", "study.cv_folds=[0,1]", "train.epochs=1"]
 STEPS = ["01_synthetic_cohort", "02_preprocessing", "03_training", "04_cross_validation", "07_cross_modality",
          "09_cbam_ablation"]
 
@@ -75,8 +75,8 @@ def test_preprocessing_fills_the_cache(results: Path) -> None:
 def test_training_instances_wrote_their_runs(results: Path) -> None:
     runs = collect_runs(results)
     assert sorted(runs["name"]) == [
-        "cbam_skips_0-fold0", "rlk_unet_cbam-fold0", "rlk_unet_cbam-fold1",
-        "rlk_unet_cbam-gre-fold0", "rlk_unet_cbam-swi-fold0",
+        "rlk_unet_cbam-fold0", "rlk_unet_cbam-fold1", "rlk_unet_cbam-gre-fold0", "rlk_unet_cbam-swi-fold0",
+        "without_cbam-fold0",
     ]
     assert (runs["n_subjects"] >= 1).all() and (runs["n_params"] > 0).all()
     for name in runs["name"]:
@@ -114,7 +114,7 @@ def test_cross_modality_and_ablation(results: Path) -> None:
     nb = _executed(results, "09_cbam_ablation")
     assert _images(nb) >= 1
     text = _text(nb)
-    assert "cbam_skips_1" not in text or "not run" in text
+    assert "cbam_skip1" not in text or "not run" in text
     glued = _glued(nb)
     assert float(glued["paper_f1_with"]) == pytest.approx(0.887)
     assert "f1_without" in glued and "f1_with" in glued

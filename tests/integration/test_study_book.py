@@ -40,7 +40,7 @@ def test_smoke_study_renders_the_book(smoke_study, monkeypatch: pytest.MonkeyPat
     # the comparison chapters render Table 2 / Table 4 with the paper's column and a computed ordering
     for chapter, table in (("05_method_comparison", "Table 2"), ("06_small_lesions", "Table 4")):
         page = re.sub(r"<[^>]+>", "", (html / "executed" / f"{chapter}.html").read_text())
-        assert table in page and "paper (VALDO + private cohorts)" in page, chapter
+        assert table in page and "paper (72-subject test set, 3 sources)" in page, chapter
         assert re.search(r"Ordering:\s*(ours|no baseline)", page), f"{chapter}: ordering sentence not rendered"
     discussion = re.sub(r"<[^>]+>", "", (html / "discussion.html").read_text())
     assert "glue:text" not in discussion and "::table2_ordering" not in discussion

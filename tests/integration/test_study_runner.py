@@ -12,7 +12,7 @@ from cmbstudy.errors import ConfigError
 from cmbstudy.study.runner import STEPS, StudyError, run_study
 
 # two training runs: the main network on fold 0 and the network without CBAM on fold 0
-RUNS = ["study.baselines=[]", "study.ablation=[cbam_skips_0]", "study.cross_modality=false", "study.cv_folds=[0]"]
+RUNS = ["study.baselines=[]", "study.ablation=[without_cbam]", "study.cross_modality=false", "study.cv_folds=[0]"]
 TRAINING = "03_training"
 
 
@@ -56,17 +56,17 @@ def test_runs_every_step_and_instance_in_order_then_skips(tmp_path: Path) -> Non
     first = run_study("smoke", out=out, overrides=RUNS, build_book=False, project_root=root)
     assert set(first) == {step.name for step in STEPS}
     expected = [f"{s.name} smoke 0" for s in STEPS if s.name < TRAINING]
-    expected += [f"{TRAINING} rlk_unet_cbam 0 all smoke 0", f"{TRAINING} cbam_skips_0 0 all smoke 0"]
+    expected += [f"{TRAINING} rlk_unet_cbam 0 all smoke 0", f"{TRAINING} without_cbam 0 all smoke 0"]
     expected += [f"{s.name} smoke 0" for s in STEPS if s.name > TRAINING]
     assert _log(out) == expected
     executed = out / "notebooks"
     assert (executed / TRAINING / "rlk_unet_cbam-fold0.ipynb").is_file()
-    assert (executed / TRAINING / "cbam_skips_0-fold0.ipynb").is_file()
+    assert (executed / TRAINING / "without_cbam-fold0.ipynb").is_file()
     book_copy = nbformat.read(executed / f"{TRAINING}.ipynb", as_version=4)  # the main network's run
     assert "variant = \"rlk_unet_cbam\"" in book_copy.cells[1].source
     state = json.loads((out / "study_state.json").read_text())
     assert set(state["steps"]) == {step.name for step in STEPS}
-    assert set(state["steps"][TRAINING]["instances"]) == {"rlk_unet_cbam-fold0", "cbam_skips_0-fold0"}
+    assert set(state["steps"][TRAINING]["instances"]) == {"rlk_unet_cbam-fold0", "without_cbam-fold0"}
     timings = (out / "study_timings.tsv").read_text().splitlines()
     assert timings[0] == "step\tinstance\tseconds\tfinished"
     assert sum(line.startswith(f"{TRAINING}\t") for line in timings) == 2
@@ -93,9 +93,9 @@ def test_changed_variant_reruns_only_its_instance(tmp_path: Path) -> None:
     assert _log(out) == [f"{TRAINING} rlk_unet_cbam 1 all smoke 0", "04_cross_validation smoke 0"]
 
     # a changed variant retrains only the runs of that variant
-    changed = [*more, "variants.cbam_skips_0={model.name: rlk_unet, model.cbam_reduction: 8}"]
+    changed = [*more, "variants.without_cbam={model.cbam_skips: 0, model.cbam_reduction: 8}"]
     run_study("smoke", out=out, overrides=changed, build_book=False, steps=steps, project_root=root)
-    assert _log(out) == [f"{TRAINING} cbam_skips_0 0 all smoke 0", "04_cross_validation smoke 0"]
+    assert _log(out) == [f"{TRAINING} without_cbam 0 all smoke 0", "04_cross_validation smoke 0"]
 
     # force reruns everything asked for
     forced = run_study("smoke", out=out, overrides=changed, force=True, build_book=False, steps=steps,
@@ -107,14 +107,14 @@ def test_changed_variant_reruns_only_its_instance(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_failure_names_notebook_instance_and_cell(tmp_path: Path) -> None:
     root, out = tmp_path / "project", tmp_path / "results"
-    _write_project(root, "if variant == 'cbam_skips_0':\n    raise RuntimeError('no CBAM today')")
+    _write_project(root, "if variant == 'without_cbam':\n    raise RuntimeError('no CBAM today')")
     with pytest.raises(
         StudyError,
-        match=rf"{TRAINING}\.ipynb \(instance cbam_skips_0-fold0\) failed in cell .*RuntimeError: no CBAM today",
+        match=rf"{TRAINING}\.ipynb \(instance without_cbam-fold0\) failed in cell .*RuntimeError: no CBAM today",
     ):
         run_study("smoke", out=out, overrides=RUNS, build_book=False, steps=[TRAINING], project_root=root)
     assert (out / "notebooks" / TRAINING / "rlk_unet_cbam-fold0.ipynb").is_file()
-    assert (out / "notebooks" / TRAINING / "cbam_skips_0-fold0.failed.ipynb").is_file()
+    assert (out / "notebooks" / TRAINING / "without_cbam-fold0.failed.ipynb").is_file()
     # the finished instance is recorded and skipped next time
     state = json.loads((out / "study_state.json").read_text())
     assert set(state["steps"][TRAINING]["instances"]) == {"rlk_unet_cbam-fold0"}

@@ -187,9 +187,9 @@ def test_real_model_gradcam_and_cbam() -> None:
     cam = compute_gradcam(model, x, region)
     assert cam.shape == (1, 1, 30, 34) and 0 <= cam.min() and cam.max() == pytest.approx(1.0)
     maps = compute_cbam_maps(model, x)
-    assert list(maps) == ["skip1", "skip2", "skip3"]
+    assert list(maps) == ["skip1", "skip2", "skip3", "skip4"]
     assert all(v.shape == (1, 1, 30, 34) and 0 < v.min() and v.max() < 1 for v in maps.values())
-    assert compute_cbam_maps(get_model("rlk_unet", **settings), x) == {}
+    assert compute_cbam_maps(get_model("rlk_unet_cbam", **settings, cbam_skips=0), x) == {}
 
 
 def test_gradcam_and_cbam_figures(rng: np.random.Generator) -> None:

@@ -11,7 +11,7 @@ from monai.losses import DiceFocalLoss
 
 from cmbstudy.config import TrainConfig
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.models.losses import make_loss
+from cmbstudy.models.losses import downsample_target, make_loss
 
 
 def base_loss() -> DiceFocalLoss:
@@ -53,10 +53,7 @@ def test_identical_outputs_equal_one_output_since_weights_sum_to_one(batch) -> N
 
 def test_weights_are_applied_final_first(batch) -> None:
     outputs, target = batch
-    parts = [
-        float(base_loss()(o, F.interpolate(target, size=o.shape[2:], mode="nearest-exact")))
-        for o in outputs
-    ]
+    parts = [float(base_loss()(o, F.max_pool2d(target, 2**k) if k else target)) for k, o in enumerate(outputs)]
     assert len(set(round(p, 6) for p in parts)) == 4  # the four terms differ
     loss = float(make_loss(TrainConfig())(outputs, target))
     expected = 0.4 * parts[0] + 0.3 * parts[1] + 0.2 * parts[2] + 0.1 * parts[3]
@@ -97,3 +94,33 @@ def test_gradient_reaches_every_output(batch) -> None:
     outputs = [o.clone().requires_grad_(True) for o in outputs]
     make_loss(TrainConfig())(outputs, target).backward()
     assert all(float(o.grad.abs().sum()) > 0 for o in outputs)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (37, 45)])
+def test_coarse_targets_keep_a_two_voxel_lesion(shape: tuple[int, int]) -> None:
+    # a 2-voxel CMB at an odd position; MONAI's nearest-exact resizing keeps 1 pixel in 64 at 1/8
+    target = torch.zeros(1, 1, *shape)
+    target[0, 0, 13, 21:23] = 1
+    sizes = [(-(-shape[0] // k), -(-shape[1] // k)) for k in (2, 4, 8)]
+    for k, size in zip((2, 4, 8), sizes):
+        small = downsample_target(target, size)
+        assert small.shape[-2:] == size and small.sum() >= 1, f"the lesion vanished at 1/{k}"
+        assert small[0, 0, 13 // k, 21 // k] == 1  # on the cell of the padded grid that holds it
+    assert not F.interpolate(target, size=sizes[-1], mode="nearest-exact").any()  # what MONAI would give
+
+
+def test_deep_supervision_loss_scores_the_lesion_at_every_scale() -> None:
+    seen = []
+
+    class Record(torch.nn.Module):
+        def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            seen.append(target.sum().item())
+            return input.sum() * 0
+
+    target = torch.zeros(2, 1, 37, 45)
+    target[1, 0, 13, 21:23] = 1
+    loss_fn = make_loss(TrainConfig())
+    loss_fn.loss = Record()
+    loss_fn([torch.zeros(2, 1, 37, 45), torch.zeros(2, 1, 19, 23), torch.zeros(2, 1, 10, 12),
+             torch.zeros(2, 1, 5, 6)], target)
+    assert seen[0] == 2 and all(s >= 1 for s in seen[1:])

@@ -10,7 +10,7 @@ import pytest
 
 from cmbstudy.config import load_profile
 from cmbstudy.errors import ConfigError, InputError
-from cmbstudy.study.paper import PAPER_DATASET_LABEL, TABLE3_FOLD_F1, TABLE5
+from cmbstudy.study.paper import PAPER_DATASET_LABEL, TABLE3_FOLDS, TABLE5
 from cmbstudy.study.runs import (
     RUN_COLUMNS,
     collect_runs,
@@ -75,15 +75,15 @@ def test_parse_overrides_keeps_list_values() -> None:
 def test_training_instances_follow_the_study_section() -> None:
     smoke = load_profile("smoke")  # 2 folds: cv folds 2-4 of the default study do not exist
     names = [i["name"] for i in training_instances(smoke)]
-    assert names[:3] == ["rlk_unet_cbam-fold0", "rlk_unet_cbam-fold1", "cbam_skips_0-fold0"]
+    assert names[:3] == ["rlk_unet_cbam-fold0", "rlk_unet_cbam-fold1", "without_cbam-fold0"]
     assert names[-2:] == ["rlk_unet_cbam-gre-fold0", "rlk_unet_cbam-swi-fold0"]
     assert len(names) == 2 + 3 + 5 + 2
-    small = load_profile("smoke", ["study.baselines=[]", "study.ablation=[cbam_skips_0, rlk_unet_cbam]",
+    small = load_profile("smoke", ["study.baselines=[]", "study.ablation=[without_cbam, rlk_unet_cbam]",
                                    "study.cross_modality=false", "study.comparison_folds=[1]"])
     assert training_instances(small) == [
         {"name": "rlk_unet_cbam-fold0", "variant": "rlk_unet_cbam", "fold": 0, "modality": None},
         {"name": "rlk_unet_cbam-fold1", "variant": "rlk_unet_cbam", "fold": 1, "modality": None},
-        {"name": "cbam_skips_0-fold1", "variant": "cbam_skips_0", "fold": 1, "modality": None},
+        {"name": "without_cbam-fold1", "variant": "without_cbam", "fold": 1, "modality": None},
     ]
     with pytest.raises(ConfigError, match=r"train.n_folds=2"):
         training_instances(load_profile("smoke", ["study.cv_folds=[3, 4]"]))
@@ -120,9 +120,9 @@ def test_missing_run_file_names_it_and_the_step(tmp_path: Path) -> None:
 def test_collect_runs_one_row_per_finished_run(tmp_path: Path) -> None:
     _write_run(tmp_path, "rlk_unet_cbam-fold0", _summary(3, 1, 1, 2))
     _write_run(tmp_path, "rlk_unet_cbam-gre-fold0", _summary(1, 3, 0, 3), test=_summary(1, 1, 1, 1))
-    _write_run(tmp_path, "cbam_skips_0-fold0", _summary(1, 1, 1, 1), skip="result.json")
+    _write_run(tmp_path, "without_cbam-fold0", _summary(1, 1, 1, 1), skip="result.json")
     (tmp_path / "runs" / ".cmbstudy_cache").mkdir()
-    with pytest.warns(UserWarning, match="cbam_skips_0-fold0 left out"):
+    with pytest.warns(UserWarning, match="without_cbam-fold0 left out"):
         frame = collect_runs(tmp_path)
     assert list(frame.columns) == list(RUN_COLUMNS)
     assert list(frame["name"]) == ["rlk_unet_cbam-fold0", "rlk_unet_cbam-gre-fold0"]
@@ -148,7 +148,7 @@ def test_cross_validation_table_pairs_folds_and_paper(tmp_path: Path) -> None:
     assert scores.loc["mean", "fp_per_subject"] == pytest.approx(1.0)
     table = cross_validation_table(scores, "synthetic cohort")
     assert list(table.index) == ["fold 0 (paper fold 1)", "fold 1 (paper fold 2)", "mean", "sd"]
-    assert table.loc["fold 1 (paper fold 2)", ("F1", PAPER_DATASET_LABEL)] == f"{TABLE3_FOLD_F1[1]:.3f}"
+    assert table.loc["fold 1 (paper fold 2)", ("F1", PAPER_DATASET_LABEL)] == f"{TABLE3_FOLDS[1]['f1']:.3f}"
     assert table.loc["mean", ("F1", "ours (synthetic cohort)")] == "0.600"
     assert table.loc["sd", ("F1", "ours (synthetic cohort)")] == f"{math.sqrt(0.02):.3f}"
     assert table.loc["mean", ("F1", "95% CI")] == "n/a"  # no interval for a mean
@@ -175,3 +175,17 @@ def test_compare_with_paper_marks_missing_rows() -> None:
         compare_with_paper(rows, " ")
     with pytest.raises(InputError, match="extra column 'note' has 1 values for 2 rows"):
         compare_with_paper(rows, "x", extra={"note": ["a"]})
+
+
+def test_ablation_arms_are_the_papers_and_one_switch_makes_them() -> None:
+    from cmbstudy.config import resolve_variant
+    from cmbstudy.study.paper import TABLE8
+    from cmbstudy.study.tables.ablation import cbam_arm
+
+    profile = load_profile("quick")
+    arms = [*profile.study.ablation, profile.study.main]
+    assert [cbam_arm(profile, v) for v in arms] == list(TABLE8)  # Without CBAM, CBAM-Skip1, -Skip2, -AllSkip
+    resolved = [resolve_variant(profile, v).model for v in arms]
+    assert {m.name for m in resolved} == {"rlk_unet_cbam"}  # no second registry name for "no CBAM"
+    assert [m.cbam_skips for m in resolved] == [0, 1, 2, -1]
+    assert cbam_arm(load_profile("quick", ["model.cbam_skips=4"]), "rlk_unet_cbam") == "CBAM-AllSkip"

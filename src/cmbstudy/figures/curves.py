@@ -90,32 +90,33 @@ def plot_fold_histories(histories: Mapping[int, pd.DataFrame], title: str | None
 
 
 def plot_cbam_ablation(
-    ours: Mapping[int, Mapping[str, float] | None], paper: Mapping[int, Mapping[str, float]],
+    ours: Mapping[str, Mapping[str, float] | None], paper: Mapping[str, Mapping[str, float]],
     ours_label: str, paper_label: str,
 ) -> Figure:
-    """Table 8 as bars: F1 and FP/subject by the number of skips with CBAM, the paper's bars beside ours.
+    """Table 8 as bars: F1 and FP/subject of every CBAM arm, the paper's bars beside ours.
 
     Args:
-        ours: skips with CBAM (0..3, 3 = all) -> scores (``f1``, ``fp_per_subject`` and their
-            ``_ci_low`` / ``_ci_high``); None or absent: not run (no bar). Our bars carry their
-            95% bootstrap intervals.
-        paper: skips -> {"f1", "fp_per_subject"} (:data:`cmbstudy.study.paper.TABLE8`).
+        ours: arm ("Without CBAM", "CBAM-Skip1", ...) -> scores (``f1``, ``fp_per_subject`` and
+            their ``_ci_low`` / ``_ci_high``); None or absent: not run (no bar). Our bars carry
+            their 95% bootstrap intervals.
+        paper: arm -> {"f1", "fp_per_subject", ...} (:data:`cmbstudy.study.paper.TABLE8`); the
+            bars follow its order, then any arm only we have.
         ours_label, paper_label: the legend's labels of the two sets of bars.
     """
     fig = Figure(figsize=(9.0, 3.4), layout="constrained")
-    skips = sorted(set(paper) | set(ours))
-    x = np.arange(len(skips))
+    arms = [*paper, *(k for k in ours if k not in paper)]
+    x = np.arange(len(arms))
     for ax, metric, label in zip(fig.subplots(1, 2), ("f1", "fp_per_subject"), ("F1", "FP per subject")):
-        ax.bar(x - 0.2, [as_float(paper.get(k, {}).get(metric)) for k in skips], 0.4,
+        ax.bar(x - 0.2, [as_float(paper.get(k, {}).get(metric)) for k in arms], 0.4,
                label=paper_label, color="tab:gray")
-        scores = [ours.get(k) for k in skips]
+        scores = [ours.get(k) for k in arms]
         values = np.array([s[metric] if s else np.nan for s in scores])
         low = np.array([s[f"{metric}_ci_low"] if s else np.nan for s in scores])
         high = np.array([s[f"{metric}_ci_high"] if s else np.nan for s in scores])
         errors = np.nan_to_num(np.vstack([values - low, high - values]), nan=0.0).clip(min=0)
         ax.bar(x + 0.2, values, 0.4, yerr=errors, capsize=3, label=ours_label, color="tab:blue")
-        ax.set_xticks(x, ["all" if k == 3 else str(k) for k in skips])
-        ax.set(xlabel="skip connections with CBAM", ylabel=label)
+        ax.set_xticks(x, arms, rotation=15)
+        ax.set(xlabel="CBAM on the skip connections", ylabel=label)
         if metric == "f1":
             ax.set_ylim(0, 1.02)
     fig.axes[0].legend(fontsize="small", loc="lower right")

@@ -6,8 +6,8 @@ A registry of networks by name, as timm's (:mod:`~cmbstudy.models.registry`:
 - ``rlk_unet_cbam``: RLK-UNet with CBAM on the skips (Cho et al. 2025),
   :class:`~cmbstudy.models.rlk_unet.RLKUNet`, built from the RLK block
   (:mod:`~cmbstudy.models.rlk`), CBAM (:mod:`~cmbstudy.models.cbam`) and the
-  attention-refined skip (:mod:`~cmbstudy.models.gate`);
-- ``rlk_unet``: the same network with CBAM off, the "without CBAM" arm of Table 7;
+  attention-refined skip (:mod:`~cmbstudy.models.gate`); ``model.cbam_skips``
+  is the one switch of the CBAM ablation (0: without CBAM);
 - the Table 2 baselines (:mod:`cmbstudy.models.baselines`), and the classical
   LoG detector beside them.
 

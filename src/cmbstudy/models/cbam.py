@@ -1,7 +1,12 @@
 """The Convolutional Block Attention Module, CBAM (Woo et al., ECCV 2018), on 2D feature maps.
 
 Written here because neither torch nor MONAI ships it (MONAI has
-squeeze-and-excitation only). Tensors are ``(B, C, H, W)``.
+squeeze-and-excitation only). ``timm.layers.CbamModule`` matches the paper's
+channel attention, but its spatial attention is a convolution followed by
+BatchNorm (as in Woo et al.'s public code), and this network uses no BatchNorm
+(batch size 2, GroupNorm everywhere); the paper (Cho et al. 2025, Fig. 1b)
+describes a convolution followed by a sigmoid, which is what is written here.
+Tensors are ``(B, C, H, W)``.
 """
 
 from __future__ import annotations
@@ -18,22 +23,29 @@ class ChannelAttention(nn.Module):
     """CBAM channel attention (Woo et al., ECCV 2018, eq. 2).
 
     ``M_c(F) = sigmoid(MLP(AvgPool(F)) + MLP(MaxPool(F)))`` with one MLP shared
-    by both pooled descriptors: ``C -> max(1, C // reduction) -> C`` with a
-    ReLU, written as 1 x 1 convolutions.
+    by both pooled descriptors: ``C -> h -> C`` with a ReLU, written as 1 x 1
+    convolutions, ``h = max(min_hidden, C // reduction)`` (and at most ``C``).
+    The floor is this study's: with the reduction of 16 of Woo et al., a
+    16-channel skip would get a single hidden unit, one number for every
+    channel's weight.
 
     Args:
         channels: feature channels ``C``.
         reduction: reduction ratio ``r`` of the hidden layer (16 in Woo et al.).
+        min_hidden: the least hidden width.
 
     Raises:
-        ConfigError: ``reduction`` is not positive.
+        ConfigError: ``reduction`` or ``min_hidden`` is not positive.
     """
 
-    def __init__(self, channels: int, reduction: int = 16) -> None:
+    def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 8) -> None:
         super().__init__()
-        if reduction < 1:
-            raise ConfigError(f"model.cbam_reduction must be >= 1, got {reduction}")
-        hidden = max(1, channels // reduction)
+        if reduction < 1 or min_hidden < 1:
+            raise ConfigError(
+                f"model.cbam_reduction ({reduction}) and model.cbam_min_hidden ({min_hidden}) must be >= 1"
+            )
+        hidden = min(channels, max(min_hidden, channels // reduction))
+        self.hidden = hidden
         self.mlp = nn.Sequential(
             nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, channels, 1)
         )
@@ -84,11 +96,12 @@ class CBAM(nn.Module):
         channels: feature channels ``C``.
         reduction: channel-MLP reduction ratio.
         spatial_kernel: spatial-attention kernel size (7 in Woo et al.).
+        min_hidden: the least hidden width of the channel MLP.
     """
 
-    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7) -> None:
+    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7, min_hidden: int = 8) -> None:
         super().__init__()
-        self.channel = ChannelAttention(channels, reduction)
+        self.channel = ChannelAttention(channels, reduction, min_hidden)
         self.spatial = SpatialAttention(spatial_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,11 @@
 ``L = sum_k lambda_k * (Dice(p_k, g_k) + Focal(p_k, g_k))`` with
 ``lambda = (0.4, 0.3, 0.2, 0.1)`` from the final output to the deepest
 auxiliary output. Both pieces are MONAI's: ``DiceFocalLoss(sigmoid=True)``
-inside ``DeepSupervisionLoss``, which resizes the target to each auxiliary
-output with nearest-exact interpolation.
+inside ``DeepSupervisionLoss``. MONAI resizes the target to each auxiliary
+output by nearest-exact interpolation, which keeps one pixel in 64 at 1/8:
+a 2-voxel CMB vanishes from the coarse targets. Here the target is max-pooled
+instead (:func:`downsample_target`), so every lesion is present at every scale;
+MONAI's loss offers no such mode, so this one method is written by hand.
 
 The loss lives with the networks because some networks train on their own
 loss (the two-stage baselines' ``training_loss``), built from the same
@@ -16,12 +19,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from monai.losses import DeepSupervisionLoss, DiceFocalLoss
 
 from ..config import TrainConfig
 from ..errors import ConfigError, InputError
 
-__all__ = ["FOCAL_GAMMA", "DICE_SMOOTH", "make_dice_focal", "DeepSupervisedDiceFocal", "make_loss"]
+__all__ = ["FOCAL_GAMMA", "DICE_SMOOTH", "make_dice_focal", "downsample_target", "DeepSupervisedDiceFocal", "make_loss"]
 
 #: Focal-loss focusing parameter. The paper's value was lost from its text;
 #: 2 is the value of Lin et al. (2017) and MONAI's default.
@@ -48,6 +52,24 @@ def make_dice_focal() -> DiceFocalLoss:
     )
 
 
+def downsample_target(target: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Max-pool a ``(B, 1, H, W)`` 0/1 target to the ``size`` of an auxiliary output, keeping every lesion.
+
+    The auxiliary output at 1/k (k a power of two) covers the input zero-padded at the
+    bottom and right to a multiple of k, cropped to ``ceil(H/k) x ceil(W/k)``; the target
+    is padded and pooled over the same k x k cells, so a pixel is 1 when any target pixel
+    of its cell is. A ``size`` that no power of two gives is reached by adaptive max pooling.
+    """
+    height, width = target.shape[-2:]
+    size = tuple(int(v) for v in size)
+    for e in range(11):
+        k = 2**e
+        if (-(-height // k), -(-width // k)) == size:
+            padded = F.pad(target, (0, (-width) % k, 0, (-height) % k))
+            return F.max_pool2d(padded, k) if k > 1 else padded
+    return F.adaptive_max_pool2d(target, size)
+
+
 class DeepSupervisedDiceFocal(DeepSupervisionLoss):
     """MONAI ``DeepSupervisionLoss`` whose weights must match the number of outputs.
 
@@ -57,8 +79,15 @@ class DeepSupervisedDiceFocal(DeepSupervisionLoss):
 
     Call: ``loss(outputs, target)`` with ``outputs`` a list ``[final (B,1,H,W),
     aux (B,1,h_k,w_k), ...]`` of logits and ``target`` ``(B, 1, H, W)`` float
-    in {0, 1}; returns a scalar tensor.
+    in {0, 1}; returns a scalar tensor. Targets of smaller outputs are
+    max-pooled (:func:`downsample_target`), not interpolated.
     """
+
+    def get_loss(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of one output against the target at the output's size."""
+        if input.shape[2:] != target.shape[2:]:
+            target = downsample_target(target, input.shape[2:])
+        return self.loss(input, target)
 
     def get_weights(self, levels: int = 1) -> list[float]:
         """Weights of ``levels`` outputs, final first.

@@ -1,6 +1,6 @@
 """Figs. 5-6 of Cho et al. (2025) as notebook 10 shows them: Grad-CAM without and with CBAM, CBAM maps.
 
-The two arms are the network without CBAM (``cbam_skips_0``) and the main
+The two arms are the network without CBAM (``without_cbam``) and the main
 network, at the first comparison fold; the slices are those of their validation
 subjects with the most lesion pixels (:func:`cmbstudy.study.examples.select_example_slices`).
 The share of each Grad-CAM map's mass near the lesions (:func:`cmbstudy.explain.compute_gradcam_focus`)
@@ -31,7 +31,7 @@ from .runs import dataset_label, load_runs, run_name
 __all__ = ["ARMS", "FOCUS_RADIUS", "Explanations", "explain_arms"]
 
 #: The two arms of the figures: label -> variant (None: the profile's main network).
-ARMS: Mapping[str, str | None] = {"without CBAM": "cbam_skips_0", "with CBAM": None}
+ARMS: Mapping[str, str | None] = {"without CBAM": "without_cbam", "with CBAM": None}
 #: Neighbourhood of the lesions (pixels of the preprocessed grid) in which Grad-CAM mass counts as on them.
 FOCUS_RADIUS = 5
 

@@ -32,7 +32,8 @@ from .phantom import SubjectScan, simulate_subject
 __all__ = ["PAPER_TEST_CATEGORY_COUNTS", "CohortSummary", "cohort_tables", "allocate_categories", "draw_cmb_count",
            "validate_synth_config", "make_subject", "make_cohort"]
 
-PAPER_TEST_CATEGORY_COUNTS: dict[str, int] = {"0": 8, "1-4": 50, "5-9": 9, ">=10": 5}  # Cho et al. test set, n = 72
+# the ARIA-H spread of the paper's 72-subject test set (the row sums of its Table 6)
+PAPER_TEST_CATEGORY_COUNTS: dict[str, int] = {"0": 8, "1-4": 50, "5-9": 9, ">=10": 5}
 SLAB_CENTER_MM: tuple[float, float, float] = (0.0, -18.0, 14.0)  # scan centre in subject mm (MNI-like)
 
 

@@ -1,8 +1,10 @@
-"""Tables 7 and 8 of Cho et al. (2025): the network without CBAM, and with CBAM on 1, 2 or all skips.
+"""Tables 7 and 8 of Cho et al. (2025): the network without CBAM, and with CBAM on 1, 2 or every skip.
 
 The arms are ``study.ablation`` and ``study.main``, each pooled over the
-comparison folds; an arm's number of CBAM skips comes from its resolved profile
-(0 for ``rlk_unet``).
+comparison folds. An arm is named after its number of CBAM skips
+(``model.cbam_skips`` of its resolved profile, the one switch that turns CBAM
+on and off), as the paper names the rows of Table 8: "Without CBAM",
+"CBAM-Skip1" (the deepest skip), "CBAM-Skip2" (the two deepest), "CBAM-AllSkip".
 """
 
 from __future__ import annotations
@@ -19,20 +21,20 @@ from ..paper import PAPER_DATASET_LABEL, TABLE7, TABLE8
 from ..runs import dataset_label, evaluate_arms
 from .format import ComparedRow, compare_with_paper, summary_scores
 
-__all__ = ["ALL_SKIPS", "Ablation", "summarize_ablation", "cbam_skips_of"]
+__all__ = ["WITHOUT_CBAM", "ALL_SKIPS", "cbam_arm", "Ablation", "summarize_ablation"]
 
-#: CBAM on every skip of the paper's 4-stage network.
-ALL_SKIPS = 3
+WITHOUT_CBAM, ALL_SKIPS = "Without CBAM", "CBAM-AllSkip"
+# Table 7's rows: the arm each stands for
+_TABLE7_ARMS = {"Without CBAM": WITHOUT_CBAM, "With CBAM": ALL_SKIPS}
 
 
-def cbam_skips_of(profile: Profile, variant: str) -> int:
-    """The number of skips with CBAM of ``variant`` (0 for the network without CBAM)."""
+def cbam_arm(profile: Profile, variant: str) -> str:
+    """The Table 8 row of ``variant``: "Without CBAM", "CBAM-Skip<k>" or "CBAM-AllSkip"."""
     model = resolve_variant(profile, variant).model
-    return 0 if model.name == "rlk_unet" else model.cbam_skips
-
-
-def _skips_label(skips: int) -> str:
-    return "all" if skips == ALL_SKIPS else str(skips)
+    skips, n_skips = model.cbam_skips, len(model.widths)
+    if skips == 0:
+        return WITHOUT_CBAM
+    return ALL_SKIPS if skips < 0 or skips >= n_skips else f"CBAM-Skip{skips}"
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Ablation:
 
     Attributes:
         folds: the folds pooled; note: markdown on missing runs ("" when none is missing).
-        scores: CBAM skips -> our :func:`summary_scores` (absent: not run).
+        scores: arm (Table 8's row label) -> our :func:`summary_scores` (absent: not run).
         f1_without, f1_with: our F1 without CBAM and with CBAM on every skip (NaN when absent).
         table7, table8: the tables beside the paper's.
     """
@@ -49,7 +51,7 @@ class Ablation:
     dataset: str
     folds: tuple[int, ...]
     note: str
-    scores: Mapping[int, Mapping[str, float]]
+    scores: Mapping[str, Mapping[str, float]]
     f1_without: float
     f1_with: float
     table7: pd.DataFrame
@@ -73,15 +75,16 @@ def summarize_ablation(results_dir: Path | str, data_root: Path | str, profile: 
     reports, missing = evaluate_arms(results_dir, arms, folds, data_root)
     note = (f"**Runs not found** (not trained by this profile, or notebook 03 not run): {', '.join(missing)}."
             if missing else "")
-    scores = {cbam_skips_of(profile, v): summary_scores(reports[v].summary) for v in reports}
+    scores = {cbam_arm(profile, v): summary_scores(reports[v].summary) for v in reports}
     label = dataset_label(data_root)
-    table7 = compare_with_paper([ComparedRow(row, scores.get(k), TABLE7[row]) for row, k in
-                                 (("without CBAM", 0), ("with CBAM", ALL_SKIPS))], label)
-    table8 = compare_with_paper([ComparedRow(_skips_label(k), scores.get(k), TABLE8[k]) for k in TABLE8], label,
-                                metrics=("f1", "fp_per_subject"), index_name="skips with CBAM")
+    table7 = compare_with_paper([ComparedRow(row, scores.get(arm), TABLE7[row]) for row, arm in _TABLE7_ARMS.items()],
+                                label)
+    rows8 = [ComparedRow(arm, scores.get(arm), TABLE8.get(arm, {})) for arm in [*TABLE8, *(a for a in scores
+                                                                                          if a not in TABLE8)]]
+    table8 = compare_with_paper(rows8, label, index_name="CBAM on the skips")
     return Ablation(
         dataset=label, folds=folds, note=note, scores=scores,
-        f1_without=scores[0]["f1"] if 0 in scores else math.nan,
+        f1_without=scores[WITHOUT_CBAM]["f1"] if WITHOUT_CBAM in scores else math.nan,
         f1_with=scores[ALL_SKIPS]["f1"] if ALL_SKIPS in scores else math.nan,
         table7=table7, table8=table8,
     )

@@ -1,9 +1,9 @@
 """Table 3 of Cho et al. (2025): the main network on every cross-validation fold, mean and SD.
 
 Our folds are numbered from 0, the paper's from 1: row "fold k" pairs our fold k
-with the paper's fold k + 1 (the paper gives F1 only). The last two rows are the
-mean and the sample SD (ddof = 1) over our folds beside the paper's. The pooled
-row evaluates every subject once, with the fold that held it out.
+with the paper's fold k + 1. The last two rows are the mean and the sample SD
+(ddof = 1) over our folds beside the paper's. The pooled row evaluates every
+subject once, with the fold that held it out.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ...data.run_folder import HISTORY
 from ...errors import InputError
 from ...evaluation.report import EvaluationReport
 from ...evaluation.stats import format_mean_sd, mean_sd
-from ..paper import METRICS, TABLE2, TABLE3_FOLD_F1, TABLE3_MEAN_SD
+from ..paper import METRICS, TABLE2, TABLE3_FOLDS, TABLE3_MEAN_SD
 from ..runs import RunRecord, dataset_label, load_runs, pooled_evaluation, run_name
 from .format import ComparedRow, compare_with_paper, summary_scores
 
@@ -50,11 +50,11 @@ def cross_validation_table(scores: pd.DataFrame, dataset: str) -> pd.DataFrame:
     for fold in scores.index:
         ours = scores.loc[fold].to_dict()
         if fold in ("mean", "sd"):
-            paper = {"f1": TABLE3_MEAN_SD[0 if fold == "mean" else 1]}
+            paper = {m: TABLE3_MEAN_SD[m][0 if fold == "mean" else 1] for m in METRICS}
             ours = {m: ours[m] for m in METRICS}  # no interval for a mean or an SD
             rows.append(ComparedRow(str(fold), ours, paper))
         else:
-            paper = {"f1": TABLE3_FOLD_F1[fold]} if fold < len(TABLE3_FOLD_F1) else {}
+            paper = TABLE3_FOLDS[fold] if fold < len(TABLE3_FOLDS) else {}
             rows.append(ComparedRow(f"fold {fold} (paper fold {fold + 1})", ours, paper))
     return compare_with_paper(rows, dataset, index_name="our fold (paper fold)")
 
@@ -115,7 +115,7 @@ def summarize_cross_validation(results_dir: Path | str, data_root: Path | str, p
         dataset=label, records=records, missing=tuple(missing), note=note, scores=scores, table=table,
         f1_mean=float(scores.loc["mean", "f1"]) if scores is not None else math.nan,
         f1_sd=float(scores.loc["sd", "f1"]) if scores is not None else math.nan,
-        f1_mean_sd=f1_text, paper_mean_sd=f"{TABLE3_MEAN_SD[0]:.3f} ± {TABLE3_MEAN_SD[1]:.3f}",
+        f1_mean_sd=f1_text, paper_mean_sd="{:.3f} ± {:.3f}".format(*TABLE3_MEAN_SD["f1"]),
         histories={r.fold: pd.read_csv(r.run_dir / HISTORY) for r in records},
         pooled=pooled, pooled_scores=pooled_scores,
         pooled_subjects=int(pooled.summary.get("n_subjects", 0)) if pooled else 0,

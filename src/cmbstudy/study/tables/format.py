@@ -43,7 +43,9 @@ METHOD_LABELS: Mapping[str, str] = MappingProxyType({
     "wei2022": "Wei 2022 (MMOC-Net)",
     "tsuchida2024": "Tsuchida 2024 (SHIVA-CMB 3D U-Net)",
     "nnunet": "nnU-Net-style DynUNet",
-    "cbam_skips_0": "RLK-UNet without CBAM",
+    "without_cbam": "RLK-UNet without CBAM",
+    "cbam_skip1": "RLK-UNet, CBAM on the deepest skip",
+    "cbam_skip2": "RLK-UNet, CBAM on the two deepest skips",
     CLASSICAL: "classical LoG detector",
 })
 
