@@ -11,7 +11,13 @@ STUDY_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cmbstudy-installed
 
-.PHONY: setup study test test-unit clean-study
+# the packaged model of `cmbstudy detect` (src/cmbstudy/weights/README.md): its cohort, schedule and work folder
+WEIGHTS_WORK ?= weights-work
+WEIGHTS_SUBJECTS ?= 150
+WEIGHTS_SEED ?= 2
+WEIGHTS_EPOCHS ?= 60
+
+.PHONY: setup study test test-unit clean-study weights
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,3 +42,17 @@ test-unit: setup
 
 clean-study:
 	rm -rf results book/_build
+
+# Regenerates src/cmbstudy/weights/ (about 20 minutes on 2 CPU cores): a synthetic cohort larger than the
+# study's, the study's recipe on fold 0 with a longer schedule, the operating point chosen on the
+# fold's validation subjects, and the export with its provenance. Measure it with
+# `$(PY) benchmarks/packaged_model.py`.
+weights: setup
+	test -f $(WEIGHTS_WORK)/cohort/participants.tsv || $(VENV)/bin/cmbstudy synth --profile quick \
+		--n-subjects $(WEIGHTS_SUBJECTS) --seed $(WEIGHTS_SEED) --out $(WEIGHTS_WORK)/cohort
+	$(VENV)/bin/cmbstudy train --profile quick --data $(WEIGHTS_WORK)/cohort --fold 0 --overwrite \
+		--out $(WEIGHTS_WORK)/run --set train.epochs=$(WEIGHTS_EPOCHS) --set train.restart_epochs=$(WEIGHTS_EPOCHS) \
+		--set train.warmup_epochs=2 --set train.mine_after=10 --set train.mine_subjects=12
+	$(PY) -c "from cmbstudy.inference.model_store import export_model; \
+		print(export_model('$(WEIGHTS_WORK)/run', 'src/cmbstudy/weights', data_root='$(WEIGHTS_WORK)/cohort', \
+		command='make weights WEIGHTS_SUBJECTS=$(WEIGHTS_SUBJECTS) WEIGHTS_SEED=$(WEIGHTS_SEED) WEIGHTS_EPOCHS=$(WEIGHTS_EPOCHS)'))"

@@ -46,9 +46,15 @@ def _cmd_env(args: argparse.Namespace) -> int:
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .config import load_profile
-    from .synth import make_cohort
+    from .synth import make_cohort, make_test_cohort
 
     profile = load_profile(args.profile, args.set)
+    if args.test:
+        if args.n_subjects is not None or args.seed is not None:
+            raise ConfigError("--test takes its size and seed from the profile: use "
+                              "--set synth.n_test_subjects=N --set synth.test_seed=S instead of --n-subjects/--seed")
+        print(make_test_cohort(args.out, profile, overwrite=args.overwrite, progress=not args.quiet))
+        return 0
     summary = make_cohort(
         args.out,
         profile=profile,
@@ -71,6 +77,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_profile, resolve_variant
+    from .data.splits import load_test_split
     from .training.run import train_fold
 
     profile = load_profile(args.profile, args.set)
@@ -87,6 +94,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         modality=args.modality,
+        exclude=load_test_split(Path(args.test_split)) if args.test_split else (),
     )
     print(result)
     return 0
@@ -182,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder to create")
     p.add_argument("--n-subjects", type=int, default=None, help="default: the profile's")
     p.add_argument("--seed", type=int, default=None, help="default: the profile's")
+    p.add_argument("--test", action="store_true",
+                   help="the profile's separate test cohort (synth.n_test_subjects from synth.test_seed)")
     _add_common(p, profile=True, out=True)
     p.set_defaults(func=_cmd_synth)
 
@@ -204,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train and validate on subjects of this modality only")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--test-split", default=None,
+                   help="a test_split.json: its subjects are held out of training and validation")
     _add_common(p, profile=True, out=True)
     p.set_defaults(func=_cmd_train)
 
@@ -212,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help=f"dataset root (default: ${DATA_ENV_VAR})")
     p.add_argument("--out", required=True, help="prediction folder to create")
     p.add_argument("--threshold", type=float, default=None, help="default: the run's")
-    p.add_argument("--split", choices=("all", "val", "train"), default="all",
-                   help="subjects to predict: all, or the run fold's val or train subjects")
+    p.add_argument("--split", choices=("all", "val", "train", "test"), default="all",
+                   help="subjects to predict: all, the run fold's val or train subjects, or those it held out (test)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     _add_common(p, out=True)
     p.set_defaults(func=_cmd_predict)

@@ -57,6 +57,8 @@ class SynthConfig:
     mimic_scale: float = 1.0  # multiplies the numbers of cortical/medullary veins and calcifications
     snr_scale: float = 1.0  # multiplies every site's signal-to-noise ratio
     cmb_chi_scale: float = 1.0  # multiplies every CMB's susceptibility (lower = fainter CMBs)
+    n_test_subjects: int = 72  # subjects of the separate test cohort (the paper's test set: 72)
+    test_seed: int = 1  # master seed of the test cohort (the training cohort uses the profile's seed)
 
 
 @dataclass(frozen=True)
@@ -115,13 +117,21 @@ class TrainConfig:
     val_every: int = 1  # validate every k epochs and after the last (0: never; checkpoint_best is the last epoch)
     val_batch_size: int = 8  # slices per forward pass in validation and inference
     patch_size: tuple[int, int, int] = (16, 64, 64)  # volumetric models: training patch (slices, rows, columns)
+    hard_negative_fraction: float = 0.0  # share of samples centred on the network's own false positives
+    edge_fraction: float = 0.0  # share of samples centred on the brain's edge
+    mine_after: int = 0  # mine false positives after this many epochs, and every as many after (0: never)
+    mine_subjects: int = 16  # training subjects predicted per mining (0: all)
+    brain_jitter: int = 0  # the brain mask of a training sample is eroded or dilated by up to this many voxels
+    blob_weight: float = 0.0  # weight of the lesion-wise Dice term (every lesion counts the same; 0: none)
+    seed: int | None = None  # training seed (initialisation, sampling); None: the profile's seed, which also makes the cohort and folds
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Detection and matching rules (see :mod:`cmbstudy.evaluation`)."""
 
-    threshold: float = 0.5  # probability threshold before connected components
+    threshold: float = 0.5  # probability threshold before connected components, until a run is calibrated
+    min_voxels: int = 1  # smallest component kept (voxels), until a run is calibrated
     match_distance_voxels: float = 4.0  # paper rule: centroid distance for a true positive
     valdo_distance_mm: float = 5.0  # VALDO rule: centre-of-mass distance in mm
     connectivity: int = 26  # 3D connectivity of components: 6, 18 or 26
@@ -138,6 +148,7 @@ class StudyConfig:
     baselines: tuple[str, ...] = ("dou2016", "fan2022", "wei2022", "tsuchida2024", "nnunet")  # Table 2
     comparison_folds: tuple[int, ...] = (0,)  # folds of the ablation and baseline variants
     cross_modality: bool = True  # train on one modality, test on the other (Table 5)
+    test_fraction: float = 0.2  # a real dataset: share of subjects held out as its test set (seeded, saved)
 
 
 # Named profile overrides (``section.key`` -> value), one per network of the study. A profile's

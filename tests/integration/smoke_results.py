@@ -5,10 +5,11 @@ made by ``cmbstudy study --profile smoke`` (regenerate ``data/smoke_results.tsv`
 is meant to change the numbers, and say why in the commit). The table reads files only and imports
 nothing of cmbstudy, so it reads the results of any version of the package.
 
-What it holds, per key: every number glued into a notebook; every run's evaluation (pooled and
-per-subject counts, scores, intervals, FROC sensitivities, under both rules), epochs and parameters;
-its training loss per epoch; the mean and maximum of its predicted probabilities; and per subject
-of the synthetic cohort its CMB count and the mean and SD of its image. Floats are kept to 6
+What it holds, per key: every number glued into a notebook; every run's test-set evaluation (pooled
+and per-subject counts, scores, intervals, FROC sensitivities, under both rules where both were
+made), its operating point, epochs and parameters; its training loss and samples of each kind per
+epoch; the mean and maximum of its predicted probabilities; and per subject of both synthetic
+cohorts its CMB count and the mean and SD of its image. Floats are kept to 6
 significant digits, and the values that come straight out of training (losses, probabilities) to 4:
 the same seed gives the same numbers on one machine, while other CPUs round their kernels
 differently in the last bits.
@@ -106,23 +107,28 @@ def collect(results: Path) -> dict[str, str]:
     """key -> value text of the numbers of a smoke study's results folder (see the module docstring)."""
     results = Path(results)
     rows: dict[str, str] = {}
-    _cohort(next((results / "data").glob("synthetic-*")), rows)
+    for cohort in sorted((results / "data").glob("synthetic-*")):  # the training pool and the test cohort
+        _cohort(cohort, rows)
     notebooks = sorted((results / "notebooks").glob("*.ipynb")) + sorted((results / "notebooks").glob("*/*.ipynb"))
     for path in notebooks:
         if not path.name.endswith(".failed.ipynb"):
             name = path.relative_to(results / "notebooks").with_suffix("").as_posix()
             rows.update({f"glue.{name}.{key}": value for key, value in _glued(path).items()})
     for run in sorted(p for p in (results / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for file in ("eval-val.json", "eval-val-valdo.json", "eval-test.json"):
+        for file in ("eval-test.json", "eval-test-valdo.json"):
             if (run / file).is_file():
                 _flatten(f"run.{run.name}.{file}", _evaluation(run / file), rows)
+        point = json.loads((run / "operating_point.json").read_text())
+        _flatten(f"run.{run.name}.operating_point", point, rows, _TRAINED_DIGITS)
         result = json.loads((run / "result.json").read_text())
         _flatten(f"run.{run.name}.result", {k: result[k] for k in ("epochs", "best_epoch", "n_params")}, rows)
         with open(run / "history.csv") as handle:
             for row in csv.DictReader(handle):
                 rows[f"run.{run.name}.history.{row['epoch']}.train_loss"] = _number(
                     float(row["train_loss"]), _TRAINED_DIGITS)
-        for folder in ("pred-val", "pred-test"):
+                for column in ("crops_lesion", "crops_hard", "crops_edge", "crops_other", "hard_pool"):
+                    rows[f"run.{run.name}.history.{row['epoch']}.{column}"] = row.get(column, "")
+        for folder in ("pred-test",):
             if (run / folder).is_dir():
                 _flatten(f"run.{run.name}.{folder}.probability", _probabilities(run / folder), rows, _TRAINED_DIGITS)
     return rows

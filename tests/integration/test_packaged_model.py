@@ -24,7 +24,11 @@ def test_packaged_model_provenance() -> None:
     provenance = json.loads(path.with_suffix(".json").read_text())
     assert provenance["training_data"]["layout"] == "synthetic"
     assert provenance["profile"]["name"] == "quick" and provenance["fold"] == 0
-    assert 0.0 < provenance["best_val"]["f1"] <= 1.0
+    point = provenance["operating_point"]
+    assert point["source"] == "validation" and 0.0 < point["validation"]["f1"] <= 1.0
+    assert model.operating_point.threshold == point["threshold"]  # what detect uses
+    assert provenance["command"].startswith("make weights")
+    assert provenance["training_data"]["cmbstudy"]["n_subjects"] > load_profile("quick").synth.n_subjects
     # the shipped weights must match the quick profile's network and preprocessing:
     # a change to either without retraining and re-exporting fails here
     quick = load_profile("quick")

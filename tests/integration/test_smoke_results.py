@@ -34,10 +34,10 @@ def test_the_table_would_see_a_changed_number(smoke_study, tmp_path: Path) -> No
     # the comparison is not vacuous: one more false negative in one evaluation file changes one key
     copy = tmp_path / "results"
     shutil.copytree(smoke_study.results, copy, ignore=shutil.ignore_patterns("*.pt", "*.npz", "book"))
-    path = copy / "runs" / "rlk_unet_cbam-fold0" / "eval-val.json"
+    path = copy / "runs" / "rlk_unet_cbam-fold0" / "eval-test.json"
     data = json.loads(path.read_text())
     data["summary"]["n_fn"] += 1
     path.write_text(json.dumps(data))
     stored = read_table(STORED)
     assert {k for k, v in collect(copy).items() if stored.get(k) != v} == {
-        "run.rlk_unet_cbam-fold0.eval-val.json.summary.n_fn"}
+        "run.rlk_unet_cbam-fold0.eval-test.json.summary.n_fn"}

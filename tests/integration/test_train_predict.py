@@ -60,7 +60,7 @@ def test_train_then_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             "--set", "train.slices_per_epoch=4", "--quiet"]
     assert main(args) == 0
     for name in ("profile.yaml", "split.json", "environment.json", "history.csv",
-                 "checkpoint_last.pt", "checkpoint_best.pt", "result.json", "dataset.json"):
+                 "checkpoint_last.pt", "checkpoint_best.pt", "result.json", "dataset.json", "operating_point.json"):
         assert (run / name).is_file(), name
     assert json.loads((run / "dataset.json").read_text())["data_root"] == str(data.resolve())
     assert yaml.safe_load((run / "profile.yaml").read_text())["train"]["slices_per_epoch"] == 4
@@ -79,7 +79,9 @@ def test_train_then_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert table["subject_id"].tolist() == ["001", "002", "003", "004"]
     assert list(table.columns) == ["subject_id", "cmb_count", "seconds_model", "seconds_post", "seconds_total"]
     info = json.loads((pred / "prediction.json").read_text())
-    assert info["model"] == "rlk_unet_cbam" and info["profile"] == "smoke" and info["threshold"] == 0.5
+    point = json.loads((run / "operating_point.json").read_text())  # chosen on the fold's validation subjects
+    assert info["model"] == "rlk_unet_cbam" and info["profile"] == "smoke"
+    assert (info["threshold"], info["min_voxels"]) == (point["threshold"], point["min_voxels"])
     for label in table["subject_id"]:
         source = nib.load(data / f"sub-{label}" / "anat" / f"sub-{label}_T2starw.nii.gz")
         prob = nib.load(pred / f"sub-{label}" / f"sub-{label}_desc-cmb_probseg.nii.gz")
@@ -100,3 +102,27 @@ def test_train_then_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                  "--split", "val", "--quiet"]) == 0
     val_ids = pd.read_csv(val_pred / "predictions.tsv", sep="\t", dtype={"subject_id": str})["subject_id"]
     assert val_ids.tolist() == split["folds"][1]["val"]
+
+
+@pytest.mark.slow
+def test_a_real_dataset_holds_out_a_saved_test_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cmbstudy.config import load_profile
+    from cmbstudy.study.training_runs import train_and_evaluate
+
+    monkeypatch.setenv("CMBSTUDY_CACHE", str(tmp_path / "cache"))
+    data, results = tmp_path / "data", tmp_path / "results"
+    _make_dataset(data, n_subjects=5)
+    profile = load_profile("smoke", ["train.epochs=1", "train.slices_per_epoch=4", "study.test_fraction=0.2"])
+    record = train_and_evaluate(profile, "rlk_unet_cbam", 0, data, results, device="cpu", progress=False)
+    test = json.loads((results / "test_split.json").read_text())["test"]
+    assert len(test) == 1  # a fifth of 5 subjects
+    split = json.loads((record.run_dir / "split.json").read_text())
+    trained_on = {s for fold in split["folds"] for part in fold.values() for s in part}
+    assert trained_on == {f"{i:03d}" for i in range(1, 6)} - set(test)  # the test subject is in no fold
+    assert json.loads((record.run_dir / "dataset.json").read_text())["held_out"] == test
+    assert [r["subject_id"] for r in record.evaluation["per_subject"]] == test  # scored on it alone
+    assert (record.run_dir / "operating_point.json").is_file()
+    # `cmbstudy predict --split test` predicts the held-out subject of a run
+    assert main(["predict", "--run", str(record.run_dir), "--data", str(data), "--split", "test",
+                 "--out", str(tmp_path / "pred"), "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "pred").glob("sub-*")) == [f"sub-{test[0]}"]

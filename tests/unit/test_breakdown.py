@@ -19,14 +19,16 @@ from cmbstudy.study.examples import (
     select_small_lesion_slices,
 )
 from cmbstudy.study.tables.beyond import (
-    NO_MIMIC,
     _rule_scores,
-    classify_false_positives,
     load_inference_times,
     summarize_by_group,
-    summarize_fp_mimics,
 )
 from cmbstudy.study.tables.burden import compute_agreement
+from cmbstudy.study.tables.errors import (
+    NO_MIMIC,
+    classify_false_positives,
+    summarize_fp_mimics,
+)
 
 
 def test_agreement_and_linear_weighted_kappa_by_hand() -> None:
@@ -114,7 +116,7 @@ def test_rule_and_ci_tables_put_values_in_their_columns(tmp_path: Path) -> None:
 
 
 def test_inference_times_per_run_and_paper_row(tmp_path: Path) -> None:
-    pred = tmp_path / "runs" / "m-fold0" / "pred-val"
+    pred = tmp_path / "runs" / "m-fold0" / "pred-test"
     pred.mkdir(parents=True)
     (pred / "prediction.json").write_text(json.dumps({"model": "m", "device": "cpu", "n_subjects": 3,
                                                        "seconds_per_subject": 1.25}))

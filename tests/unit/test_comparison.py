@@ -14,6 +14,7 @@ from cmbstudy.evaluation.subsets import compute_recall_by_size
 from cmbstudy.figures.froc import plot_froc
 from cmbstudy.study.paper import PAPER_DATASET_LABEL, TABLE2, TABLE4
 from cmbstudy.study.tables.classical_floor import compute_classical_result
+from cmbstudy.study.tables.comparison import _missing_note
 from cmbstudy.study.tables.format import CLASSICAL, METHOD_LABELS
 from cmbstudy.study.tables.methods import (
     MethodResult,
@@ -81,6 +82,15 @@ def test_methods_without_paper_row_or_runs_say_so() -> None:
     dou = table.loc[METHOD_LABELS["dou2016"]]
     assert np.isnan(dou["f1"]) and dou["f1_paper"] == pytest.approx(0.611)
     assert dou["note"] == "runs missing: dou2016-fold0"
+
+
+def test_a_method_that_detected_nothing_is_named_in_the_note() -> None:
+    silent = make_method_result("dou2016", [_evaluation([_row("a", 0, 0, 2), _row("b", 0, 0, 1)])], [0], 5, [1.0])
+    found = make_method_result("nnunet", [_evaluation(ROWS)], [0], 5, [1.0])
+    note = _missing_note({}, {"dou2016": silent, "nnunet": found})
+    assert "Every method of the comparison has its runs." in note
+    assert f"**{METHOD_LABELS['dou2016']}** detected nothing on the test set" in note
+    assert METHOD_LABELS["nnunet"] not in note
 
 
 def test_format_labels_columns_by_dataset() -> None:
@@ -157,22 +167,24 @@ def _case(rng: np.random.Generator, centres: list[tuple[int, int, int]]) -> Dete
     return DetectionCase(image.astype(np.float32), brain, (1.0, 1.0, 3.0), np.array(centres, float))
 
 
-def test_classical_is_tuned_on_train_and_scored_on_val(rng: np.random.Generator) -> None:
-    cases = [_case(rng, [(12, 12, 4), (25, 28, 3)]), _case(rng, [(20, 15, 5)]), _case(rng, [(14, 26, 4), (27, 12, 6)])]
-    diameters = {"t1": np.array([2.0, 4.0]), "t2": np.array([3.0]), "v": np.array([2.5, 5.0])}
-    result, lesions = compute_classical_result(cases, ["t1", "t2", "v"], {0: {"train": ["t1", "t2"], "val": ["v"]}},
-                                               diameters)
-    assert [r["subject_id"] for r in result.per_subject] == ["v"]
+def test_classical_is_tuned_on_validation_and_scored_on_the_test_set(rng: np.random.Generator) -> None:
+    cases = [_case(rng, [(12, 12, 4), (25, 28, 3)]), _case(rng, [(20, 15, 5)])]
+    test = [_case(rng, [(14, 26, 4), (27, 12, 6)])]
+    diameters = {"x": np.array([2.5, 5.0])}
+    split = {0: {"train": ["t1"], "val": ["v1"]}}
+    result, lesions = compute_classical_result(cases, ["t1", "v1"], split, test, ["x"], diameters)
+    assert [r["subject_id"] for r in result.per_subject] == ["x"]  # scored on the test set only
     counts = result.counts()
     assert counts[0, 0] == 2 and counts[0, 2] == 0  # both dots found
     assert result.counts("small")[0, 0] == 1  # only the 2.5 mm dot is <= 3 mm
     assert list(lesions["detected"]) == [True, True]
-    assert result.n_params is None and "fold 0" in result.note
+    assert result.n_params is None and "tuned on 1 validation subjects" in result.note
     assert result.froc is not None and result.froc.sensitivity[-1] == pytest.approx(1.0)
-    with pytest.raises(InputError, match="fold 1: 1 training and 0 validation"):
-        compute_classical_result(cases, ["t1", "t2", "v"], {1: {"train": ["t1"], "val": ["x"]}}, diameters)
+    with pytest.raises(InputError, match="fold 1: 0 validation and 1 test"):
+        compute_classical_result(cases, ["t1", "v1"], {1: {"train": ["t1"], "val": ["nobody"]}}, test, ["x"],
+                                 diameters)
     with pytest.raises(InputError, match="at least one fold split"):
-        compute_classical_result(cases, ["t1", "t2", "v"], {}, diameters)
+        compute_classical_result(cases, ["t1", "v1"], {}, test, ["x"], diameters)
 
 
 def test_method_result_label_falls_back_to_the_name() -> None:

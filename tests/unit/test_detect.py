@@ -220,3 +220,28 @@ def test_report_slices() -> None:
     image = np.zeros((5, 6, 20))
     image[:, :, 4:14] = 1.0  # non-zero slices 4..13 -> 8 evenly spaced inner slices
     assert select_report_slices(np.zeros_like(labels), image) == [5, 6, 7, 8, 9, 10, 11, 12]
+
+
+def test_the_calibrated_operating_point_travels_with_the_model(tmp_path: Path) -> None:
+    run = _run_folder(tmp_path / "run")
+    point = {"threshold": 0.8, "min_voxels": 100, "source": "validation", "validation": {"f1": 0.7}}
+    (run / "operating_point.json").write_text(json.dumps(point))
+    root = make_synthetic_root(tmp_path / "ds", n_subjects=1)
+    exported = export_model(run, tmp_path / "weights", data_root=root)
+    packaged = load_detection_model(exported)
+    assert packaged.operating_point.threshold == 0.8 and packaged.operating_point.min_voxels == 100
+    assert json.loads(exported.with_suffix(".json").read_text())["operating_point"]["threshold"] == 0.8
+    override = packaged.point_for(0.3)
+    assert (override.threshold, override.min_voxels, override.source) == (0.3, 100, "--threshold")
+    # the hand-made network with a minimum size no CMB of the phantom reaches: nothing is reported
+    model = _model()
+    calibrated = DetectionModel(model.network, model.profile, "hand-made", model.provenance, True,
+                                calibrated=packaged.operating_point)
+    scan = _scan(tmp_path / "sub-042_T2starw.nii.gz", _oblique_affine())
+    summary = detect_path(scan, tmp_path / "out", model=calibrated, progress=False)
+    assert [r.cmb_count for r in summary.scans] == [0]
+    info = json.loads((tmp_path / "out" / "sub-042" / "anat" / "sub-042_summary.json").read_text())
+    assert info["threshold"] == 0.8 and info["min_voxels"] == 100
+    assert info["operating_point"]["source"] == "validation"
+    again = detect_path(scan, tmp_path / "out2", model=calibrated, threshold=0.5, progress=False)
+    assert [r.cmb_count for r in again.scans] == [0]  # --threshold keeps the calibrated minimum size

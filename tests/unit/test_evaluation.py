@@ -104,18 +104,22 @@ def test_paper_rule_end_to_end_and_json(study: tuple[Path, Path], tmp_path: Path
 
 
 def test_threshold_follows_prediction_json(study: tuple[Path, Path]) -> None:
-    """The paper rule uses predict's threshold; the VALDO rule stays at 0.5; an argument wins."""
+    """Both rules use predict's threshold (its operating point); an argument wins."""
     ref, pred = study
     (pred / "prediction.json").write_text(json.dumps({"threshold": 0.65}))
     paper = evaluate_predictions(pred, ref, rule="paper", n_bootstrap=10, progress=False).summary
     # at 0.65 the 0.6 voxel of sub-002 is gone: TP 1 (p 0.9), FP 1 (p 0.7), FN 1
     assert paper["threshold"] == 0.65 and (paper["n_tp"], paper["n_fp"], paper["n_fn"]) == (1, 1, 1)
     valdo = evaluate_predictions(pred, ref, rule="valdo", n_bootstrap=10, progress=False).summary
-    assert valdo["threshold"] == 0.5 and valdo["n_fp"] == 2
+    assert valdo["threshold"] == 0.65 and valdo["n_fp"] == 1  # the 0.6 false positive is gone here too
+    (pred / "prediction.json").write_text(json.dumps({"threshold": 0.65, "min_voxels": 2}))
+    for rule in ("paper", "valdo"):  # the minimum size follows predict too: only the 8-voxel cube is left
+        summary = evaluate_predictions(pred, ref, rule=rule, n_bootstrap=10, progress=False).summary
+        assert (summary["min_voxels"], summary["n_pred"], summary["n_fp"]) == (2, 1, 0)
     given = evaluate_predictions(pred, ref, rule="paper", threshold=0.8, n_bootstrap=10, progress=False).summary
     assert given["threshold"] == 0.8 and (given["n_tp"], given["n_fp"]) == (1, 0)
     (pred / "prediction.json").write_text("{not json")
-    with pytest.raises(InputError, match=r"prediction\.json is not valid prediction metadata"):
+    with pytest.raises(InputError, match=r"prediction\.json cannot be read as JSON"):
         evaluate_predictions(pred, ref, rule="paper", progress=False)
 
 

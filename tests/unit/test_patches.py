@@ -78,10 +78,12 @@ def test_sampler_is_a_function_of_seed_and_epoch() -> None:
 
 def test_lesion_patches_contain_their_lesion_and_have_the_patch_shape() -> None:
     data = PatchDataset([_volume()], _cfg(), seed=3, augment=False)
-    lesion_rows = [i for i in range(len(data)) if data.plan[i][1] >= 0]
+    lesion_rows = [i for i in range(len(data)) if data.plan.kinds[i] == 0]
     assert len(lesion_rows) == 6  # round(12 * 0.5)
-    # each of the 3 lesion components is used once per pass before any repeats
-    assert sorted(int(data.plan[i][1]) for i in lesion_rows) == [0, 0, 1, 1, 2, 2]
+    # each of the 3 lesion components (one row each) is used once per pass before any repeats
+    centres = [tuple(int(v) for v in data.plan.points[i, 1:]) for i in lesion_rows]
+    assert len(data.pools["lesion"]) == 3 and len(set(centres)) == 3
+    assert all(centres.count(c) == 2 for c in centres)
     for i in range(len(data)):
         sample = data[i]
         assert sample["image"].shape == sample["mask"].shape == (1, 8, 16, 16)

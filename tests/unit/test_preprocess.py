@@ -61,6 +61,9 @@ def test_shapes_dtypes_and_zscore() -> None:
     assert vol.image[vol.brain].mean() == pytest.approx(0.0, abs=1e-5)
     assert vol.image[vol.brain].std() == pytest.approx(1.0, abs=1e-4)
     assert not vol.image[~vol.brain].any()
+    # the same z-scores before the brain cut, for training on eroded or dilated masks
+    np.testing.assert_array_equal(vol.unmasked[vol.brain], vol.image[vol.brain])
+    assert vol.unmasked.dtype == np.float32 and vol.unmasked[~vol.brain].any()
     g = vol.geometry
     # brain ellipsoid (centre 20, 23; radii 16.4, 18.8 voxels) spans x 4..36 (33 voxels) and
     # y 5..41 (37): the square of side 37 starts 2 voxels before it in x
@@ -191,6 +194,7 @@ def test_subject_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     second = pp.load_preprocessed(subjects, FAST, cache, progress=False)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.unmasked, b.unmasked)
         np.testing.assert_array_equal(a.mask, b.mask)
         assert a.geometry == b.geometry
     np.testing.assert_array_equal(second[0].restore(second[0].mask, order=0),

@@ -37,17 +37,17 @@ def _summary(tp: int, fp: int, fn: int, n_subjects: int) -> dict:
     }
 
 
-def _write_run(results: Path, name: str, summary: dict, *, test: dict | None = None, skip: str = "") -> Path:
+def _write_run(results: Path, name: str, summary: dict, *, skip: str = "") -> Path:
     run = results / "runs" / name
-    (run / "pred-val").mkdir(parents=True)
+    (run / "pred-test").mkdir(parents=True)
     files = {
         "result.json": {"model": "rlk_unet_cbam", "n_params": 1234, "seconds": 12.5, "epochs": 2},
-        "eval-val.json": {"summary": summary, "per_subject": []},
-        "eval-val-valdo.json": {"summary": {**summary, "f1": 0.1}, "per_subject": []},
-        "pred-val/prediction.json": {"seconds_per_subject": 0.25, "threshold": 0.5},
+        "eval-test.json": {"summary": summary, "per_subject": []},
+        "eval-test-valdo.json": {"summary": {**summary, "f1": 0.1}, "per_subject": []},
+        "operating_point.json": {"threshold": 0.8, "min_voxels": 2, "source": "validation",
+                                 "validation": {"f1": 0.6, "n_subjects": 3}},
+        "pred-test/prediction.json": {"seconds_per_subject": 0.25, "threshold": 0.8},
     }
-    if test is not None:
-        files["eval-test.json"] = {"summary": test, "per_subject": []}
     for rel, data in files.items():
         if rel != skip:
             (run / rel).write_text(json.dumps(data))
@@ -92,26 +92,26 @@ def test_training_instances_follow_the_study_section() -> None:
 
 
 def test_load_run_reads_every_file(tmp_path: Path) -> None:
-    _write_run(tmp_path, "rlk_unet_cbam-gre-fold1", _summary(3, 1, 1, 2), test=_summary(2, 4, 2, 4))
+    _write_run(tmp_path, "rlk_unet_cbam-gre-fold1", _summary(3, 1, 1, 2))
     record = load_run(tmp_path, "rlk_unet_cbam-gre-fold1")
     assert (record.variant, record.fold, record.modality) == ("rlk_unet_cbam", 1, "gre")
-    assert record.evaluation["summary"]["f1"] == pytest.approx(0.75)
+    assert record.evaluation["summary"]["f1"] == pytest.approx(0.75)  # the test set
     assert record.evaluation_valdo["summary"]["f1"] == 0.1
-    assert record.test_evaluation["summary"]["fp_per_subject"] == pytest.approx(1.0)
+    assert record.operating_point["threshold"] == 0.8 and record.validation == {"f1": 0.6, "n_subjects": 3}
     assert (record.n_params, record.train_seconds, record.seconds_per_subject) == (1234, 12.5, 0.25)
 
 
 def test_missing_run_file_names_it_and_the_step(tmp_path: Path) -> None:
-    _write_run(tmp_path, "nnunet-fold0", _summary(1, 0, 1, 1), skip="eval-val.json")
-    with pytest.raises(InputError, match=r"nnunet-fold0/eval-val.json does not exist.*03_training"):
+    _write_run(tmp_path, "nnunet-fold0", _summary(1, 0, 1, 1), skip="eval-test.json")
+    with pytest.raises(InputError, match=r"nnunet-fold0/eval-test.json does not exist.*03_training"):
         load_run(tmp_path, "nnunet-fold0")
     with pytest.raises(InputError, match=r"result.json does not exist"):
         load_run(tmp_path, "fan2022-fold0")
     with pytest.raises(InputError, match="not a run name"):
         load_run(tmp_path, "fold0")
-    # a modality run needs its test evaluation
-    _write_run(tmp_path, "rlk_unet_cbam-swi-fold0", _summary(1, 0, 1, 1))
-    with pytest.raises(InputError, match="eval-test.json does not exist"):
+    # a run that was never calibrated is unfinished
+    _write_run(tmp_path, "rlk_unet_cbam-swi-fold0", _summary(1, 0, 1, 1), skip="operating_point.json")
+    with pytest.raises(InputError, match="operating_point.json does not exist"):
         load_run(tmp_path, "rlk_unet_cbam-swi-fold0")
     found, missing = load_runs(tmp_path, ["nnunet-fold0", "rlk_unet_cbam-swi-fold0"])
     assert found == {} and missing == ["nnunet-fold0", "rlk_unet_cbam-swi-fold0"]
@@ -119,7 +119,7 @@ def test_missing_run_file_names_it_and_the_step(tmp_path: Path) -> None:
 
 def test_collect_runs_one_row_per_finished_run(tmp_path: Path) -> None:
     _write_run(tmp_path, "rlk_unet_cbam-fold0", _summary(3, 1, 1, 2))
-    _write_run(tmp_path, "rlk_unet_cbam-gre-fold0", _summary(1, 3, 0, 3), test=_summary(1, 1, 1, 1))
+    _write_run(tmp_path, "rlk_unet_cbam-gre-fold0", _summary(1, 3, 0, 3))
     _write_run(tmp_path, "without_cbam-fold0", _summary(1, 1, 1, 1), skip="result.json")
     (tmp_path / "runs" / ".cmbstudy_cache").mkdir()
     with pytest.warns(UserWarning, match="without_cbam-fold0 left out"):
@@ -134,6 +134,7 @@ def test_collect_runs_one_row_per_finished_run(tmp_path: Path) -> None:
     assert frame.iloc[1]["fp_per_subject"] == pytest.approx(1.0)
     assert first["small_f1"] == pytest.approx(1 / 3)
     assert (first["n_ref"], first["n_subjects"]) == (4, 2)
+    assert (first["threshold"], first["min_voxels"], first["val_f1"]) == (0.8, 2, 0.6)
     assert collect_runs(tmp_path / "nothing").empty
 
 
@@ -182,7 +183,7 @@ def test_ablation_arms_are_the_papers_and_one_switch_makes_them() -> None:
     from cmbstudy.study.paper import TABLE8
     from cmbstudy.study.tables.ablation import cbam_arm
 
-    profile = load_profile("quick")
+    profile = load_profile("paper")  # every arm (the quick profile trains the two end points only)
     arms = [*profile.study.ablation, profile.study.main]
     assert [cbam_arm(profile, v) for v in arms] == list(TABLE8)  # Without CBAM, CBAM-Skip1, -Skip2, -AllSkip
     resolved = [resolve_variant(profile, v).model for v in arms]

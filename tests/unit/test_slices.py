@@ -11,7 +11,13 @@ from cmbstudy.config import TrainConfig
 from cmbstudy.errors import ConfigError, InputError
 from cmbstudy.preprocessing.stacks import neighbour_stack, volume_stacks
 from cmbstudy.training.augment import bezier_intensity
-from cmbstudy.training.plan import plan_epoch
+from cmbstudy.training.plan import (
+    SAMPLE_KINDS,
+    edge_points,
+    lesion_points,
+    plan_epoch,
+    sample_shares,
+)
 from cmbstudy.training.sampling_2p5d import SliceDataset
 
 
@@ -66,28 +72,58 @@ def test_bezier_is_monotone_keeps_range_and_background(rng: np.random.Generator)
     np.testing.assert_array_equal(out, again)
 
 
-def test_plan_epoch_ratio_and_determinism() -> None:
-    lesion = np.array([[0, z] for z in range(5)])
-    other = np.array([[1, z] for z in range(50)])
-    picked, seeds = plan_epoch(lesion, other, 20, 0.25, seed=3, epoch=0)
-    assert picked.shape == (20, 2) and seeds.shape == (20,)
-    is_lesion = picked[:, 0] == 0
-    assert is_lesion.sum() == 5  # round(20 * 0.25)
-    assert sorted(picked[is_lesion, 1].tolist()) == [0, 1, 2, 3, 4]  # each used once
-    assert len({tuple(r) for r in picked[~is_lesion]}) == 15  # no repeats before the pool is used
-    again, seeds_again = plan_epoch(lesion, other, 20, 0.25, seed=3, epoch=0)
-    np.testing.assert_array_equal(picked, again)
-    np.testing.assert_array_equal(seeds, seeds_again)
-    later, _ = plan_epoch(lesion, other, 20, 0.25, seed=3, epoch=1)
-    assert not np.array_equal(picked, later)
-    # 12 lesion slices from a pool of 5: every slice 2 or 3 times
-    many, _ = plan_epoch(lesion, other, 16, 0.75, seed=3, epoch=0)
-    counts = np.bincount(many[many[:, 0] == 0, 1], minlength=5)
+def _rows(volume: int, zs) -> np.ndarray:
+    return np.array([[volume, z, 5, 5] for z in zs], dtype=np.int64)
+
+
+def test_plan_epoch_shares_and_determinism() -> None:
+    pools = {"lesion": _rows(0, range(5)), "other": _rows(1, range(50)), "edge": _rows(2, range(8)),
+             "hard": _rows(3, range(0))}
+    shares = {"lesion": 0.25, "hard": 0.25, "edge": 0.1, "other": 0.4}
+    plan = plan_epoch(pools, shares, 20, seed=3, epoch=0)
+    assert plan.points.shape == (20, 4) and plan.seeds.shape == (20,) and plan.kinds.shape == (20,)
+    # no hard negatives mined yet: their share goes to random brain crops
+    assert plan.counts() == {"lesion": 5, "hard": 0, "edge": 2, "other": 13}
+    lesion = plan.points[plan.kinds == SAMPLE_KINDS.index("lesion")]
+    assert sorted(lesion[:, 1].tolist()) == [0, 1, 2, 3, 4]  # each used once
+    assert len({tuple(r) for r in plan.points[plan.kinds == SAMPLE_KINDS.index("other")]}) == 13  # no repeats
+    again = plan_epoch(pools, shares, 20, seed=3, epoch=0)
+    np.testing.assert_array_equal(plan.points, again.points)
+    np.testing.assert_array_equal(plan.seeds, again.seeds)
+    assert not np.array_equal(plan.points, plan_epoch(pools, shares, 20, seed=3, epoch=1).points)
+    # 12 lesion samples from a pool of 5: every row 2 or 3 times
+    many = plan_epoch(pools, {"lesion": 0.75, "other": 0.25}, 16, seed=3, epoch=0)
+    counts = np.bincount(many.points[many.kinds == 0, 1], minlength=5)
     assert counts.sum() == 12 and counts.min() >= 2 and counts.max() <= 3
-    only_other, _ = plan_epoch(lesion[:0], other, 10, 0.5, seed=3, epoch=0)
-    assert np.all(only_other[:, 0] == 1)
+    mined = plan_epoch({**pools, "hard": _rows(3, range(4))}, shares, 20, seed=3, epoch=0)
+    assert mined.counts() == {"lesion": 5, "hard": 5, "edge": 2, "other": 8}
+    only_other = plan_epoch({**pools, "lesion": _rows(0, [])}, shares, 10, seed=3, epoch=0)
+    assert only_other.counts()["lesion"] == 0 and only_other.counts()["other"] == 9
+    no_other = plan_epoch({**pools, "other": _rows(1, [])}, {"lesion": 0.5, "other": 0.5}, 10, seed=3, epoch=0)
+    assert no_other.counts() == {"lesion": 10, "hard": 0, "edge": 0, "other": 0}
+
+
+def test_sample_shares_are_checked() -> None:
+    assert sample_shares(TrainConfig(lesion_slice_fraction=0.5, hard_negative_fraction=0.2, edge_fraction=0.1)) == \
+        pytest.approx({"lesion": 0.5, "hard": 0.2, "edge": 0.1, "other": 0.2})
     with pytest.raises(ConfigError, match="lesion_slice_fraction=1.5"):
-        plan_epoch(lesion, other, 10, 1.5, seed=3, epoch=0)
+        sample_shares(TrainConfig(lesion_slice_fraction=1.5))
+    with pytest.raises(ConfigError, match="at most 1"):
+        sample_shares(TrainConfig(lesion_slice_fraction=0.8, edge_fraction=0.3))
+
+
+def test_lesion_points_give_a_one_voxel_lesion_its_own_row() -> None:
+    mask = np.zeros((6, 20, 20), np.uint8)
+    mask[1:4, 2:8, 2:8] = 1  # a large lesion over three slices
+    mask[4, 15, 15] = 1  # a one-voxel lesion
+    per_slice = lesion_points(0, mask)
+    assert per_slice.tolist() == [[0, 1, 4, 4], [0, 2, 4, 4], [0, 3, 4, 4], [0, 4, 15, 15]]
+    assert lesion_points(7, mask, per_slice=False).tolist() == [[7, 2, 4, 4], [7, 4, 15, 15]]
+    brain = np.zeros((2, 10, 10), bool)
+    brain[:, 2:8, 2:8] = True
+    edge = edge_points(3, brain, per_volume=1000, seed=0)
+    assert len(edge) == 2 * 20 and np.all(edge[:, 0] == 3)  # the ring of a 6 x 6 square, on both slices
+    assert len(edge_points(3, brain, per_volume=5, seed=0)) == 5
 
 
 def test_dataset_samples_keep_image_and_mask_aligned(rng: np.random.Generator) -> None:

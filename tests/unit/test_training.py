@@ -168,7 +168,8 @@ def test_resume_gives_the_uninterrupted_run(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(ha, hb)
     assert ha["lr"].tolist() == pytest.approx([1e-7, 1e-4])
     assert list(ha.columns) == ["epoch", "lr", "train_loss", "val_loss", "val_precision",
-                                "val_recall", "val_f1", "val_fp_per_subject"]
+                                "val_recall", "val_f1", "val_fp_per_subject", "crops_lesion", "crops_hard",
+                                "crops_edge", "crops_other", "hard_pool"]
     for name in ("checkpoint_best.pt", "checkpoint_last.pt", "history.csv", "result.json"):
         assert (tmp_path / "a" / name).is_file()
     # a different seed gives different weights, so the comparison above can fail

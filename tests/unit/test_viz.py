@@ -215,3 +215,33 @@ def test_fp_breakdown_bars() -> None:
     assert [t.get_text() for t in ax.get_yticklabels()] == ["vein", "other"]
     with pytest.raises(InputError, match="per_subject"):
         plot_fp_breakdown(pd.DataFrame())
+
+
+def test_froc_marks_each_operating_point() -> None:
+    curve = compute_froc([np.array([0.9, 0.5])], [np.array([True, False])], 1, 1)
+    fig = viz.plot_froc({"ours": curve, "floor": curve}, marks={"ours": (0.0, 1.0), "floor": (float("nan"), 0.5)})
+    ax = fig.axes[0]
+    marks = [line for line in ax.lines if line.get_gid() == "ours operating point"]
+    assert len(marks) == 1 and marks[0].get_ydata()[0] == 1.0
+    assert marks[0].get_xdata()[0] > 0  # 0 FP/subject drawn at the left edge of the log axis
+    assert not [line for line in ax.lines if line.get_gid() == "floor operating point"]  # unknown: not drawn
+
+
+def test_learning_curve_and_time_breakdown() -> None:
+    points = pd.DataFrame({"seed": [0, 0, 1, 1], "epochs": [5, 10, 5, 10], "train_seconds": [60, 120, 61, 119],
+                           "f1": [0.3, 0.4, 0.32, 0.38], "f1_ci_low": [0.2, 0.3, 0.22, 0.28],
+                           "f1_ci_high": [0.4, 0.5, 0.42, 0.48]})
+    fig = viz.plot_learning_curve(points, marked_epochs=10)
+    gids = [line.get_gid() for line in fig.axes[0].lines]
+    assert gids.count("seed 0") == 1 and "seed 1 profile point" in gids
+    ringed = next(line for line in fig.axes[0].lines if line.get_gid() == "seed 0 profile point")
+    assert ringed.get_xdata()[0] == pytest.approx(2.0) and ringed.get_ydata()[0] == pytest.approx(0.4)
+    with pytest.raises(InputError, match="lack column"):
+        viz.plot_learning_curve(points.drop(columns="f1_ci_low"))
+    runs = pd.DataFrame({"training": [120.0, 60.0], "test prediction": [90.0, 30.0], "other": [30.0, 10.0],
+                         "notebook": [240.0, 100.0]}, index=pd.Index(["a-fold0", "b-fold0"], name="run"))
+    fig = viz.plot_time_breakdown(runs)
+    bars = [p for p in fig.axes[0].patches if p.get_gid() == "other"]
+    assert len(bars) == 2 and bars[0].get_x() + bars[0].get_width() == pytest.approx(4.0)  # minutes, stacked
+    with pytest.raises(InputError, match="one row per run"):
+        viz.plot_time_breakdown(runs.iloc[:0])

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -42,6 +42,8 @@ __all__ = [
     "detect_layout",
     "load_participants",
     "describe_dataset",
+    "aria_h_strata",
+    "load_study_subjects",
 ]
 
 LAYOUTS: tuple[str, ...] = ("synthetic", "bids", "valdo2021-cmb")
@@ -313,3 +315,33 @@ def describe_dataset(root: Path) -> dict:
         if "cmbstudy" in desc:
             info["cmbstudy"] = desc["cmbstudy"]
     return info
+
+
+def aria_h_strata(root: Path, subject_ids: Sequence[str]) -> dict[str, str] | None:
+    """Subject id -> ARIA-H category from ``participants.tsv``, or None when some subject has none.
+
+    The strata of the cross-validation folds and of a real dataset's test split.
+    """
+    frame = load_participants(Path(root))
+    if "aria_h_category" not in frame.columns or not set(subject_ids) <= set(frame.index):
+        return None
+    return {s: str(frame.loc[s, "aria_h_category"]) for s in subject_ids}
+
+
+def load_study_subjects(data_root: Path, test_root: Path) -> list[Subject]:
+    """The subjects of the training dataset and, when it is another folder, of the test set.
+
+    Subjects of the two roots share no label (the synthetic test cohort's are ``sub-test001``...).
+
+    Raises:
+        InputError: as :func:`load_subjects`, or a label found in both roots.
+    """
+    subjects = load_subjects(Path(data_root))
+    if Path(test_root).resolve() == Path(data_root).resolve():
+        return subjects
+    test = load_subjects(Path(test_root))
+    shared = sorted({s.subject_id for s in subjects} & {s.subject_id for s in test})
+    if shared:
+        raise InputError(f"subjects {shared[:5]} are in both {data_root} and {test_root}: a test set must hold "
+                         "other subjects (and other labels) than the training data")
+    return subjects + test

@@ -329,13 +329,17 @@ def to_json_safe(value: Any) -> Any:
     return value
 
 
-def read_json(path: str | Path, advice: str = "restore or remove it") -> dict[str, Any]:
-    """The JSON object in ``path`` (a file that holds another JSON value reads as ``{}``).
+def read_json(path: str | Path, advice: str = "restore or remove it", missing_ok: bool = False) -> dict[str, Any]:
+    """The JSON object in ``path`` (a file that holds another JSON value reads as ``{}``; so does a
+    missing file when ``missing_ok``).
 
     Raises:
-        InputError: the file is missing, unreadable or not JSON; the message ends with ``advice``.
+        InputError: the file is missing (unless ``missing_ok``), unreadable or not JSON; the message
+            ends with ``advice``.
     """
     path = Path(path)
+    if missing_ok and not path.exists():
+        return {}
     if not path.is_file():
         raise InputError(f"{path} does not exist: {advice}")
     try:

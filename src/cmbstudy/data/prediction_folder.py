@@ -9,10 +9,10 @@ and ``sub-<id>/sub-<id>_lesions.tsv`` (:data:`LESION_COLUMNS`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import InputError
+from .io import read_json
 
 __all__ = [
     "PREDICTION_INFO",
@@ -21,6 +21,7 @@ __all__ = [
     "subject_stem",
     "prediction_path",
     "read_prediction_threshold",
+    "read_prediction_min_voxels",
 ]
 
 PREDICTION_INFO = "prediction.json"
@@ -41,16 +42,31 @@ def prediction_path(pred_dir: Path, subject_id: str) -> Path:
     return Path(pred_dir) / f"sub-{subject_id}" / f"sub-{subject_id}_desc-cmb_probseg.nii.gz"
 
 
+def _read_info(pred_dir: Path) -> dict:
+    return read_json(Path(pred_dir) / PREDICTION_INFO, advice="rerun `cmbstudy predict`", missing_ok=True)
+
+
+def _read_field(pred_dir: Path, key: str, default: float | int, cast: type) -> float | int:
+    try:
+        return cast(_read_info(pred_dir).get(key, default))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{Path(pred_dir) / PREDICTION_INFO} holds no valid {key} ({exc}): "
+                         "rerun `cmbstudy predict`") from exc
+
+
 def read_prediction_threshold(pred_dir: Path, default: float = 0.5) -> float:
     """The probability threshold ``cmbstudy predict`` used (``PRED/prediction.json``), else ``default``.
 
     Raises:
-        InputError: ``prediction.json`` exists but is not valid prediction metadata.
+        InputError: ``prediction.json`` exists but is not JSON or holds no valid value.
     """
-    info = Path(pred_dir) / PREDICTION_INFO
-    if not info.is_file():
-        return default
-    try:
-        return float(json.loads(info.read_text()).get("threshold", default))
-    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
-        raise InputError(f"{info} is not valid prediction metadata ({exc}): rerun `cmbstudy predict`") from exc
+    return float(_read_field(pred_dir, "threshold", default, float))
+
+
+def read_prediction_min_voxels(pred_dir: Path, default: int = 1) -> int:
+    """The smallest lesion (voxels) ``cmbstudy predict`` kept (``PRED/prediction.json``), else ``default``.
+
+    Raises:
+        InputError: ``prediction.json`` exists but is not JSON or holds no valid value.
+    """
+    return int(_read_field(pred_dir, "min_voxels", default, int))

@@ -6,9 +6,12 @@ A run folder ``RUN/`` holds:
 * ``split.json``: the cross-validation split and the run's fold (:mod:`cmbstudy.data.splits`);
 * ``environment.json``: library versions and the accelerator;
 * ``dataset.json``: the training data (:func:`cmbstudy.data.datasets.describe_dataset`);
-* ``history.csv``: one row per epoch (:data:`HISTORY_COLUMNS`);
+* ``history.csv``: one row per epoch (:data:`HISTORY_COLUMNS`; ``crops_*``: the
+  training samples of each kind, ``hard_pool``: mined false positives available);
 * ``checkpoint_last.pt``: weights, optimiser, scheduler and random states (resume);
 * ``checkpoint_best.pt``: the weights chosen by validation F1 (or the last epoch);
+* ``operating_point.json``: the threshold and minimum lesion size chosen on the
+  validation subjects (:class:`cmbstudy.evaluation.operating_point.OperatingPoint`);
 * ``result.json``: the outcome of the training (:class:`cmbstudy.training.RunResult`).
 """
 
@@ -33,12 +36,14 @@ __all__ = [
     "CHECKPOINT_LAST",
     "CHECKPOINT_BEST",
     "RESULT",
+    "OPERATING_POINT",
     "RUN_FILES",
     "HISTORY_COLUMNS",
     "load_run_profile",
     "write_run_profile",
     "load_run_split",
     "load_run_json",
+    "load_run_operating_point",
 ]
 
 PROFILE = "profile.yaml"
@@ -49,12 +54,14 @@ HISTORY = "history.csv"
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 RESULT = "result.json"
+OPERATING_POINT = "operating_point.json"
 #: Every file of a run folder (a new run removes them first).
-RUN_FILES: tuple[str, ...] = (PROFILE, SPLIT, ENVIRONMENT, HISTORY, CHECKPOINT_LAST, CHECKPOINT_BEST, RESULT, DATASET)
+RUN_FILES: tuple[str, ...] = (PROFILE, SPLIT, ENVIRONMENT, HISTORY, CHECKPOINT_LAST, CHECKPOINT_BEST, RESULT, DATASET,
+                              OPERATING_POINT)
 #: Columns of ``history.csv``; the validation columns are empty on epochs without validation.
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "lr", "train_loss", "val_loss", "val_precision", "val_recall", "val_f1",
-    "val_fp_per_subject", "seconds",
+    "val_fp_per_subject", "crops_lesion", "crops_hard", "crops_edge", "crops_other", "hard_pool", "seconds",
 )
 
 
@@ -79,11 +86,18 @@ def write_run_profile(run_dir: Path, profile: Profile) -> Path:
 
 
 def load_run_split(run_dir: Path, part: str) -> list[str]:
-    """The ``"train"`` or ``"val"`` subject ids of the run's own fold (``RUN/split.json``).
+    """The ``"train"`` or ``"val"`` subject ids of the run's own fold (``RUN/split.json``), or its
+    held-out ``"test"`` subjects (``RUN/dataset.json``; a run trained with a test split).
 
     Raises:
-        InputError: the split file is missing or malformed.
+        InputError: the split file is missing or malformed, or the run held out no test subjects.
     """
+    if part == "test":
+        held_out = read_json(Path(run_dir) / DATASET).get("held_out") or []
+        if not held_out:
+            raise InputError(f"run {run_dir} held out no test subjects: it was trained without a test split "
+                             "(cmbstudy train --test-split FILE); predict another dataset with --split all")
+        return [str(s) for s in held_out]
     payload = load_splits(Path(run_dir) / SPLIT)
     return list(payload["folds"][int(payload["fold"])][part])
 
@@ -95,3 +109,13 @@ def load_run_json(run_dir: Path, name: str) -> dict[str, Any]:
         InputError: the file is missing or not JSON.
     """
     return read_json(Path(run_dir) / name)
+
+
+def load_run_operating_point(run_dir: Path) -> dict[str, Any] | None:
+    """``RUN/operating_point.json`` as a dict, None for a run that was not calibrated.
+
+    Raises:
+        InputError: the file exists but is not JSON.
+    """
+    path = Path(run_dir) / OPERATING_POINT
+    return read_json(path) if path.is_file() else None

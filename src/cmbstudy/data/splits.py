@@ -7,6 +7,12 @@ every category is spread over the folds as evenly as it can be.
 
 ``split.json`` holds ``{"seed", "n_folds", "fold", "stratified", "folds":
 [{"train": [...], "val": [...]}, ...]}``; ``fold`` is the run's own fold.
+
+A real dataset's test set (the paper's design: a held-out test set, 5-fold
+cross-validation on the rest) is drawn once from a seed by
+:func:`make_test_split`, saved (``test_split.json``: ``{"seed", "fraction",
+"stratified", "test": [...]}``) and read back by every later run, so no choice
+ever sees it.
 """
 
 from __future__ import annotations
@@ -18,9 +24,81 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from .io import write_text_atomically
+from .io import read_json, write_text_atomically
 
-__all__ = ["make_cv_splits", "select_fold", "save_splits", "load_splits"]
+__all__ = ["make_cv_splits", "select_fold", "save_splits", "load_splits", "make_test_split", "save_test_split",
+           "load_test_split"]
+
+
+def _categories(ids: list[str], strata: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
+    """Subject -> stratum ("" for all without strata).
+
+    Raises:
+        InputError: duplicate subject ids, or strata missing for a subject.
+    """
+    if len(set(ids)) != len(ids):
+        duplicates = sorted({s for s in ids if ids.count(s) > 1})
+        raise InputError(f"duplicate subject ids {duplicates}: each subject must appear once")
+    if strata is None:
+        return {s: "" for s in ids}
+    if isinstance(strata, Mapping):
+        missing = sorted(set(ids) - set(strata))
+        if missing:
+            raise InputError(f"no stratum (ARIA-H category) for subjects {missing}")
+        return {s: str(strata[s]) for s in ids}
+    if len(strata) != len(ids):
+        raise InputError(f"{len(strata)} strata given for {len(ids)} subjects")
+    return {s: str(c) for s, c in zip(ids, strata)}
+
+
+def make_test_split(subject_ids: Sequence[str], fraction: float, seed: int,
+                    strata: Mapping[str, str] | Sequence[str] | None = None) -> list[str]:
+    """The held-out test subjects: ``round(fraction * n)`` of them, spread over the strata, from ``seed``.
+
+    Each stratum gives its share (largest remainder, so the total is exact),
+    picked after shuffling its sorted members with ``default_rng([seed, 1])``.
+
+    Raises:
+        ConfigError: ``fraction`` outside (0, 1), or a test set or training pool that would be empty.
+        InputError: as :func:`make_cv_splits`.
+    """
+    ids = [str(s) for s in subject_ids]
+    category = _categories(ids, strata)
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"study.test_fraction={fraction} must lie strictly between 0 and 1")
+    n_test = int(round(fraction * len(ids)))
+    if n_test < 1 or n_test >= len(ids):
+        raise ConfigError(f"a test fraction of {fraction} of {len(ids)} subjects leaves {n_test} test subjects: "
+                          "the dataset needs subjects for both the test set and the cross-validation")
+    groups = sorted(set(category.values()))
+    quota = np.array([fraction * sum(category[s] == g for s in ids) for g in groups])
+    counts = np.floor(quota).astype(int)
+    for i in np.argsort(-(quota - counts), kind="stable")[: n_test - counts.sum()]:
+        counts[i] += 1
+    rng = np.random.default_rng([seed, 1])
+    test: list[str] = []
+    for group, count in zip(groups, counts):
+        members = sorted(s for s in ids if category[s] == group)
+        test += [members[i] for i in rng.permutation(len(members))[:count]]
+    return sorted(test)
+
+
+def save_test_split(path: Path, test: Sequence[str], seed: int, fraction: float, stratified: bool) -> Path:
+    """Write ``test_split.json`` atomically (see the module docstring for its fields)."""
+    payload = {"seed": seed, "fraction": fraction, "stratified": stratified, "test": sorted(str(s) for s in test)}
+    return write_text_atomically(Path(path), json.dumps(payload, indent=2))
+
+
+def load_test_split(path: Path) -> list[str]:
+    """The test subjects of ``test_split.json``.
+
+    Raises:
+        InputError: the file is missing or is not a test split.
+    """
+    test = read_json(path, advice="write one with make_test_split / save_test_split").get("test")
+    if not isinstance(test, list) or not test:
+        raise InputError(f"{path} lists no test subjects: it is not a cmbstudy test_split.json")
+    return [str(s) for s in test]
 
 
 def make_cv_splits(
@@ -51,9 +129,7 @@ def make_cv_splits(
         InputError: duplicate subject ids, or strata missing for a subject.
     """
     ids = [str(s) for s in subject_ids]
-    if len(set(ids)) != len(ids):
-        duplicates = sorted({s for s in ids if ids.count(s) > 1})
-        raise InputError(f"duplicate subject ids {duplicates}: each subject must appear once")
+    category = _categories(ids, strata)
     if n_folds < 2:
         raise ConfigError(f"train.n_folds={n_folds}: cross-validation needs at least 2 folds")
     if n_folds > len(ids):
@@ -61,17 +137,6 @@ def make_cv_splits(
             f"train.n_folds={n_folds} is more than the {len(ids)} subjects: "
             f"use at most {len(ids)} folds or add subjects"
         )
-    if strata is None:
-        category = {s: "" for s in ids}
-    elif isinstance(strata, Mapping):
-        missing = sorted(set(ids) - set(strata))
-        if missing:
-            raise InputError(f"no stratum (ARIA-H category) for subjects {missing}")
-        category = {s: str(strata[s]) for s in ids}
-    else:
-        if len(strata) != len(ids):
-            raise InputError(f"{len(strata)} strata given for {len(ids)} subjects")
-        category = {s: str(c) for s, c in zip(ids, strata)}
     rng = np.random.default_rng(seed)
     folds: list[list[str]] = [[] for _ in range(n_folds)]
     turn = 0

@@ -11,10 +11,20 @@ and ``cmbstudy evaluate`` on a prediction folder (:mod:`~cmbstudy.evaluation.eva
 
 from __future__ import annotations
 
-from . import evaluate, lesions, matching, report, scores, stats, subsets
+from . import (
+    evaluate,
+    lesions,
+    matching,
+    operating_point,
+    report,
+    scores,
+    stats,
+    subsets,
+)
 from .evaluate import *  # noqa: F403  (its __all__)
 from .lesions import *  # noqa: F403  (its __all__)
 from .matching import *  # noqa: F403  (its __all__)
+from .operating_point import *  # noqa: F403  (its __all__)
 from .report import *  # noqa: F403  (its __all__)
 from .scores import *  # noqa: F403  (its __all__)
 from .stats import *  # noqa: F403  (its __all__)
@@ -26,6 +36,7 @@ __all__ = [
     *matching.__all__,
     *scores.__all__,
     *subsets.__all__,
+    *operating_point.__all__,
     *stats.__all__,
     *report.__all__,
     *evaluate.__all__,

@@ -25,7 +25,11 @@ from ..config import EvalConfig
 from ..data.aria_h import aria_h_category
 from ..data.datasets import Subject, load_subjects
 from ..data.io import check_same_grid, load_image, load_mask, write_json
-from ..data.prediction_folder import prediction_path, read_prediction_threshold
+from ..data.prediction_folder import (
+    prediction_path,
+    read_prediction_min_voxels,
+    read_prediction_threshold,
+)
 from ..errors import ConfigError, InputError
 from .lesions import (
     CONNECTIVITIES,
@@ -36,6 +40,7 @@ from .lesions import (
     voxel_volume_mm3,
 )
 from .matching import Match, match_paper, match_valdo, pred_is_tp
+from .operating_point import OperatingPoint, apply_operating_point
 from .report import EvaluationReport
 from .scores import (
     FROC_FP_RATES,
@@ -98,6 +103,7 @@ def evaluate_volume(
     threshold: float = 0.5,
     connectivity: int = 26,
     lesion_table: pd.DataFrame | None = None,
+    min_voxels: int = 1,
 ) -> VolumeEvaluation:
     """Match the components of one probability map to one reference mask (no file I/O).
 
@@ -112,6 +118,7 @@ def evaluate_volume(
         threshold: probability threshold (inclusive) before components.
         connectivity: 6, 18 or 26 for both prediction and reference.
         lesion_table: optional synthetic ``lesions.tsv`` (x_vox, y_vox, z_vox, diameter_mm).
+        min_voxels: predicted components with fewer voxels are dropped (the operating point's size rule).
 
     Raises:
         ConfigError: unknown rule, bad connectivity or distance.
@@ -123,7 +130,7 @@ def evaluate_volume(
         raise InputError(f"prediction shape {probability.shape} differs from reference shape {reference.shape}")
     if distance is None:
         distance = _DEFAULTS.match_distance_voxels if rule == "paper" else _DEFAULTS.valdo_distance_mm
-    pred = find_lesions(probability, threshold=threshold, connectivity=connectivity)
+    pred = apply_operating_point(probability, OperatingPoint(threshold, min_voxels), connectivity)
     ref = find_lesions(reference, threshold=0.5, connectivity=connectivity)
     if rule == "paper":
         match = match_paper(pred.centroids, ref.centroids, distance)
@@ -205,6 +212,7 @@ def evaluate_predictions(
     n_bootstrap: int = _DEFAULTS.n_bootstrap,
     seed: int = 0,
     progress: bool = True,
+    min_voxels: int | None = None,
 ) -> EvaluationReport:
     """Evaluate every reference subject's prediction lesion-wise.
 
@@ -214,9 +222,10 @@ def evaluate_predictions(
         rule: "paper" or "valdo" (see :func:`evaluate_volume`).
         distance: match distance (paper: voxels, default 4; valdo: mm, default 5).
         json_out: if given, the report is written there as JSON (atomically, NaN as null).
-        threshold: probability threshold before connected components (inclusive);
-            None: 0.5 for the VALDO rule, and for the paper rule the threshold that
-            ``cmbstudy predict`` used (``PRED/prediction.json``), else 0.5.
+        threshold: probability threshold before connected components (inclusive); None:
+            the threshold that ``cmbstudy predict`` used (``PRED/prediction.json``: the run's
+            operating point), else 0.5, under either rule (the VALDO rule scores the binary map
+            a method reports, and that map is the one at its operating point).
         connectivity: 6, 18 or 26.
         only_predicted: evaluate only reference subjects that have a prediction
             (default: every reference subject must have one). Prediction folders with
@@ -224,6 +233,8 @@ def evaluate_predictions(
         dataset: layout name for :func:`cmbstudy.data.datasets.load_subjects` (None: detect).
         n_bootstrap: subject resamples for the 95% CIs; seed: their seed.
         progress: show a progress bar.
+        min_voxels: smallest predicted component kept; None: the size ``cmbstudy predict`` used
+            (``PRED/prediction.json``), else 1.
 
     Raises:
         InputError: missing prediction folder or predictions, a reference without mask,
@@ -235,8 +246,10 @@ def evaluate_predictions(
         raise ConfigError(f"unknown matching rule {rule!r}: use one of {', '.join(RULES)}")
     if isinstance(connectivity, bool) or connectivity not in CONNECTIVITIES:
         raise ConfigError(f"connectivity {connectivity!r} is not supported: use 6, 18 or 26")
-    if threshold is None:  # the VALDO rule binarises at 0.5; the paper rule follows `predict`
-        threshold = read_prediction_threshold(Path(pred_dir)) if rule == "paper" else 0.5
+    if threshold is None:  # both rules score the lesions `predict` reported, at its operating point
+        threshold = read_prediction_threshold(Path(pred_dir))
+    if min_voxels is None:
+        min_voxels = read_prediction_min_voxels(Path(pred_dir))
     if not 0 < threshold <= 1:
         raise ConfigError(f"probability threshold {threshold!r} must be in (0, 1], e.g. 0.5")
     if distance is None:
@@ -247,10 +260,11 @@ def evaluate_predictions(
     subjects = _select_subjects(load_subjects(Path(ref_root), dataset), pred_dir, only_predicted)
     settings = {"pred_dir": str(pred_dir), "ref_root": str(ref_root), "rule": rule,
                 "distance": float(distance), "distance_unit": "voxels" if rule == "paper" else "mm",
-                "threshold": float(threshold), "connectivity": int(connectivity),
+                "threshold": float(threshold), "min_voxels": int(min_voxels), "connectivity": int(connectivity),
                 "small_diameter_mm": SMALL_DIAMETER_MM, "n_bootstrap": int(n_bootstrap), "seed": int(seed),
                 "only_predicted": bool(only_predicted)}
-    results = [_evaluate_subject(subject, pred_dir, rule, float(distance), float(threshold), connectivity)
+    results = [_evaluate_subject(subject, pred_dir, rule, float(distance), float(threshold), connectivity,
+                                 int(min_voxels))
                for subject in tqdm(subjects, desc="evaluate", unit="subject", disable=not progress)]
     rows = [{"subject_id": subject.subject_id, **result.row} for subject, result in zip(subjects, results)]
     summary, froc = _summarize(rows, results, settings)
@@ -261,7 +275,7 @@ def evaluate_predictions(
 
 
 def _evaluate_subject(subject: Subject, pred_dir: Path, rule: str, distance: float, threshold: float,
-                      connectivity: int) -> VolumeEvaluation:
+                      connectivity: int, min_voxels: int) -> VolumeEvaluation:
     """One reference subject's prediction read from ``pred_dir`` and matched (:func:`evaluate_volume`)."""
     path = prediction_path(pred_dir, subject.subject_id)
     pred_img = _load_probability(path)
@@ -272,6 +286,7 @@ def _evaluate_subject(subject: Subject, pred_dir: Path, rule: str, distance: flo
     return evaluate_volume(
         np.asarray(pred_img.dataobj, dtype=np.float32), np.asarray(ref_img.dataobj), ref_img.affine,
         rule=rule, distance=distance, threshold=threshold, connectivity=connectivity, lesion_table=table,
+        min_voxels=min_voxels,
     )
 
 
@@ -279,7 +294,8 @@ def _summarize(rows: Sequence[dict[str, Any]], results: Sequence[VolumeEvaluatio
                ) -> tuple[dict[str, Any], FrocCurve | None]:
     """The pooled summary of :class:`EvaluationReport` and the FROC curve, from the per-subject rows."""
     counts = [(r["n_tp"], r["n_fp"], r["n_fn"]) for r in rows]
-    summary: dict[str, Any] = {key: settings[key] for key in ("rule", "distance", "threshold", "connectivity")}
+    summary: dict[str, Any] = {key: settings[key] for key in ("rule", "distance", "threshold", "min_voxels",
+                                                              "connectivity")}
     summary.update(summarize_detection(counts))
     summary["n_ref"] = int(sum(r["n_ref"] for r in rows))
     summary["n_pred"] = int(sum(r["n_pred"] for r in rows))
@@ -320,12 +336,13 @@ def load_reference_diameters(data_root: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def load_lesion_outcomes(pred_dir: str | Path, data_root: str | Path, threshold: float = 0.5,
+def load_lesion_outcomes(pred_dir: str | Path, data_root: str | Path, threshold: float | None = None,
                          max_distance: float = 4.0) -> pd.DataFrame:
     """Per reference lesion of every predicted subject: (subject_id, diameter_mm, detected), paper rule.
 
     Recomputed from ``PRED/sub-<id>/*_probseg.nii.gz`` and the reference masks with
-    :func:`cmbstudy.evaluation.evaluate_volume` (``eval-val.json`` keeps counts, not lesions).
+    :func:`evaluate_volume` (``eval-*.json`` keeps counts, not lesions), at the operating point
+    ``cmbstudy predict`` used (``threshold`` None) or at ``threshold``.
 
     Raises:
         InputError: ``pred_dir`` does not exist.
@@ -333,6 +350,8 @@ def load_lesion_outcomes(pred_dir: str | Path, data_root: str | Path, threshold:
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise InputError(f"prediction folder {pred_dir} does not exist: run `cmbstudy predict --out {pred_dir}` first")
+    threshold = read_prediction_threshold(pred_dir) if threshold is None else threshold
+    min_voxels = read_prediction_min_voxels(pred_dir)
     evaluations = {}
     for subject in load_subjects(Path(data_root)):
         path = prediction_path(pred_dir, subject.subject_id)
@@ -342,7 +361,8 @@ def load_lesion_outcomes(pred_dir: str | Path, data_root: str | Path, threshold:
         probability = np.asarray(load_image(path, what="prediction", allow_zero=True).dataobj, dtype=np.float32)
         table = load_lesion_table(subject.extra_paths["lesions"]) if "lesions" in subject.extra_paths else None
         evaluation = evaluate_volume(probability, np.asarray(mask.dataobj), mask.affine, rule="paper",
-                                     distance=max_distance, threshold=threshold, lesion_table=table)
+                                     distance=max_distance, threshold=threshold, lesion_table=table,
+                                     min_voxels=min_voxels)
         voxel_mm3 = voxel_volume_mm3(mask.affine)
         evaluations[subject.subject_id] = (evaluation, reference_diameters_mm(np.asarray(mask.dataobj), voxel_mm3, table))
     return compute_lesion_outcomes(evaluations)

@@ -52,6 +52,12 @@ class EvaluationReport:
         return to_json_safe({"settings": self.settings, "summary": self.summary,
                        "per_subject": self.per_subject, "froc_curve": froc})
 
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> "EvaluationReport":
+        """The report of a :meth:`to_json` dict (an ``eval-*.json`` file); NaN values come back as None."""
+        return cls(summary=dict(payload["summary"]), per_subject=list(payload["per_subject"]),
+                   froc=froc_from_json(payload.get("froc_curve")), settings=dict(payload.get("settings") or {}))
+
     def format_table(self) -> str:
         """Readable summary: settings, pooled and <= 3 mm scores, VALDO aggregates, FROC, per subject."""
         s, small = self.summary, self.summary["small_lesions"]

@@ -7,8 +7,9 @@ FP yellow, FN red (:mod:`~cmbstudy.figures.overlays`); burden and counts
 curves and the ablation (:mod:`~cmbstudy.figures.curves`); false positives by
 mimic (:mod:`~cmbstudy.figures.false_positives`); Grad-CAM and CBAM maps
 (:mod:`~cmbstudy.figures.explain`); preprocessing QC (:mod:`~cmbstudy.figures.qc`);
-the synthetic cohort (:mod:`~cmbstudy.figures.synth`); and the report page of
-``cmbstudy detect`` (:mod:`~cmbstudy.figures.report`).
+the synthetic cohort (:mod:`~cmbstudy.figures.synth`); where the time of a build
+goes (:mod:`~cmbstudy.figures.timing`); and the report page of ``cmbstudy detect``
+(:mod:`~cmbstudy.figures.report`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from . import (
     qc,
     report,
     synth,
+    timing,
 )
 from .axes import *  # noqa: F403  (its __all__)
 from .burden import *  # noqa: F403  (its __all__)
@@ -35,6 +37,7 @@ from .overlays import *  # noqa: F403  (its __all__)
 from .qc import *  # noqa: F403  (its __all__)
 from .report import *  # noqa: F403  (its __all__)
 from .synth import *  # noqa: F403  (its __all__)
+from .timing import *  # noqa: F403  (its __all__)
 
 #: The stage's public names: those of its modules, in the order of the stage.
 __all__ = [
@@ -47,5 +50,6 @@ __all__ = [
     *explain.__all__,
     *qc.__all__,
     *synth.__all__,
+    *timing.__all__,
     *report.__all__,
 ]

@@ -1,4 +1,5 @@
-"""Curves and bars of training runs: one run's history, every fold's, and the CBAM ablation (Table 8)."""
+"""Curves and bars of training runs: one run's history, every fold's, the CBAM ablation (Table 8), and
+what a training budget buys (the learning curve of ``benchmarks/learning_curve.py``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from matplotlib.figure import Figure
 
 from ..errors import InputError
 from ..formatting import as_float
+from .axes import new_axes
 
-__all__ = ["plot_training_history", "plot_fold_histories", "plot_cbam_ablation"]
+__all__ = ["plot_training_history", "plot_fold_histories", "plot_cbam_ablation", "plot_learning_curve"]
 
 _HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "val_precision", "val_recall", "val_f1", "val_fp_per_subject")
 
@@ -120,4 +122,40 @@ def plot_cbam_ablation(
         if metric == "f1":
             ax.set_ylim(0, 1.02)
     fig.axes[0].legend(fontsize="small", loc="lower right")
+    return fig
+
+
+def plot_learning_curve(points: pd.DataFrame, marked_epochs: int | None = None, metric: str = "f1",
+                        title: str | None = None) -> Figure:
+    """Test-set ``metric`` against training seconds, one line per training seed, with its 95% interval.
+
+    Args:
+        points: one row per run with columns seed, epochs, train_seconds, ``metric``, ``<metric>_ci_low``
+            and ``<metric>_ci_high`` (``benchmarks/learning_curve.py``).
+        marked_epochs: the epochs of the profile the study runs: its points are ringed.
+        title: Axes title.
+
+    Raises:
+        InputError: a column is missing or there is no row.
+    """
+    needed = ["seed", "epochs", "train_seconds", metric, f"{metric}_ci_low", f"{metric}_ci_high"]
+    missing = [c for c in needed if c not in points.columns]
+    if missing or points.empty:
+        raise InputError(f"learning-curve points lack column(s) {missing} or rows")
+    fig, ax = new_axes(None, (5.2, 3.6))
+    for seed, runs in points.sort_values("train_seconds").groupby("seed", sort=True):
+        minutes = runs["train_seconds"] / 60
+        (line,) = ax.plot(minutes, runs[metric], marker="o", label=f"training seed {seed}", gid=f"seed {seed}")
+        ax.fill_between(minutes, runs[f"{metric}_ci_low"], runs[f"{metric}_ci_high"], color=line.get_color(),
+                        alpha=0.15, linewidth=0)
+        chosen = runs[runs["epochs"] == marked_epochs]
+        ax.plot(chosen["train_seconds"] / 60, chosen[metric], marker="o", markersize=12, markerfacecolor="none",
+                markeredgecolor="black", linestyle="none", gid=f"seed {seed} profile point")
+    ax.set_xscale("log")
+    ax.set_xlabel("training minutes (2 CPU cores)")
+    ax.set_ylabel(f"test {metric}")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right", fontsize="small", title="ring: the study's profile" if marked_epochs else None)
+    if title:
+        ax.set_title(title)
     return fig

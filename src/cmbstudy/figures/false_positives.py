@@ -1,4 +1,4 @@
-"""The figure of what the false positives are: false positives per subject by mimic type."""
+"""The figure of what the false positives are: false positives per subject by kind (brain edge, mimic type)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def plot_fp_breakdown(summary: pd.DataFrame, ax: Axes | None = None, title: str 
     """Horizontal bars: false positives per subject for each mimic type.
 
     Args:
-        summary: :func:`cmbstudy.study.tables.beyond.summarize_fp_mimics` (index mimic, column per_subject, share).
+        summary: :func:`cmbstudy.study.tables.errors.summarize_error_kinds` or ``summarize_fp_mimics``
+            (index kind or mimic, column per_subject, share).
         ax: Axes to draw on; None makes a new Figure.
         title: Axes title.
 

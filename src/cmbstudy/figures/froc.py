@@ -23,17 +23,21 @@ def plot_froc(
     ax: Axes | None = None,
     fp_rates: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0),
     title: str | None = None,
+    marks: Mapping[str, tuple[float, float]] | None = None,
 ) -> Figure:
     """FROC curves of several methods on one Axes: sensitivity vs false positives per subject (log x).
 
     Points with 0 FP/subject are drawn near the left edge of the log axis (at half
-    the smallest positive value shown). Dotted verticals mark ``fp_rates``.
+    the smallest positive value shown). Dotted verticals mark ``fp_rates``; a dot on a
+    curve marks the method's operating point (``marks``).
 
     Args:
         curves: method name -> :class:`cmbstudy.evaluation.scores.FrocCurve`; each line has ``gid`` = its name.
         ax: Axes to draw on; None makes a new Figure.
         fp_rates: FP/subject rates to mark.
         title: Axes title.
+        marks: method name -> (FP/subject, sensitivity) of its operating point, drawn as a
+            marker in the colour of its curve (``gid`` = "<name> operating point").
 
     Raises:
         InputError: no curve.
@@ -45,7 +49,12 @@ def plot_froc(
     floor = smallest / 2
     fig, ax = new_axes(ax, (4.8, 3.6))
     for name, curve in curves.items():
-        ax.step(np.maximum(curve.fp_per_subject, floor), curve.sensitivity, where="post", label=name, gid=name)
+        (line,) = ax.step(np.maximum(curve.fp_per_subject, floor), curve.sensitivity, where="post", label=name,
+                          gid=name)
+        if marks and name in marks and np.all(np.isfinite(marks[name])):
+            fp, sensitivity = marks[name]
+            ax.plot([max(fp, floor)], [sensitivity], marker="o", markersize=6, color=line.get_color(),
+                    markeredgecolor="black", linestyle="none", gid=f"{name} operating point")
     for rate in fp_rates:
         ax.axvline(rate, color="grey", linestyle=":", linewidth=0.8)
     ax.set_xscale("log")

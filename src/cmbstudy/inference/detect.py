@@ -57,12 +57,11 @@ from ..errors import ConfigError, InputError
 from ..evaluation.lesions import (
     Lesions,
     equivalent_diameter_mm,
-    find_lesions,
     voxel_volume_mm3,
 )
 from ..preprocessing.preprocess import preprocess_image
 from .model_store import DetectionModel, load_detection_model
-from .predict import lesion_table
+from .predict import detect_volume, lesion_table
 from .sliding_window import predict_volume
 
 __all__ = [
@@ -150,13 +149,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_threshold(threshold: float) -> float:
-    threshold = float(threshold)
-    if not 0.0 < threshold <= 1.0:
-        raise ConfigError(f"--threshold {threshold:g}: use a probability in (0, 1], e.g. 0.5")
-    return threshold
-
-
 def _brain_extraction(cfg: PreprocessConfig, image: nib.Nifti1Image, brain_mask: Path | None
                       ) -> tuple[PreprocessConfig, nib.Nifti1Image | None, str]:
     """The preprocessing settings, brain mask and the sentence of ``summary.json`` on the brain mask used.
@@ -224,7 +216,7 @@ def detect_scan(
         model: from :func:`load_detection_model`.
         subject_id: label of the outputs (default :func:`subject_label`).
         modality: "gre" or "swi" (default :func:`modality_from_name`); recorded only.
-        threshold: probability threshold (default the profile's ``evaluation.threshold``).
+        threshold: probability threshold (default the model's calibrated operating point).
         brain_mask: binary brain mask on the scan's grid (default: brain extraction).
         device: "auto", "cpu" or "cuda".
         report: draws the report page (``_report.png``); None writes no page.
@@ -239,7 +231,7 @@ def detect_scan(
     if modality not in MODALITIES:
         raise ConfigError(f"--modality {modality!r}: use gre or swi")
     profile = model.profile
-    threshold = _check_threshold(profile.evaluation.threshold if threshold is None else threshold)
+    point = model.point_for(threshold)
     dev = resolve_device(device)
     start = time.perf_counter()
     image = load_image(scan, what="scan")
@@ -248,8 +240,7 @@ def detect_scan(
     prep_done = time.perf_counter()
     prob = predict_volume(model.network, volume, profile.train.val_batch_size, dev, profile.train.patch_size)
     model_done = time.perf_counter()
-    prob_input = np.clip(volume.restore(prob, order=1), 0.0, 1.0).astype(np.float32)
-    lesions = find_lesions(prob_input, threshold, profile.evaluation.connectivity)
+    prob_input, lesions = detect_volume(prob, volume, point, profile.evaluation.connectivity)
     affine = np.asarray(image.affine, dtype=float)
     table = _detection_table(lesions, affine)
     post_done = time.perf_counter()
@@ -258,7 +249,7 @@ def detect_scan(
     count, category = int(lesions.n), aria_h_category(int(lesions.n))
     header = {
         "count": count, "category": category, "scan": scan.name, "model": f"{model.name} ({model.source})",
-        "threshold": threshold, "intended_use": model.intended_use, "modality": modality,
+        "threshold": point.threshold, "intended_use": model.intended_use, "modality": modality,
     }
     files = _write_outputs(Path(out) / f"sub-{sid}" / "anat" / f"sub-{sid}", image, lesions, prob_input, table,
                            header, report)
@@ -266,7 +257,9 @@ def detect_scan(
                "postprocessing": post_done - model_done, "total": time.perf_counter() - start}
     summary = {
         "subject_id": sid, "scan": scan.name, "input_sha256": _sha256(scan), "modality": modality,
-        "cmb_count": count, "aria_h_category": category, "threshold": threshold,
+        "cmb_count": count, "aria_h_category": category, "threshold": point.threshold,
+        "min_voxels": point.min_voxels, "operating_point": point.to_json(),
+        "brain_rule": "components whose centroid lies outside the brain mask are dropped",
         "connectivity": profile.evaluation.connectivity,
         "model": {"name": model.name, "source": model.source, "profile": profile.name,
                   "provenance": dict(model.provenance)},
@@ -323,7 +316,7 @@ def detect_path(
         out: derivatives folder to create (must be absent or empty unless ``overwrite``).
         model: run folder, ``.pt`` file, a loaded :class:`DetectionModel`, or None (packaged model).
         modality: override for every scan ("gre" or "swi").
-        threshold: probability threshold (default: the model profile's).
+        threshold: probability threshold (default: the model's calibrated operating point).
         brain_mask: brain mask of a single scan (not allowed with a folder).
         device: "auto", "cpu" or "cuda".
         overwrite: replace an existing non-empty ``out``.
@@ -343,7 +336,7 @@ def detect_path(
     if brain_mask is not None and scan.is_dir():
         raise ConfigError("--brain-mask applies to a single scan; a dataset root uses its own brain masks")
     loaded = model if isinstance(model, DetectionModel) else load_detection_model(model)
-    threshold = _check_threshold(loaded.profile.evaluation.threshold if threshold is None else threshold)
+    point = loaded.point_for(threshold)
     dev = resolve_device(device)
     results = []
     with atomic_output_dir(out, overwrite) as tmp:
@@ -359,5 +352,5 @@ def detect_path(
                                        report=report))
     results = [dataclasses.replace(r, files={k: out / p.relative_to(tmp) for k, p in r.files.items()})
                for r in results]
-    return DetectionSummary(out, loaded.name, loaded.source, threshold, str(dev), tuple(results),
+    return DetectionSummary(out, loaded.name, loaded.source, point.threshold, str(dev), tuple(results),
                             loaded.intended_use)

@@ -29,9 +29,11 @@ from ..data.run_folder import (
     DATASET,
     PROFILE,
     RESULT,
+    load_run_operating_point,
     load_run_profile,
 )
 from ..errors import ConfigError, InputError
+from ..evaluation.operating_point import OperatingPoint
 from ..models import model_from_config
 
 __all__ = [
@@ -60,6 +62,24 @@ class DetectionModel:
     source: str  # run folder, checkpoint file, or "packaged:<name>"
     provenance: Mapping[str, Any]  # training data, fold, validation metrics, version, date (as known)
     trained_on_synthetic: bool  # True when the provenance says the training data were synthetic
+    calibrated: OperatingPoint | None = None  # threshold and smallest lesion chosen on validation, when known
+
+    @property
+    def operating_point(self) -> OperatingPoint:
+        """The calibrated operating point, else the profile's threshold and minimum size."""
+        if self.calibrated is not None:
+            return self.calibrated
+        return OperatingPoint(self.profile.evaluation.threshold, self.profile.evaluation.min_voxels, "profile")
+
+    def point_for(self, threshold: float | None = None) -> OperatingPoint:
+        """The operating point to detect with: the model's, or ``threshold`` with the model's minimum size.
+
+        Raises:
+            ConfigError: a threshold outside (0, 1].
+        """
+        if threshold is None:
+            return self.operating_point
+        return OperatingPoint(float(threshold), self.operating_point.min_voxels, "--threshold")
 
     @property
     def name(self) -> str:
@@ -180,16 +200,38 @@ def load_detection_model(model: str | Path | None = None) -> DetectionModel:
             "give the checkpoint and profile of the same run"
         ) from exc
     network.eval()
-    return DetectionModel(network, profile, source, to_json_safe(provenance), _synthetic(provenance))
+    point = _operating_point(path, state, provenance)
+    return DetectionModel(network, profile, source, to_json_safe(provenance), _synthetic(provenance), point)
 
 
-def export_model(run_dir: Path, out_dir: Path, data_root: Path | None = None, name: str = PACKAGED_MODEL) -> Path:
+def _operating_point(path: Path, state: Mapping[str, Any], provenance: Mapping[str, Any]) -> OperatingPoint | None:
+    """The calibrated operating point of a model: in its run folder, its checkpoint or its provenance file."""
+    stored = None
+    if path.is_dir():
+        stored = load_run_operating_point(path)
+    elif "operating_point" in state:
+        stored = state["operating_point"]
+    elif "operating_point" in provenance:
+        stored = provenance["operating_point"]
+    elif (path.parent / PROFILE).is_file():
+        stored = load_run_operating_point(path.parent)
+    try:
+        if stored is not None:
+            return OperatingPoint.from_json(stored)
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise InputError(f"the operating point stored with {path} is not valid ({exc}): re-export the model") from exc
+    return None
+
+
+def export_model(run_dir: Path, out_dir: Path, data_root: Path | None = None, name: str = PACKAGED_MODEL,
+                 command: str | None = None) -> Path:
     """Write a run's best checkpoint as a self-describing model ``OUT/<name>.pt`` + ``<name>.json``.
 
     The ``.pt`` holds the weights and the resolved profile; the ``.json`` the
     provenance (training data from ``data_root``'s ``dataset_description.json``,
-    profile, fold, validation metrics, cmbstudy version, date). This is how the
-    packaged model in ``cmbstudy/weights/`` is made.
+    profile, fold, validation metrics, operating point, cmbstudy version, date, and
+    ``command``, the command that regenerates it). This is how the packaged model
+    in ``cmbstudy/weights/`` is made (``make weights``).
 
     Raises:
         InputError: missing run files or dataset description.
@@ -203,11 +245,13 @@ def export_model(run_dir: Path, out_dir: Path, data_root: Path | None = None, na
     if isinstance(training_data, dict):  # a local path means nothing where the model is used
         training_data = {k: v for k, v in training_data.items() if k != "data_root"}
     provenance = {**loaded.provenance, "name": name, "training_data": training_data,
-                  "profile": profile_to_dict(loaded.profile), "cmbstudy_version": __version__,
-                  "date": time.strftime("%Y-%m-%d")}
+                  "profile": profile_to_dict(loaded.profile), "operating_point": loaded.operating_point.to_json(),
+                  "cmbstudy_version": __version__, "date": time.strftime("%Y-%m-%d")}
     provenance.pop("run_dir", None)
+    if command:
+        provenance["command"] = command
     payload = {"model": state["model"], "profile": provenance["profile"], "fold": state.get("fold"),
-               "epoch": state.get("epoch"), "val": state.get("val")}
+               "epoch": state.get("epoch"), "val": state.get("val"), "operating_point": provenance["operating_point"]}
     write_atomically(out_dir / f"{name}.pt", lambda tmp: torch.save(payload, tmp))
     write_json(out_dir / f"{name}.json", provenance)
     return out_dir / f"{name}.pt"

@@ -3,9 +3,14 @@
 Detection follows the paper (Cho et al. 2025, Sec. 2.4): every axial slice is
 predicted with its two neighbours as input (:mod:`~cmbstudy.inference.sliding_window`),
 the slice probabilities form a 3D map that is mapped back onto the input grid
-(linear interpolation), thresholded, and split into 3D connected components
-(:func:`cmbstudy.evaluation.lesions.find_lesions`); each component is one
-detected CMB. The folder written is :mod:`cmbstudy.data.prediction_folder`.
+(linear interpolation), thresholded, and split into 3D connected components;
+each component is one detected CMB. The threshold and the smallest lesion kept
+are the run's operating point, chosen on its validation subjects
+(``RUN/operating_point.json``), unless ``threshold`` is given; components
+whose centroid lies outside the brain mask are dropped, and the probability
+map written carries 0 on them
+(:func:`cmbstudy.evaluation.operating_point.apply_operating_point`). The
+folder written is :mod:`cmbstudy.data.prediction_folder`.
 
 Timing: ``seconds_model`` is the network on every slice of a subject,
 ``seconds_post`` the restoration to the input grid, thresholding, connected
@@ -37,22 +42,32 @@ from ..data.prediction_folder import (
     PREDICTIONS_TABLE,
     subject_stem,
 )
-from ..data.run_folder import CHECKPOINT_BEST, load_run_profile, load_run_split
+from ..data.run_folder import (
+    CHECKPOINT_BEST,
+    load_run_operating_point,
+    load_run_profile,
+    load_run_split,
+)
 from ..device import resolve_device
 from ..errors import ConfigError, InputError
 from ..evaluation.lesions import (
     Lesions,
     centroids_to_mm,
-    find_lesions,
     voxel_volume_mm3,
+)
+from ..evaluation.operating_point import (
+    OperatingPoint,
+    apply_operating_point,
+    centroids_inside,
 )
 from ..models import model_from_config
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
+from ..preprocessing.geometry import PreprocessedVolume
 from .sliding_window import predict_volume
 
-__all__ = ["SPLITS", "PredictionSummary", "lesion_table", "predict_dataset"]
+__all__ = ["SPLITS", "PredictionSummary", "lesion_table", "run_operating_point", "detect_volume", "predict_dataset"]
 
-SPLITS = ("all", "val", "train")
+SPLITS = ("all", "val", "train", "test")
 _TIMING_COLUMNS = ["subject_id", "cmb_count", "seconds_model", "seconds_post", "seconds_total"]
 
 
@@ -65,13 +80,14 @@ class PredictionSummary:
     n_subjects: int  # subjects predicted
     n_lesions: int  # lesions detected over all subjects
     threshold: float  # probability threshold
+    min_voxels: int  # smallest lesion kept (voxels)
     seconds_per_subject: float  # mean model + post-processing time (preprocessing excluded)
     device: str  # torch device used
 
     def __str__(self) -> str:
         return (
             f"predicted {self.n_subjects} subjects -> {self.out}\n"
-            f"  lesions detected: {self.n_lesions} (threshold {self.threshold:g})\n"
+            f"  lesions detected: {self.n_lesions} (threshold {self.threshold:g}, at least {self.min_voxels} voxels)\n"
             f"  seconds per subject: {self.seconds_per_subject:.3f} "
             f"(model + post-processing, {self.device})"
         )
@@ -120,7 +136,38 @@ def _select_subjects(run_dir: Path, data_root: Path, split: str, subject_ids: Se
     return subjects
 
 
-def _predict_subject(model: torch.nn.Module, subject: Subject, profile: Profile, threshold: float,
+def run_operating_point(run_dir: Path, profile: Profile, threshold: float | None = None) -> OperatingPoint:
+    """The operating point a run predicts with: its calibrated one, else its profile's; ``threshold`` overrides.
+
+    Raises:
+        ConfigError: a threshold outside (0, 1].
+        InputError: an unreadable ``operating_point.json``.
+    """
+    stored = load_run_operating_point(run_dir)
+    point = (OperatingPoint.from_json(stored) if stored is not None else
+             OperatingPoint(profile.evaluation.threshold, profile.evaluation.min_voxels, "profile"))
+    if threshold is not None:
+        point = OperatingPoint(float(threshold), point.min_voxels, "--threshold")
+    return point
+
+
+def detect_volume(prob: np.ndarray, volume: PreprocessedVolume, point: OperatingPoint, connectivity: int
+                  ) -> tuple[np.ndarray, Lesions]:
+    """A preprocessed volume's probability on its input grid, and its lesions at ``point`` (brain rule applied).
+
+    Components dropped by the brain rule get probability 0 in the map returned.
+    """
+    prob_input = np.clip(volume.restore(prob, order=1), 0.0, 1.0).astype(np.float32)
+    brain = volume.restore(volume.brain.astype(np.uint8), order=0) > 0
+    everything = apply_operating_point(prob_input, OperatingPoint(point.threshold, 1), connectivity)
+    lesions = apply_operating_point(prob_input, point, connectivity, brain)
+    outside = ~centroids_inside(everything.centroids, brain)
+    if outside.any():
+        prob_input[np.isin(everything.labels, np.flatnonzero(outside) + 1)] = 0.0
+    return prob_input, lesions
+
+
+def _predict_subject(model: torch.nn.Module, subject: Subject, profile: Profile, point: OperatingPoint,
                      device: torch.device, cache: Path, out: Path) -> dict[str, Any]:
     """Predict one subject, write its three files under ``out``; returns its row of ``predictions.tsv``."""
     # one subject at a time keeps memory flat; preprocessing is outside the timing
@@ -128,8 +175,7 @@ def _predict_subject(model: torch.nn.Module, subject: Subject, profile: Profile,
     start = time.perf_counter()
     prob = predict_volume(model, volume, profile.train.val_batch_size, device, profile.train.patch_size)
     model_done = time.perf_counter()
-    prob_input = np.clip(volume.restore(prob, order=1), 0.0, 1.0).astype(np.float32)
-    lesions = find_lesions(prob_input, threshold, profile.evaluation.connectivity)
+    prob_input, lesions = detect_volume(prob, volume, point, profile.evaluation.connectivity)
     affine = np.asarray(volume.geometry.original_affine, dtype=float)
     table = lesion_table(lesions, affine)
     post_done = time.perf_counter()
@@ -163,7 +209,8 @@ def predict_dataset(
     ``predictions.tsv``, ``prediction.json``) atomically.
 
     Args:
-        split: ``"all"`` subjects, or only the run fold's ``"val"`` or ``"train"`` subjects.
+        split: ``"all"`` subjects, only the run fold's ``"val"`` or ``"train"`` subjects, or the
+            ``"test"`` subjects the run held out.
         subject_ids: predict only these subjects (of the split); None: all of it.
 
     Raises:
@@ -177,9 +224,7 @@ def predict_dataset(
     checkpoint_path = run_dir / CHECKPOINT_BEST
     if not checkpoint_path.is_file():
         raise InputError(f"{checkpoint_path} does not exist: train the run first (cmbstudy train)")
-    threshold = profile.evaluation.threshold if threshold is None else float(threshold)
-    if not 0.0 < threshold <= 1.0:
-        raise ConfigError(f"--threshold {threshold}: use a probability in (0, 1]")
+    point = run_operating_point(run_dir, profile, threshold)
     subjects = _select_subjects(run_dir, Path(data_root), split, subject_ids)
     dev = resolve_device(device)
     model = model_from_config(profile.model)
@@ -187,7 +232,7 @@ def predict_dataset(
     model.load_state_dict(state["model"])
     cache = default_cache_dir(run_dir)
     with atomic_output_dir(out, overwrite) as tmp:
-        rows = [_predict_subject(model, subject, profile, threshold, dev, cache, tmp)
+        rows = [_predict_subject(model, subject, profile, point, dev, cache, tmp)
                 for subject in tqdm(subjects, desc="predict", unit="subject", disable=not progress)]
         frame = pd.DataFrame(rows, columns=_TIMING_COLUMNS)
         frame.to_csv(tmp / PREDICTIONS_TABLE, sep="\t", index=False, float_format="%.4f")
@@ -196,7 +241,10 @@ def predict_dataset(
             "run_dir": str(run_dir.resolve()),
             "model": profile.model.name,
             "profile": profile.name,
-            "threshold": threshold,
+            "threshold": point.threshold,
+            "min_voxels": point.min_voxels,
+            "operating_point": point.to_json(),
+            "brain_rule": "components whose centroid lies outside the brain mask are dropped",
             "connectivity": profile.evaluation.connectivity,
             "split": split,
             "checkpoint_epoch": int(state.get("epoch", -1)),
@@ -209,5 +257,5 @@ def predict_dataset(
         (tmp / PREDICTION_INFO).write_text(json.dumps(info, indent=2))
     return PredictionSummary(
         out=out, run_dir=run_dir, n_subjects=len(rows), n_lesions=int(frame["cmb_count"].sum()),
-        threshold=threshold, seconds_per_subject=seconds, device=str(dev),
+        threshold=point.threshold, min_voxels=point.min_voxels, seconds_per_subject=seconds, device=str(dev),
     )

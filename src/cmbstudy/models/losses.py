@@ -18,14 +18,17 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import DeepSupervisionLoss, DiceFocalLoss
+from scipy import ndimage
 
 from ..config import TrainConfig
 from ..errors import ConfigError, InputError
 
-__all__ = ["FOCAL_GAMMA", "DICE_SMOOTH", "make_dice_focal", "downsample_target", "DeepSupervisedDiceFocal", "make_loss"]
+__all__ = ["FOCAL_GAMMA", "DICE_SMOOTH", "make_dice_focal", "downsample_target", "DeepSupervisedDiceFocal",
+           "instance_labels", "BlobDice", "WithBlobDice", "make_loss"]
 
 #: Focal-loss focusing parameter. The paper's value was lost from its text;
 #: 2 is the value of Lin et al. (2017) and MONAI's default.
@@ -147,5 +150,65 @@ def make_loss(cfg: TrainConfig) -> torch.nn.Module:
         raise ConfigError(
             f"train.deep_supervision_weights must be non-empty and >= 0, got {weights}"
         )
-    return DeepSupervisedDiceFocal(make_dice_focal(), weights=weights)
+    if cfg.blob_weight < 0:
+        raise ConfigError(f"train.blob_weight={cfg.blob_weight} must be >= 0 (0: no lesion-wise term)")
+    loss = DeepSupervisedDiceFocal(make_dice_focal(), weights=weights)
+    return WithBlobDice(loss, cfg.blob_weight) if cfg.blob_weight > 0 else loss
+
+
+def instance_labels(target: torch.Tensor) -> torch.Tensor:
+    """Connected components of each sample's 0/1 target ``(B, 1, ...)``, full connectivity; int64, 0 background."""
+    masks = target.detach().cpu().numpy() > 0.5
+    labels = np.zeros(masks.shape, dtype=np.int64)
+    for b in range(masks.shape[0]):
+        structure = np.ones((3,) * (masks.ndim - 2), bool)
+        labels[b, 0] = ndimage.label(masks[b, 0], structure=structure)[0]
+    return torch.from_numpy(labels).to(target.device)
+
+
+class BlobDice(torch.nn.Module):
+    """Lesion-wise Dice: every lesion of the target weighs the same, one voxel or a hundred.
+
+    The Dice term of the "blob loss" of Kofler et al. (2023): for each lesion k
+    of each sample, the probabilities of the sample's other lesions are set to 0
+    and the soft Dice of the rest of the map against lesion k is taken over the
+    whole sample, so a missed one-voxel CMB costs as much as a missed large
+    one, and false-positive mass anywhere in the sample lowers every lesion's
+    Dice. The loss is the mean of ``1 - Dice`` over all lesions of the batch (0
+    for a batch without lesions). MONAI has no instance-wise loss, so this one
+    is written here.
+
+    Call: ``loss(logits, target)`` with ``logits`` and ``target`` ``(B, 1, ...)``.
+    """
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        prob = torch.sigmoid(logits.float())
+        labels = instance_labels(target)
+        terms = []
+        for b in range(prob.shape[0]):
+            n = int(labels[b].max())
+            if n == 0:
+                continue
+            ids = torch.arange(1, n + 1, device=labels.device).view(n, *([1] * (labels.ndim - 1)))
+            lesion = (labels[b : b + 1] == ids).float()  # (n, 1, ...)
+            others = (labels[b : b + 1] > 0).float() - lesion
+            kept = prob[b : b + 1] * (1.0 - others)
+            inter = (kept * lesion).flatten(1).sum(1)
+            denominator = kept.flatten(1).sum(1) + lesion.flatten(1).sum(1)
+            terms.append(1.0 - (2.0 * inter + DICE_SMOOTH) / (denominator + DICE_SMOOTH))
+        if not terms:
+            return logits.sum() * 0.0
+        return torch.cat(terms).mean()
+
+
+class WithBlobDice(torch.nn.Module):
+    """``loss(outputs, target) + weight * BlobDice(final output, target)`` (:class:`BlobDice`)."""
+
+    def __init__(self, loss: torch.nn.Module, weight: float) -> None:
+        super().__init__()
+        self.loss, self.weight, self.blob = loss, float(weight), BlobDice()
+
+    def forward(self, input: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        final = input[0] if isinstance(input, (list, tuple)) else input
+        return self.loss(input, target) + self.weight * self.blob(final, target)
 

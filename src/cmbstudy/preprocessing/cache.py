@@ -26,7 +26,7 @@ from .preprocess import preprocess_subject
 __all__ = ["CACHE_ENV_VAR", "default_cache_dir", "load_preprocessed"]
 
 CACHE_ENV_VAR = "CMBSTUDY_CACHE"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: the unmasked image is stored too
 
 
 def default_cache_dir(anchor: Path) -> Path:
@@ -59,6 +59,8 @@ def _save_cache(volume: PreprocessedVolume, path: Path) -> None:
     arrays = {"image": volume.image, "brain": volume.brain}
     if volume.mask is not None:
         arrays["mask"] = volume.mask
+    if volume.unmasked is not None:
+        arrays["unmasked"] = volume.unmasked
     geometry = json.dumps(dataclasses.asdict(volume.geometry))
     write_atomically(
         path,
@@ -80,7 +82,8 @@ def _read_cache(path: Path) -> PreprocessedVolume:
             size=int(raw["size"]),
         )
         mask = npz["mask"] if "mask" in npz.files else None
-        return PreprocessedVolume(str(npz["subject_id"]), npz["image"], npz["brain"], mask, geometry)
+        unmasked = npz["unmasked"] if "unmasked" in npz.files else None
+        return PreprocessedVolume(str(npz["subject_id"]), npz["image"], npz["brain"], mask, geometry, unmasked)
 
 
 def load_preprocessed(

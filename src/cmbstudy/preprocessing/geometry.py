@@ -73,6 +73,7 @@ class PreprocessedVolume:
     brain: np.ndarray  # (Z, S, S) bool brain mask
     mask: np.ndarray | None  # (Z, S, S) uint8 CMB mask (nearest neighbour); None without reference
     geometry: Geometry  # inverse mapping to the input grid
+    unmasked: np.ndarray | None = None  # (Z, S, S) float32, the same z-scores before the brain mask (training)
 
     def restore(self, array: np.ndarray, order: int = 1) -> np.ndarray:
         """Map a (Z, S, S) array back onto the input image's grid and orientation.

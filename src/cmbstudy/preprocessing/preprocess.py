@@ -5,7 +5,9 @@ Steps: canonical RAS orientation (flips and permutations only), brain mask
 N4 bias-field correction inside the brain (:mod:`~cmbstudy.preprocessing.bias`),
 tight crop to the brain in-plane padded to a square, in-plane resample to
 ``S x S`` (Z unchanged; :mod:`~cmbstudy.preprocessing.geometry`), z-score within
-the brain. The brain mask is computed before N4 so that N4 fits only brain voxels.
+the brain (the image is 0 outside the brain; the z-scored image before that
+cut is kept too, for training on masks eroded or dilated by a voxel or two).
+The brain mask is computed before N4 so that N4 fits only brain voxels.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def preprocess_image(
     std = float(values.std()) if values.size else 0.0
     if std == 0.0:
         raise InputError(f"{label}: the image is constant inside the brain: check the file")
-    out_image = np.where(out_brain, (out_image - values.mean()) / std, 0.0).astype(np.float32)
+    unmasked = ((out_image - values.mean()) / std).astype(np.float32)
+    out_image = np.where(out_brain, unmasked, 0.0).astype(np.float32)
     out_mask = None
     if mask is not None:
         cmb = np.asarray(to_canonical(mask).dataobj).astype(np.uint8)
@@ -90,7 +93,7 @@ def preprocess_image(
         box_size=side,
         size=cfg.size,
     )
-    return PreprocessedVolume(subject_id, out_image, out_brain, out_mask, geometry)
+    return PreprocessedVolume(subject_id, out_image, out_brain, out_mask, geometry, unmasked)
 
 
 def preprocess_subject(subject: Subject, cfg: PreprocessConfig) -> PreprocessedVolume:

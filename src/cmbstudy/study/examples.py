@@ -20,13 +20,17 @@ from nibabel.orientations import aff2axcodes
 
 from ..data.datasets import Subject, load_subjects
 from ..data.io import load_image, load_mask
-from ..data.prediction_folder import prediction_path, read_prediction_threshold
-from ..data.run_folder import load_run_profile, load_run_split
+from ..data.prediction_folder import (
+    prediction_path,
+    read_prediction_min_voxels,
+    read_prediction_threshold,
+)
+from ..data.run_folder import load_run_profile
 from ..errors import InputError
 from ..evaluation.evaluate import VolumeEvaluation, evaluate_volume
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
 from ..preprocessing.geometry import PreprocessedVolume
-from .runs import VAL_PREDICTIONS, dataset_label, load_runs, pooled_evaluation, run_name
+from .runs import TEST_PREDICTIONS, dataset_label, load_runs, run_name, test_report
 
 __all__ = [
     "Case",
@@ -34,7 +38,7 @@ __all__ = [
     "load_qualitative_cases",
     "find_prediction_dir",
     "load_subject_evaluation",
-    "load_validation_volumes",
+    "load_test_volumes",
     "select_example_subjects",
     "select_example_slices",
     "select_small_lesion_slices",
@@ -58,7 +62,8 @@ def load_subject_evaluation(
         subject: a reference subject (with a CMB mask).
         pred_dir: prediction folder holding ``sub-<id>`` (``cmbstudy predict``).
         rule: matching rule, "paper" or "valdo".
-        threshold: probability threshold; None takes the one in ``PRED/prediction.json`` (else 0.5).
+        threshold: probability threshold; None takes the one in ``PRED/prediction.json`` (else 0.5);
+            the minimum lesion size is always the folder's.
 
     Returns:
         (image (X, Y, Z) float32, :class:`VolumeEvaluation`, mimic labels (X, Y, Z) or None).
@@ -86,6 +91,7 @@ def load_subject_evaluation(
     evaluation = evaluate_volume(
         np.asarray(prob.dataobj, dtype=np.float32), np.asarray(ref.dataobj), ref.affine, rule=rule,
         threshold=read_prediction_threshold(Path(pred_dir)) if threshold is None else threshold, lesion_table=table,
+        min_voxels=read_prediction_min_voxels(Path(pred_dir)),
     )
     mimic = None
     if "mimic" in subject.extra_paths:
@@ -93,25 +99,25 @@ def load_subject_evaluation(
     return np.asarray(image.dataobj, dtype=np.float32), evaluation, mimic
 
 
-def load_validation_volumes(run_dir: Path, data_root: Path) -> list[PreprocessedVolume]:
-    """The preprocessed validation subjects of a run's fold (``split.json``), as the run saw them.
+def load_test_volumes(run_dir: Path, test_root: Path) -> list[PreprocessedVolume]:
+    """The preprocessed test subjects a run predicted (``RUN/pred-test/sub-*``), as the run sees them.
 
     Preprocessing follows the run's ``profile.yaml``; volumes come from the shared cache
     (:func:`cmbstudy.preprocessing.cache.default_cache_dir`).
 
     Returns:
-        One :class:`PreprocessedVolume` per validation subject, (Z, S, S) arrays, in split order.
+        One :class:`PreprocessedVolume` per predicted test subject, (Z, S, S) arrays, sorted by subject.
 
     Raises:
-        InputError: missing run files, or validation subjects absent from ``data_root``.
+        InputError: missing run files, or predicted subjects absent from ``test_root``.
     """
     run_dir = Path(run_dir)
     profile = load_run_profile(run_dir)
-    wanted = load_run_split(run_dir, "val")
-    by_id = {s.subject_id: s for s in load_subjects(Path(data_root))}
+    wanted = sorted(folder.name.removeprefix("sub-") for folder in (run_dir / TEST_PREDICTIONS).glob("sub-*"))
+    by_id = {s.subject_id: s for s in load_subjects(Path(test_root))}
     missing = [i for i in wanted if i not in by_id]
     if missing:
-        raise InputError(f"validation subjects {missing} of {run_dir} are not in {data_root}: give the run's data root")
+        raise InputError(f"test subjects {missing[:5]} of {run_dir} are not in {test_root}: give the study's test root")
     return load_preprocessed([by_id[i] for i in wanted], profile.preprocess, default_cache_dir(run_dir), progress=False)
 
 
@@ -203,7 +209,7 @@ class Case:
 
 @dataclass(frozen=True)
 class QualitativeCases:
-    """The subjects notebook 11 shows, from the main network's cross-validated predictions.
+    """The test subjects notebook 11 shows, from the main network's predictions at the comparison fold.
 
     Attributes:
         note: markdown on missing runs ("" when none is missing).
@@ -221,15 +227,15 @@ class QualitativeCases:
     n_small: int
 
 
-def load_qualitative_cases(results_dir: Path | str, data_root: Path | str, main: str, folds: Sequence[int],
+def load_qualitative_cases(results_dir: Path | str, test_root: Path | str, main: str, fold: int,
                            n: int = 3) -> QualitativeCases:
-    """The ``n`` subjects with the most reference CMBs (modalities alternating), evaluated for the overlays."""
-    runs, missing = load_runs(results_dir, [run_name(main, f) for f in folds])
+    """The ``n`` test subjects with the most reference CMBs (modalities alternating), as ``main`` at ``fold`` scored them."""
+    runs, missing = load_runs(results_dir, [run_name(main, fold)])
     note = (f"**Runs not found** (not trained by this profile, or notebook 03 not run): {', '.join(missing)}."
             if missing else "")
-    report = pooled_evaluation(results_dir, main, sorted(r.fold for r in runs.values()), data_root) if runs else None
-    subjects = {s.subject_id: s for s in load_subjects(Path(data_root))}
-    pred_dirs = [runs[name].run_dir / VAL_PREDICTIONS for name in sorted(runs)]
+    report = test_report(results_dir, run_name(main, fold)) if runs else None
+    subjects = {s.subject_id: s for s in load_subjects(Path(test_root))}
+    pred_dirs = [runs[name].run_dir / TEST_PREDICTIONS for name in sorted(runs)]
     chosen = select_example_subjects(pd.DataFrame(report.per_subject), list(subjects.values()), n) if report else []
     cases = []
     for sid in chosen:
@@ -241,7 +247,7 @@ def load_qualitative_cases(results_dir: Path | str, data_root: Path | str, main:
                            **{k: c.evaluation.row[k] for k in keys}} for c in cases])
     without = [c.subject_id for c in cases if not c.small_slices]
     return QualitativeCases(
-        dataset=dataset_label(data_root), note=note, cases=tuple(cases), shown=shown,
+        dataset=dataset_label(test_root), note=note, cases=tuple(cases), shown=shown,
         with_small=tuple(c for c in cases if c.small_slices),
         small_note="\n\n".join(f"sub-{sid}: no reference CMB of at most 3 mm." for sid in without),
         modalities=", ".join(sorted(shown["modality"].str.upper().unique())) if len(shown) else "none",

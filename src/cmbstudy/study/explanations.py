@@ -1,7 +1,7 @@
 """Figs. 5-6 of Cho et al. (2025) as notebook 10 shows them: Grad-CAM without and with CBAM, CBAM maps.
 
 The two arms are the network without CBAM (``without_cbam``) and the main
-network, at the first comparison fold; the slices are those of their validation
+network, at the first comparison fold; the slices are those of the test
 subjects with the most lesion pixels (:func:`cmbstudy.study.examples.select_example_slices`).
 The share of each Grad-CAM map's mass near the lesions (:func:`cmbstudy.explain.compute_gradcam_focus`)
 says whether the attention sits on the CMBs.
@@ -25,7 +25,7 @@ from ..explain.gradcam import (
 )
 from ..inference.model_store import load_detection_model
 from ..preprocessing.geometry import PreprocessedVolume
-from .examples import load_validation_volumes, select_example_slices
+from .examples import load_test_volumes, select_example_slices
 from .runs import dataset_label, load_runs, run_name
 
 __all__ = ["ARMS", "FOCUS_RADIUS", "Explanations", "explain_arms"]
@@ -45,7 +45,7 @@ class Explanations:
             shown has CBAM ("" otherwise).
         examples: subject, slice and lesion pixels of every example slice.
         explanations: one per example slice; with_cbam: those with CBAM maps.
-        focus: Grad-CAM mass near the lesions on every validation slice with a lesion, per arm;
+        focus: Grad-CAM mass near the lesions on every test slice with a lesion, per arm;
             by_model: its mean per arm; focus_without, focus_with, focus_chance: the means glued.
     """
 
@@ -66,16 +66,16 @@ class Explanations:
     focus_chance: float
 
 
-def explain_arms(results_dir: Path | str, data_root: Path | str, profile: Profile, n_examples: int = 3
+def explain_arms(results_dir: Path | str, test_root: Path | str, profile: Profile, n_examples: int = 3
                  ) -> Explanations:
-    """Explanations of the arms' runs at the first comparison fold (each arm absent when its run is)."""
+    """Explanations of the arms' runs at the first comparison fold on the test set (an arm is absent when its run is)."""
     fold = min([f for f in profile.study.comparison_folds if f < profile.train.n_folds], default=0)
     arms = {arm: run_name(variant or profile.study.main, fold) for arm, variant in ARMS.items()}
     runs, missing = load_runs(results_dir, list(arms.values()))
     models = {arm: load_detection_model(runs[name].run_dir).network.eval() for arm, name in arms.items() if name in runs}
     note = (f"**Runs not found** (not trained by this profile, or notebook 03 not run): {', '.join(missing)}; "
             f"shown: {', '.join(models) or 'nothing'}." if missing else "")
-    volumes = load_validation_volumes(runs[arms[next(iter(models))]].run_dir, data_root) if models else []
+    volumes = load_test_volumes(runs[arms[next(iter(models))]].run_dir, Path(test_root)) if models else []
     examples = select_example_slices(volumes, n_examples)
     table = pd.DataFrame([{"subject": volumes[i].subject_id, "slice": z, "lesion pixels": int(volumes[i].mask[z].sum())}
                           for i, z in examples])
@@ -86,7 +86,7 @@ def explain_arms(results_dir: Path | str, data_root: Path | str, profile: Profil
     by_model = focus.groupby(level="model")[columns].mean() if models else focus
     with_cbam = tuple(ex for ex in explanations if ex.cbam)
     return Explanations(
-        dataset=dataset_label(data_root), fold=fold, note=note,
+        dataset=dataset_label(test_root), fold=fold, note=note,
         cbam_note="" if with_cbam or not explanations else "No CBAM in the models shown.",
         models=models, volumes=tuple(volumes), examples=table, explanations=explanations, with_cbam=with_cbam,
         focus=focus, by_model=by_model.round(3), n_lesion_slices=int(len(focus) // max(len(models), 1)),

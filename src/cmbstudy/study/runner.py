@@ -230,10 +230,12 @@ def run_study(
     check_output_dir(out, overwrite=True)  # a file in the way is an OutputError; results are reused
     executed_dir.mkdir(parents=True, exist_ok=True)
     synthetic_root_text = str(out / "data" / f"synthetic-{Path(profile.name).stem}")
+    synthetic_test_text = f"{synthetic_root_text}-test"
+    real_root = str(Path(data_root).resolve()) if data_root else None
+    # a real dataset is its own test root (a seeded, saved split of it); the synthetic cohort has its own
     context: dict[str, Any] = {
-        "profile": profile_name,
-        "overrides": ",".join(overrides),
-        "data_root": str(Path(data_root).resolve()) if data_root else synthetic_root_text,
+        "profile": profile_name, "overrides": ",".join(overrides),
+        "data_root": real_root or synthetic_root_text, "test_root": real_root or synthetic_test_text,
         "synthetic_root": synthetic_root_text,
         "results_dir": str(out),
         "seed": profile.seed,
@@ -243,7 +245,8 @@ def run_study(
     for step in STEPS:
         if step.name not in wanted:
             continue
-        step_context = {**context, "data_root": synthetic_root_text} if step.synthetic_only else context
+        synthetic = {"data_root": synthetic_root_text, "test_root": synthetic_test_text}
+        step_context = {**context, **synthetic} if step.synthetic_only else context
         if step.instances is None:
             run.run_step(step, step_context)
         else:

@@ -4,23 +4,21 @@ Layout under the results folder ``RESULTS`` (the notebooks' ``results_dir``)::
 
     RESULTS/runs/<variant>-fold<k>/              one run of :func:`cmbstudy.training.train_fold`
     RESULTS/runs/<variant>-<modality>-fold<k>/   a run trained on one modality (Table 5)
-        pred-val/  eval-val.json  eval-val-valdo.json     its validation subjects
-        pred-test/ eval-test.json                         modality runs: the other modality
+        operating_point.json                     chosen on its validation subjects (with their scores)
+        pred-test/ eval-test.json                the test set (a modality run: its other modality)
+        eval-test-valdo.json                     the same under the VALDO rule (the main network's comparison fold)
 
-Notebook 03 trains and evaluates one run per call of
+Every table is scored on the test set (:mod:`cmbstudy.study.test_set`), which no
+choice of a run has seen. Notebook 03 trains and evaluates one run per call of
 :func:`cmbstudy.study.training_runs.train_and_evaluate`; the analysis notebooks
 (04-12) only read runs (:func:`load_run`, :func:`collect_runs`,
-:func:`pooled_evaluation`). Nothing here imports torch, so the study runner
-starts fast.
+:func:`test_report`). Nothing here imports torch, so the study runner starts fast.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,23 +30,22 @@ from ..config import Profile
 from ..data.datasets import describe_dataset, load_subjects
 from ..data.io import read_json
 from ..data.prediction_folder import PREDICTION_INFO
-from ..data.run_folder import RESULT, load_run_profile
+from ..data.run_folder import OPERATING_POINT, RESULT
 from ..errors import ConfigError, InputError
 from ..evaluation.evaluate import evaluate_predictions
 from ..evaluation.report import EvaluationReport
 from ..evaluation.scores import DETECTION_METRICS
 from ..formatting import as_float
 from ..preprocessing.cache import default_cache_dir
+from .test_set import TestSet
 
 __all__ = [
     "RUNS_DIR",
     "TIMINGS_FILE",
     "STATE_FILE",
-    "VAL_PREDICTIONS",
     "TEST_PREDICTIONS",
-    "VAL_EVALUATION",
-    "VAL_EVALUATION_VALDO",
     "TEST_EVALUATION",
+    "TEST_EVALUATION_VALDO",
     "MODALITIES",
     "RUN_COLUMNS",
     "RunRecord",
@@ -60,7 +57,7 @@ __all__ = [
     "evaluate_run_predictions",
     "load_run",
     "collect_runs",
-    "pooled_evaluation",
+    "test_report",
     "preprocessing_cache_dir",
     "dataset_label",
     "load_runs",
@@ -71,15 +68,15 @@ RUNS_DIR = "runs"
 #: The runner's record of the seconds of every step (``RESULTS/study_timings.tsv``) and its skip state.
 TIMINGS_FILE = "study_timings.tsv"
 STATE_FILE = "study_state.json"
-#: A run's validation and test predictions (prediction folders) and their evaluations (``EvaluationReport`` JSON).
-VAL_PREDICTIONS, TEST_PREDICTIONS = "pred-val", "pred-test"
-VAL_EVALUATION, VAL_EVALUATION_VALDO, TEST_EVALUATION = "eval-val.json", "eval-val-valdo.json", "eval-test.json"
+#: A run's test-set predictions (a prediction folder) and their evaluations (``EvaluationReport`` JSON).
+TEST_PREDICTIONS = "pred-test"
+TEST_EVALUATION, TEST_EVALUATION_VALDO = "eval-test.json", "eval-test-valdo.json"
 MODALITIES: tuple[str, ...] = ("gre", "swi")
 RUN_COLUMNS: tuple[str, ...] = (
     "name", "variant", "model", "fold", "modality", *DETECTION_METRICS,
     *(f"{m}_ci_{side}" for m in DETECTION_METRICS for side in ("low", "high")),
     *(f"small_{m}" for m in DETECTION_METRICS),
-    "n_ref", "n_subjects", "n_params", "train_seconds", "seconds_per_subject",
+    "n_ref", "n_subjects", "threshold", "min_voxels", "val_f1", "n_params", "train_seconds", "seconds_per_subject",
 )
 _NAME = re.compile(r"(?P<variant>[^-]+)(?:-(?P<modality>gre|swi))?-fold(?P<fold>\d+)")
 _OVERRIDE_START = re.compile(r",(?=\s*[A-Za-z_][\w]*(?:\.[\w]+)?\s*=)")
@@ -96,12 +93,17 @@ class RunRecord:
     modality: str | None  # "gre" / "swi" for a single-modality run, None for all subjects
     run_dir: Path  # the run folder
     result: dict  # result.json of the training
-    evaluation: dict  # eval-val.json: paper rule (settings, summary, per_subject, froc_curve)
-    evaluation_valdo: dict  # eval-val-valdo.json: VALDO rule
-    test_evaluation: dict | None  # eval-test.json of a modality run (the other modality), else None
+    evaluation: dict  # eval-test.json: the test set, paper rule (settings, summary, per_subject, froc_curve)
+    evaluation_valdo: dict | None  # eval-test-valdo.json: the test set, VALDO rule (None: not evaluated)
+    operating_point: dict  # operating_point.json: threshold, min_voxels, and the validation scores there
     n_params: int  # trainable parameters
     train_seconds: float  # training + validation time (s)
-    seconds_per_subject: float  # inference time per validation subject, model + post-processing (s)
+    seconds_per_subject: float  # inference time per test subject, model + post-processing (s)
+
+    @property
+    def validation(self) -> dict:
+        """The pooled validation scores at the run's operating point (its selection data, not a result)."""
+        return dict(self.operating_point.get("validation") or {})
 
 
 def parse_overrides(text: str) -> list[str]:
@@ -182,21 +184,28 @@ def training_instances(profile: Profile) -> list[dict[str, Any]]:
     return instances
 
 
-def describe_missing_modality(data_root: Path | str, modality: str | None, n_folds: int) -> str | None:
+def describe_missing_modality(data_root: Path | str, modality: str | None, n_folds: int,
+                              test_set: TestSet | None = None) -> str | None:
     """Why a run on ``modality`` cannot be trained on ``data_root``, or None when it can.
 
-    A single-modality run needs at least ``n_folds`` subjects of that modality and
-    one subject of the other modality to test on.
+    A single-modality run needs at least ``n_folds`` training subjects of that
+    modality and one test subject of the other modality (``test_set``; without
+    one, a subject of ``data_root``).
     """
     if modality in (None, "all"):
         return None
-    counts = {m: 0 for m in MODALITIES}
-    for subject in load_subjects(Path(data_root)):
-        counts[subject.modality] = counts.get(subject.modality, 0) + 1
+    held_out = set(test_set.excluded_from_training) if test_set else set()
+    training = [s.modality for s in load_subjects(Path(data_root)) if s.subject_id not in held_out]
+    if test_set is None:
+        testing = training
+    else:
+        wanted = set(test_set.subject_ids)
+        testing = [s.modality for s in load_subjects(test_set.root) if s.subject_id in wanted]
     other = next(m for m in MODALITIES if m != modality)
-    if counts.get(modality, 0) < n_folds or counts[other] == 0:
-        return (f"the dataset at {data_root} has {counts.get(modality, 0)} {modality.upper()} and "
-                f"{counts[other]} {other.upper()} subjects: training on {modality.upper()} needs at least "
+    n_train, n_test = training.count(modality), testing.count(other)
+    if n_train < n_folds or n_test == 0:
+        return (f"the dataset at {data_root} has {n_train} {modality.upper()} training subjects and the test set "
+                f"{n_test} {other.upper()} subjects: training on {modality.upper()} needs at least "
                 f"{n_folds} (one per fold) and testing needs one {other.upper()} subject")
     return None
 
@@ -237,16 +246,16 @@ def load_run(results_dir: Path | str, name: str) -> RunRecord:
         raise InputError(f"{name!r} is not a run name of the study (<variant>[-gre|-swi]-fold<k>)")
     run_dir = results_dir / RUNS_DIR / name
     result = _read_json(run_dir / RESULT, name, results_dir)
-    evaluation = _read_json(run_dir / VAL_EVALUATION, name, results_dir)
-    evaluation_valdo = _read_json(run_dir / VAL_EVALUATION_VALDO, name, results_dir)
-    prediction = _read_json(run_dir / VAL_PREDICTIONS / PREDICTION_INFO, name, results_dir)
-    modality = parsed["modality"]
-    test = _read_json(run_dir / TEST_EVALUATION, name, results_dir) if modality else None
+    evaluation = _read_json(run_dir / TEST_EVALUATION, name, results_dir)
+    valdo_path = run_dir / TEST_EVALUATION_VALDO
+    evaluation_valdo = _read_json(valdo_path, name, results_dir) if valdo_path.is_file() else None
+    point = _read_json(run_dir / OPERATING_POINT, name, results_dir)
+    prediction = _read_json(run_dir / TEST_PREDICTIONS / PREDICTION_INFO, name, results_dir)
     seconds = prediction.get("seconds_per_subject")
     return RunRecord(
         name=name, variant=parsed["variant"], model=str(result.get("model", "")), fold=int(parsed["fold"]),
-        modality=modality, run_dir=run_dir, result=result, evaluation=evaluation,
-        evaluation_valdo=evaluation_valdo, test_evaluation=test, n_params=int(result.get("n_params", 0)),
+        modality=parsed["modality"], run_dir=run_dir, result=result, evaluation=evaluation,
+        evaluation_valdo=evaluation_valdo, operating_point=point, n_params=int(result.get("n_params", 0)),
         train_seconds=float(result.get("seconds", math.nan)),
         seconds_per_subject=math.nan if seconds is None else float(seconds),
     )
@@ -265,13 +274,16 @@ def _row(record: RunRecord) -> dict[str, Any]:
     for metric in DETECTION_METRICS:
         row[f"small_{metric}"] = as_float(small.get(metric))
     row.update(n_ref=int(summary.get("n_ref", 0)), n_subjects=int(summary.get("n_subjects", 0)),
+               threshold=as_float(record.operating_point.get("threshold")),
+               min_voxels=int(record.operating_point.get("min_voxels", 1)),
+               val_f1=as_float(record.validation.get("f1")),
                n_params=record.n_params, train_seconds=record.train_seconds,
                seconds_per_subject=record.seconds_per_subject)
     return row
 
 
 def collect_runs(results_dir: Path | str) -> pd.DataFrame:
-    """One row per finished run under ``RESULTS/runs`` (paper-rule validation scores), sorted by name.
+    """One row per finished run under ``RESULTS/runs`` (paper-rule test scores), sorted by name.
 
     Columns: :data:`RUN_COLUMNS` (``modality`` "all" for runs on every subject). Folders that are not run names (the cache) are
     ignored; unfinished runs are left out with a warning.
@@ -288,50 +300,25 @@ def collect_runs(results_dir: Path | str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 
 
-def pooled_evaluation(
-    results_dir: Path | str, variant: str, folds: list[int] | tuple[int, ...], data_root: Path | str,
-    rule: str = "paper",
-) -> EvaluationReport:
-    """Evaluate the validation predictions of several folds of ``variant`` together.
-
-    Every subject's prediction comes from the fold that held it out, so the
-    report is the cross-validated result: pooled counts, per-subject rows,
-    bootstrap CIs over subjects and the FROC curve. Settings (distance,
-    connectivity, bootstrap) are those of the first fold's ``profile.yaml``.
+def test_report(results_dir: Path | str, name: str, rule: str = "paper") -> EvaluationReport:
+    """The test-set evaluation of the run ``name`` (``eval-test.json``, or ``eval-test-valdo.json`` for ``rule="valdo"``).
 
     Raises:
-        InputError: a fold's run or predictions are missing, or a subject is in two folds.
+        ConfigError: an unknown rule.
+        InputError: the run or its evaluation is missing (the message names notebook 03).
     """
-    folds = [int(f) for f in folds]
-    if not folds:
-        raise InputError(f"no folds given for the pooled evaluation of {variant}")
-    pred_dirs = []
-    for fold in folds:
-        name = run_name(variant, fold)
-        pred = Path(results_dir) / RUNS_DIR / name / VAL_PREDICTIONS
-        _read_json(pred / PREDICTION_INFO, name, Path(results_dir))
-        pred_dirs.append(pred)
-    profile = load_run_profile(pred_dirs[0].parent)
-    with tempfile.TemporaryDirectory(prefix="pooled-") as tmp:
-        pooled = Path(tmp)
-        shutil.copy2(pred_dirs[0] / PREDICTION_INFO, pooled / PREDICTION_INFO)
-        for pred in pred_dirs:
-            for folder in sorted(pred.glob("sub-*")):
-                link = pooled / folder.name
-                if link.exists():
-                    raise InputError(f"subject {folder.name} is predicted by two of the folds {folds} of "
-                                     f"{variant}: the folds must come from one cross-validation split")
-                os.symlink(folder.resolve(), link, target_is_directory=True)
-        report = evaluate_run_predictions(pooled, Path(data_root), profile, rule)
-    report.settings["pred_dir"] = ", ".join(str(p) for p in pred_dirs)
-    return report
+    if rule not in ("paper", "valdo"):
+        raise ConfigError(f"rule {rule!r}: use 'paper' or 'valdo'")
+    file = TEST_EVALUATION if rule == "paper" else TEST_EVALUATION_VALDO
+    return EvaluationReport.from_json(_read_json(Path(results_dir) / RUNS_DIR / name / file, name, Path(results_dir)))
 
 
 def dataset_label(data_root: Path | str) -> str:
-    """How tables label our numbers: "synthetic cohort" for the generated cohort, else the dataset's name."""
+    """How tables label our numbers: "synthetic test cohort" for the generated test cohort, else the dataset's name."""
     info = describe_dataset(Path(data_root))
-    if info.get("cmbstudy", {}).get("dataset") == "synthetic":
-        return "synthetic cohort"
+    generated = info.get("cmbstudy", {})
+    if generated.get("dataset") == "synthetic":
+        return f"synthetic {generated.get('role', 'training')} cohort ({generated.get('n_subjects', '?')} subjects)"
     return str(info.get("name") or Path(data_root).resolve().name)
 
 
@@ -351,19 +338,19 @@ def load_runs(results_dir: Path | str, names: list[str]) -> tuple[dict[str, RunR
 
 
 def evaluate_arms(
-    results_dir: Path | str, variants: list[str], folds: list[int] | tuple[int, ...], data_root: Path | str,
-    rule: str = "paper",
+    results_dir: Path | str, variants: list[str], fold: int, rule: str = "paper",
 ) -> tuple[dict[str, EvaluationReport], list[str]]:
-    """:func:`pooled_evaluation` of each variant over ``folds``, skipping variants with a missing run.
+    """:func:`test_report` of each variant's run at ``fold``, skipping variants whose run is missing.
 
     Returns:
-        (variant -> pooled report for variants whose every fold is finished, the missing run names).
+        (variant -> test report for the variants whose run is finished, the missing run names).
     """
     reports, missing = {}, []
     for variant in variants:
-        _, absent = load_runs(results_dir, [run_name(variant, f) for f in folds])
+        name = run_name(variant, fold)
+        _, absent = load_runs(results_dir, [name])
         if absent:
             missing += absent
         else:
-            reports[variant] = pooled_evaluation(results_dir, variant, list(folds), data_root, rule)
+            reports[variant] = test_report(results_dir, name, rule)
     return reports, missing

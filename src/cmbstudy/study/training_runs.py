@@ -1,14 +1,14 @@
-"""Training one run of the study and evaluating it: what notebook 03 runs once per training run.
+"""Training one run of the study and scoring it on the test set: what notebook 03 runs once per training run.
 
 Writes ``RESULTS/runs/<run_name>/`` (:mod:`cmbstudy.study.runs` describes the
-layout): the training files, the validation predictions and their evaluation
-with both matching rules; a run on one modality also predicts and evaluates the
-other modality (Table 5).
+layout): the training files with the operating point chosen on the run's
+validation subjects, and the test set's predictions and their evaluation with
+both matching rules; a run on one modality is tested on the test subjects of
+the other modality (Table 5).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +17,16 @@ import pandas as pd
 
 from ..config import Profile, resolve_variant
 from ..data.datasets import load_subjects
-from ..data.io import write_text_atomically
-from ..data.prediction_folder import PREDICTION_INFO
 from ..data.run_folder import HISTORY
 from ..formatting import as_float
 from ..inference.predict import predict_dataset
+from ..training.plan import SAMPLE_KINDS
 from ..training.run import train_fold
 from .paper import TABLE2
 from .runs import (
     TEST_EVALUATION,
+    TEST_EVALUATION_VALDO,
     TEST_PREDICTIONS,
-    VAL_EVALUATION,
-    VAL_EVALUATION_VALDO,
-    VAL_PREDICTIONS,
     RunRecord,
     dataset_label,
     describe_missing_modality,
@@ -39,23 +36,28 @@ from .runs import (
     run_path,
 )
 from .tables.format import ComparedRow, compare_with_paper, summary_scores
+from .test_set import TestSet, resolve_test_set
 
-__all__ = ["train_and_evaluate", "RunReport", "train_run_report"]
+__all__ = ["test_subjects_of_run", "sample_counts", "train_and_evaluate", "RunReport", "train_run_report"]
 
 _PER_SUBJECT_COLUMNS = ["n_ref", "n_pred", "n_tp", "n_fp", "n_fn", "precision", "recall", "f1"]
 _VALDO_KEYS = ("precision", "recall", "f1", "fp_per_subject", "median_f1", "mean_abs_count_difference")
 
 
-def _predict_other_modality(run_dir: Path, data_root: Path, modality: str, device: str, progress: bool) -> Path:
-    """Predict every subject of ``data_root`` not scanned with ``modality`` into ``RUN/pred-test``."""
-    keep = [s.subject_id for s in load_subjects(Path(data_root)) if s.modality != modality]
-    out = run_dir / TEST_PREDICTIONS
-    predict_dataset(run_dir, data_root, out, device=device, overwrite=True, progress=progress, split="all",
-                    subject_ids=keep)
-    info = json.loads((out / PREDICTION_INFO).read_text())
-    info["split"] = f"modality != {modality}"
-    write_text_atomically(out / PREDICTION_INFO, json.dumps(info, indent=2))
-    return out
+def test_subjects_of_run(test_set: TestSet, modality: str | None) -> list[str]:
+    """The test subjects a run is scored on: all of them, or those not scanned with its training ``modality``."""
+    if modality is None:
+        return list(test_set.subject_ids)
+    wanted = set(test_set.subject_ids)
+    return [s.subject_id for s in load_subjects(test_set.root) if s.subject_id in wanted and s.modality != modality]
+
+
+def sample_counts(history: pd.DataFrame) -> pd.DataFrame:
+    """Training samples of each kind summed over the epochs of ``history.csv``, and their share."""
+    counts = pd.Series({kind: int(history[f"crops_{kind}"].fillna(0).sum()) if f"crops_{kind}" in history else 0
+                        for kind in SAMPLE_KINDS}, name="samples")
+    total = int(counts.sum())
+    return pd.DataFrame({"samples": counts, "share": counts / total if total else float("nan")}).rename_axis("kind")
 
 
 def train_and_evaluate(
@@ -67,19 +69,25 @@ def train_and_evaluate(
     modality: str | None = None,
     device: str = "auto",
     progress: bool = True,
+    test_root: Path | str | None = None,
+    valdo: bool = True,
 ) -> RunRecord:
-    """Train one run of the study, predict its validation subjects and evaluate them with both rules.
+    """Train one run of the study, then predict and evaluate the test set with both rules.
 
     Writes ``RESULTS/runs/<run_name>/`` (replacing that run only): the training
-    files, ``pred-val/``, ``eval-val.json`` (paper rule) and ``eval-val-valdo.json``
-    (VALDO rule); a modality run also predicts every subject of the other
-    modality into ``pred-test/`` and evaluates it (``eval-test.json``, paper rule).
+    files and ``operating_point.json`` (chosen on the fold's validation
+    subjects), ``pred-test/``, ``eval-test.json`` (paper rule) and, with
+    ``valdo``, ``eval-test-valdo.json`` (VALDO rule). A modality run is tested on
+    the test subjects of the other modality.
 
     Args:
         profile: the study profile; the variant's overrides are applied here.
         variant: a name of ``profile.variants``.
         fold: cross-validation fold (0-based).
         modality: "gre" / "swi" to train on that modality only; None (or "all"): every subject.
+        test_root: the test cohort; None (or ``data_root``): a held-out split of ``data_root``
+            (:func:`cmbstudy.study.test_set.resolve_test_set`).
+        valdo: evaluate the test set with the VALDO rule too.
 
     Raises:
         ConfigError: unknown variant or modality, fold out of range.
@@ -89,16 +97,16 @@ def train_and_evaluate(
     out = run_path(results_dir, variant, fold, modality)
     resolved = resolve_variant(profile, variant)
     data_root = Path(data_root)
+    test_set = resolve_test_set(profile, data_root, test_root or data_root, results_dir)
     train_fold(resolved, data_root, fold, out, device=device, overwrite=True, progress=progress,
-               modality=modality)
-    predict_dataset(out, data_root, out / VAL_PREDICTIONS, device=device, overwrite=True, progress=progress,
-                    split="val")
-    evaluate_run_predictions(out / VAL_PREDICTIONS, data_root, resolved, "paper", out / VAL_EVALUATION)
-    evaluate_run_predictions(out / VAL_PREDICTIONS, data_root, resolved, "valdo", out / VAL_EVALUATION_VALDO)
-    (out / TEST_EVALUATION).unlink(missing_ok=True)
-    if modality is not None:
-        _predict_other_modality(out, data_root, modality, device, progress)
-        evaluate_run_predictions(out / TEST_PREDICTIONS, data_root, resolved, "paper", out / TEST_EVALUATION)
+               modality=modality, exclude=test_set.excluded_from_training)
+    predict_dataset(out, test_set.root, out / TEST_PREDICTIONS, device=device, overwrite=True, progress=progress,
+                    split="all", subject_ids=test_subjects_of_run(test_set, modality))
+    evaluate_run_predictions(out / TEST_PREDICTIONS, test_set.root, resolved, "paper", out / TEST_EVALUATION)
+    (out / TEST_EVALUATION_VALDO).unlink(missing_ok=True)
+    if valdo:
+        evaluate_run_predictions(out / TEST_PREDICTIONS, test_set.root, resolved, "valdo",
+                                 out / TEST_EVALUATION_VALDO)
     return load_run(results_dir, out.name)
 
 
@@ -110,8 +118,12 @@ class RunReport:
         record: the finished run; None when the dataset cannot train it (``note`` says why).
         overview: network, fold, training subjects and parameters.
         history: ``history.csv`` (None without a run).
-        table: the run's validation scores beside the paper's figure for the same method.
-        per_subject: validation counts per subject; valdo: the same predictions under the VALDO rule.
+        operating_point: the threshold and minimum size chosen on the validation subjects, with
+            the validation scores there (None without a run).
+        samples: training samples of each kind (lesion, hard negative, brain edge, other) over all
+            epochs, with their share (None without a run).
+        table: the run's test scores beside the paper's figure for the same method.
+        per_subject: test counts per subject; valdo: the same predictions under the VALDO rule.
     """
 
     name: str
@@ -123,13 +135,15 @@ class RunReport:
     fp_per_subject: float
     overview: pd.DataFrame
     history: pd.DataFrame | None
+    operating_point: pd.DataFrame | None
+    samples: pd.DataFrame | None
     table: pd.DataFrame
     per_subject: pd.DataFrame | None
     valdo: pd.DataFrame | None
 
 
 def train_run_report(profile: Profile, variant: str, fold: int, data_root: Path | str, results_dir: Path | str,
-                     modality: str = "all", device: str = "auto") -> RunReport:
+                     modality: str = "all", device: str = "auto", test_root: Path | str | None = None) -> RunReport:
     """Train and evaluate one run (:func:`train_and_evaluate`) unless the dataset cannot train it; report it.
 
     Raises:
@@ -138,25 +152,36 @@ def train_run_report(profile: Profile, variant: str, fold: int, data_root: Path 
     """
     resolved = resolve_variant(profile, variant)
     name = run_name(variant, fold, None if modality == "all" else modality)
-    why_not = describe_missing_modality(data_root, modality, profile.train.n_folds)
+    test_set = resolve_test_set(profile, data_root, test_root or data_root, results_dir)
+    why_not = describe_missing_modality(data_root, modality, profile.train.n_folds, test_set)
+    # the VALDO rule is read for the main network at the comparison fold (notebook 12)
+    with_valdo = variant == profile.study.main and fold == profile.study.comparison_folds[0] and modality == "all"
     record = None if why_not else train_and_evaluate(profile, variant, fold, data_root, results_dir,
-                                                      modality=modality, device=device, progress=False)
+                                                      modality=modality, device=device, progress=False,
+                                                      test_root=test_set.root, valdo=with_valdo)
     summary = record.evaluation["summary"] if record else None
+    valdo = None
     overview = pd.Series({"network": resolved.model.name, "fold": fold, "trained on": modality,
                           "parameters": record.n_params if record else None}, name=name).to_frame()
-    valdo = None
+    point = None
     if record is not None:
-        valdo_summary = record.evaluation_valdo["summary"]
-        valdo = pd.Series({key: valdo_summary.get(key) for key in _VALDO_KEYS}, name="VALDO rule").to_frame()
+        if record.evaluation_valdo is not None:
+            valdo_summary = record.evaluation_valdo["summary"]
+            valdo = pd.Series({key: valdo_summary.get(key) for key in _VALDO_KEYS}, name="VALDO rule").to_frame()
+        chosen = record.operating_point
+        point = pd.Series({"threshold": chosen.get("threshold"), "min_voxels": chosen.get("min_voxels"),
+                           **{f"validation {k}": v for k, v in record.validation.items()}},
+                          name="operating point").to_frame()
+    history = pd.read_csv(record.run_dir / HISTORY) if record else None
     return RunReport(
         name=name, record=record, note=f"**Run {name} is not trained:** {why_not}." if why_not else "",
         epochs=record.result["epochs"] if record else 0,
         train_seconds=record.train_seconds if record else math.nan,
         f1=as_float((summary or {}).get("f1")), fp_per_subject=as_float((summary or {}).get("fp_per_subject")),
         overview=overview,
-        history=pd.read_csv(record.run_dir / HISTORY) if record else None,
+        history=history, operating_point=point, samples=sample_counts(history) if history is not None else None,
         table=compare_with_paper([ComparedRow(name, summary_scores(summary) if summary else None,
-                                              TABLE2.get(variant, {}))], dataset_label(data_root)),
+                                              TABLE2.get(variant, {}))], dataset_label(test_set.root)),
         per_subject=(pd.DataFrame(record.evaluation["per_subject"]).set_index("subject_id")[_PER_SUBJECT_COLUMNS]
                      if record else None),
         valdo=valdo,

@@ -29,9 +29,12 @@ from .acquisition import SITES, Site, make_geometry
 from .anatomy import load_template_space
 from .phantom import SubjectScan, simulate_subject
 
-__all__ = ["PAPER_TEST_CATEGORY_COUNTS", "CohortSummary", "cohort_tables", "allocate_categories", "draw_cmb_count",
-           "validate_synth_config", "make_subject", "make_cohort"]
+__all__ = ["PAPER_TEST_CATEGORY_COUNTS", "TEST_LABEL_PREFIX", "CohortSummary", "cohort_tables",
+           "allocate_categories", "draw_cmb_count", "validate_synth_config", "make_subject", "make_cohort",
+           "make_test_cohort"]
 
+#: Label prefix of the test cohort's subjects (``sub-test001``, ...).
+TEST_LABEL_PREFIX = "test"
 # the ARIA-H spread of the paper's 72-subject test set (the row sums of its Table 6)
 PAPER_TEST_CATEGORY_COUNTS: dict[str, int] = {"0": 8, "1-4": 50, "5-9": 9, ">=10": 5}
 SLAB_CENTER_MM: tuple[float, float, float] = (0.0, -18.0, 14.0)  # scan centre in subject mm (MNI-like)
@@ -141,7 +144,7 @@ def _write_subject(root: Path, label: str, site: Site, scan: SubjectScan) -> Non
 
 def make_cohort(
     out: str | Path, profile: Profile | str = "quick", n_subjects: int | None = None, seed: int | None = None,
-    overwrite: bool = False, progress: bool = True,
+    overwrite: bool = False, progress: bool = True, label_prefix: str = "",
 ) -> CohortSummary:
     """Generate the synthetic cohort into ``out`` (created atomically).
 
@@ -152,6 +155,8 @@ def make_cohort(
         seed: master seed (None: ``profile.seed``).
         overwrite: replace an existing non-empty ``out``.
         progress: show a progress bar over subjects.
+        label_prefix: letters before each subject's number (``"test"``: ``sub-test001``), so that
+            subjects of two cohorts never share a label.
 
     Raises:
         ConfigError: unknown profile or a bad parameter (nothing is written).
@@ -165,6 +170,8 @@ def make_cohort(
     validate_synth_config(cfg, n)
     if seed < 0:
         raise ConfigError(f"seed {seed} must be >= 0")
+    if not label_prefix.isalnum() and label_prefix:
+        raise ConfigError(f"label_prefix {label_prefix!r} must be letters and digits only (a BIDS label)")
     out = check_output_dir(Path(out), overwrite)
     start = time.perf_counter()
     master = np.random.SeedSequence(seed)
@@ -177,7 +184,7 @@ def make_cohort(
     rows = []
     with atomic_output_dir(out, overwrite) as tmp:
         for i in tqdm(range(n), desc="synth", unit="subject", disable=not progress):
-            label = f"{i + 1:0{width}d}"
+            label = f"{label_prefix}{i + 1:0{width}d}"
             scan = make_subject(cfg, sites[i], counts[i], subject_seeds[i])
             _write_subject(tmp, label, sites[i], scan)
             sx, sy, sz = scan.geometry.scan.spacing
@@ -191,6 +198,7 @@ def make_cohort(
             "Name": "cmbstudy synthetic cerebral microbleed cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw",
             "GeneratedBy": [{"Name": "cmbstudy.synth", "Version": __version__}],
             "cmbstudy": {"dataset": "synthetic", "profile": profile.name, "seed": seed, "n_subjects": n,
+                         "role": "test" if label_prefix == TEST_LABEL_PREFIX else "training",
                          "synth": profile_to_dict(profile)["synth"]},
         }
         (tmp / "dataset_description.json").write_text(json.dumps(description, indent=2) + "\n")
@@ -198,6 +206,31 @@ def make_cohort(
     cat_counts = {c: int((table["aria_h_category"] == c).sum()) for c in ARIA_H_CATEGORIES}
     return CohortSummary(out, n, cat_counts, int(table["cmb_count"].sum()),
                          {k: int(v) for k, v in table["site"].value_counts().sort_index().items()}, seconds)
+
+
+def make_test_cohort(out: str | Path, profile: Profile | str = "quick", overwrite: bool = False,
+                     progress: bool = True) -> CohortSummary:
+    """Generate the profile's separate test cohort into ``out``: the paper's design (section 3.1).
+
+    ``synth.n_test_subjects`` subjects (72, the paper's test set, by default) from
+    the master seed ``synth.test_seed``, with the training cohort's acquisition
+    settings and the same spread over ARIA-H categories, modalities and sites;
+    labels ``sub-test001``... No choice of the study (checkpoint, threshold,
+    tuning) ever sees these subjects.
+
+    Raises:
+        ConfigError: ``synth.test_seed`` equals the profile's seed (the two cohorts would be the same scans).
+    """
+    if not isinstance(profile, Profile):
+        profile = load_profile(profile)
+    if profile.synth.test_seed == profile.seed:
+        raise ConfigError(
+            f"synth.test_seed={profile.synth.test_seed} equals the profile seed: the test cohort would repeat "
+            "the training cohort's scans; give it another seed, e.g. --set synth.test_seed="
+            f"{profile.seed + 1}"
+        )
+    return make_cohort(out, profile, n_subjects=profile.synth.n_test_subjects, seed=profile.synth.test_seed,
+                       overwrite=overwrite, progress=progress, label_prefix=TEST_LABEL_PREFIX)
 
 
 def cohort_tables(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

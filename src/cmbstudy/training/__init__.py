@@ -12,8 +12,19 @@
 
 from __future__ import annotations
 
-from . import augment, classical, loop, plan, run, sampling_2p5d, sampling_3d, schedule
+from . import (
+    augment,
+    calibrate,
+    classical,
+    loop,
+    plan,
+    run,
+    sampling_2p5d,
+    sampling_3d,
+    schedule,
+)
 from .augment import *  # noqa: F403  (its __all__)
+from .calibrate import *  # noqa: F403  (its __all__)
 from .classical import *  # noqa: F403  (its __all__)
 from .loop import *  # noqa: F403  (its __all__)
 from .plan import *  # noqa: F403  (its __all__)
@@ -31,5 +42,6 @@ __all__ = [
     *schedule.__all__,
     *loop.__all__,
     *run.__all__,
+    *calibrate.__all__,
     *classical.__all__,
 ]

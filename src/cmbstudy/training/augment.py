@@ -4,13 +4,19 @@ MONAI has no Bezier intensity transform, so :func:`bezier_intensity` is written
 here, after the monotone variant of Models Genesis (Zhou et al. 2021). The
 geometric augmentations (rotation, flips, crops) are MONAI's transforms, in
 :mod:`cmbstudy.training.sampling_2p5d`.
+
+:func:`jitter_brain` is not in the paper: real CMB sets such as VALDO come
+skull-stripped with a mask of their own, so a training sample's brain mask is
+eroded or dilated by a voxel or two and the image cut to it, and the brain's
+edge is no cue for what is and is not a CMB.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
-__all__ = ["bezier_intensity"]
+__all__ = ["bezier_intensity", "jitter_brain"]
 
 
 def _bezier_curve(rng: np.random.Generator, n_points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
@@ -57,3 +63,32 @@ def bezier_intensity(image: np.ndarray, brain: np.ndarray, rng: np.random.Genera
     mapped = np.interp((values - lo) / (hi - lo), xs, ys)
     out[brain] = (lo + mapped * (hi - lo)).astype(np.float32)
     return out
+
+
+def jitter_brain(unmasked: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
+                 max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image cut to its brain mask eroded or dilated in-plane by up to ``max_voxels``.
+
+    The radius is drawn uniformly from ``-max_voxels..max_voxels`` (negative:
+    erosion, 0: the mask as it is); the structuring element is the in-plane
+    cross, applied to every slice (or channel) alike.
+
+    Args:
+        unmasked: ``(C, H, W)`` or ``(D, H, W)`` image before the brain mask (z-scores).
+        brain: the brain mask, same shape.
+        rng: source of the radius.
+        max_voxels: largest erosion or dilation (0: the mask unchanged).
+
+    Returns:
+        ``(image, brain)``: float32 image, 0 outside the new mask, and the new bool mask.
+    """
+    if unmasked.shape != brain.shape:
+        raise ValueError(f"image {unmasked.shape} and brain {brain.shape} differ in shape")
+    radius = int(rng.integers(-max_voxels, max_voxels + 1)) if max_voxels > 0 else 0
+    mask = np.asarray(brain, dtype=bool)
+    cross = ndimage.generate_binary_structure(2, 1)[None]
+    if radius > 0:
+        mask = ndimage.binary_dilation(mask, structure=cross, iterations=radius)
+    elif radius < 0:
+        mask = ndimage.binary_erosion(mask, structure=cross, iterations=-radius, border_value=0)
+    return np.where(mask, unmasked, 0.0).astype(np.float32), mask

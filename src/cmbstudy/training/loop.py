@@ -12,10 +12,16 @@ paper's 4-voxel rule, pooled over subjects. Best checkpoint: highest
 validation F1 (NaN counts as lowest); on equal F1 the lower validation loss;
 on equal loss the earlier epoch.
 
-``checkpoint_last.pt`` carries the optimiser, scheduler and the torch / numpy /
-Python random states, and the sampler is a function of (seed, epoch)
-(:mod:`cmbstudy.training.plan`), so a resumed run gives the same weights as an
-uninterrupted one on the same device. The files written are those of
+Training samples are centred on lesions, on the brain's edge, anywhere in
+the brain, and, from epoch ``train.mine_after`` on (refreshed every as many
+epochs), on the network's own false positives on ``train.mine_subjects`` of its
+training subjects (:mod:`cmbstudy.training.mining`); ``history.csv`` counts the
+samples of each kind.
+
+``checkpoint_last.pt`` carries the optimiser, scheduler, the mined pool and the
+torch / numpy / Python random states, and the sampler is a function of (seed,
+epoch, pools) (:mod:`cmbstudy.training.plan`), so a resumed run gives the same
+weights as an uninterrupted one on the same device. The files written are those of
 :mod:`cmbstudy.data.run_folder`.
 """
 
@@ -55,11 +61,12 @@ from ..inference.sliding_window import predict_logits
 from ..models.layers import is_volumetric
 from ..models.losses import make_loss
 from ..preprocessing.geometry import PreprocessedVolume, volume_voxel_mm
+from .mining import mine_hard_negatives, mining_subjects
 from .sampling_2p5d import SliceDataset
 from .sampling_3d import PatchDataset
 from .schedule import make_scheduler
 
-__all__ = ["RunResult", "validate", "fit"]
+__all__ = ["RunResult", "training_seed", "validate", "fit"]
 
 
 @dataclass(frozen=True)
@@ -75,16 +82,32 @@ class RunResult:
     seconds: float  # training + validation time summed over all epochs (s)
     n_params: int  # trainable parameters
     device: str  # torch device
+    operating_point: Mapping[str, Any] | None = None  # threshold and minimum size chosen on validation
 
     def __str__(self) -> str:
         v = self.best_val
-        return (
+        text = (
             f"fold {self.fold}: {self.model}, {self.epochs} epochs in {self.seconds:.1f} s on "
             f"{self.device} ({self.n_params:,} parameters) -> {self.run_dir}\n"
             f"  best epoch {self.best_epoch}: precision {v.get('precision', float('nan')):.3f}  "
             f"recall {v.get('recall', float('nan')):.3f}  F1 {v.get('f1', float('nan')):.3f}  "
             f"FP/subject {v.get('fp_per_subject', float('nan')):.2f}"
         )
+        if self.operating_point:
+            point = self.operating_point
+            scores = point.get("validation") or {}
+            text += (f"\n  operating point ({point['source']}): threshold {point['threshold']:g}, lesions of at "
+                     f"least {point['min_voxels']} voxels; validation F1 {scores.get('f1', float('nan')):.3f}")
+        return text
+
+
+def training_seed(profile: Profile) -> int:
+    """The seed of a run's initialisation and sampling: ``train.seed``, else the profile's seed.
+
+    The profile's seed also makes the cohort and the folds; ``train.seed`` changes only the
+    training, so two runs on the same data and split can be compared.
+    """
+    return profile.seed if profile.train.seed is None else int(profile.train.seed)
 
 
 def validate(
@@ -171,6 +194,7 @@ class _Session:
     history: list[dict[str, Any]]
     best: dict[str, float] | None = None
     start_epoch: int = 0
+    hard_negatives: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4), np.int64))
 
 
 def _make_dataset(model: torch.nn.Module, volumes: Sequence[PreprocessedVolume], profile: Profile,
@@ -197,7 +221,21 @@ def _start(session: _Session, out: Path, resume: bool, train_seed: int) -> None:
     session.optimizer.load_state_dict(state["optimizer"])
     session.scheduler.load_state_dict(state["scheduler"])
     session.history, session.best, session.start_epoch = list(state["history"]), state["best"], int(state["epoch"]) + 1
+    session.hard_negatives = np.asarray(state.get("hard_negatives", np.zeros((0, 4))), dtype=np.int64).reshape(-1, 4)
+    session.dataset.set_hard_negatives(session.hard_negatives)
     _set_rng_state(state["rng"])
+
+
+def _mine(session: _Session, train_volumes: Sequence[PreprocessedVolume], profile: Profile, epoch: int) -> None:
+    """Refresh the ``hard`` pool with the network's false positives, when ``epoch`` is a mining epoch."""
+    cfg = profile.train
+    if cfg.mine_after <= 0 or cfg.hard_negative_fraction <= 0 or epoch < cfg.mine_after:
+        return
+    if (epoch - cfg.mine_after) % cfg.mine_after:
+        return
+    indices = mining_subjects(len(train_volumes), cfg.mine_subjects, session.sampler_seed, epoch)
+    session.hard_negatives = mine_hard_negatives(session.model, train_volumes, indices, profile, session.device)
+    session.dataset.set_hard_negatives(session.hard_negatives)
 
 
 def _train_epoch(session: _Session, epoch: int, epochs: int, batch_size: int, num_workers: int,
@@ -246,7 +284,7 @@ def _save_last(session: _Session, out: Path, epoch: int, fold: int) -> None:
     state = {
         "model": session.model.state_dict(), "optimizer": session.optimizer.state_dict(),
         "scheduler": session.scheduler.state_dict(), "epoch": epoch, "history": session.history,
-        "best": session.best, "rng": _rng_state(),
+        "best": session.best, "rng": _rng_state(), "hard_negatives": session.hard_negatives.tolist(),
         "sampler": {"seed": session.sampler_seed, "next_epoch": epoch + 1}, "fold": fold,
     }
     write_atomically(out / CHECKPOINT_LAST, lambda tmp: torch.save(state, tmp))
@@ -261,7 +299,8 @@ def _write_result(session: _Session, out: Path, profile: Profile, fold: int, n_p
         epochs=len(history), seconds=float(sum(r["seconds"] for r in history)),
         n_params=int(n_params), device=str(session.device),
     )
-    info = {**dataclasses.asdict(result), "run_dir": str(out), "seed": profile.seed, "profile": profile.name}
+    info = {**dataclasses.asdict(result), "run_dir": str(out), "seed": profile.seed,
+            "training_seed": training_seed(profile), "profile": profile.name}
     info["best_val"] = {k: (None if math.isnan(v) else v) for k, v in result.best_val.items()}
     write_text_atomically(out / RESULT, json.dumps(info, indent=2, allow_nan=True))
     return result
@@ -309,7 +348,8 @@ def fit(
     # NHWC: 2x faster training of depthwise 13x13 on CPU too; 3D networks keep the default layout
     memory = torch.contiguous_format if is_volumetric(model) else torch.channels_last
     model.to(device=dev, memory_format=memory)
-    train_seed, sampler_seed = (int(v) for v in np.random.SeedSequence([profile.seed, fold, 1]).generate_state(2))
+    train_seed, sampler_seed = (int(v) for v in np.random.SeedSequence([training_seed(profile), fold, 1])
+                                .generate_state(2))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     session = _Session(
         model=model, dataset=_make_dataset(model, train_volumes, profile, sampler_seed), optimizer=optimizer,
@@ -322,7 +362,10 @@ def fit(
         tic = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+        _mine(session, train_volumes, profile, epoch)
         row["train_loss"] = _train_epoch(session, epoch, cfg.epochs, cfg.batch_size, cfg.num_workers, progress)
+        row.update({f"crops_{kind}": count for kind, count in session.dataset.plan.counts().items()})
+        row["hard_pool"] = len(session.hard_negatives)
         if cfg.val_every > 0 and ((epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1):
             val = validate(model, val_volumes, references, profile, dev, session.loss_fn)
             row.update({f"val_{k}": val[k] for k in DETECTION_METRICS})

@@ -3,7 +3,8 @@
 Makes the split (:mod:`cmbstudy.data.splits`), reads every subject through the
 preprocessing cache, writes the run folder's provenance files
 (:mod:`cmbstudy.data.run_folder`), builds the network from the profile and
-trains it (:func:`cmbstudy.training.loop.fit`).
+trains it (:func:`cmbstudy.training.loop.fit`) and calibrates its operating
+point on its validation subjects (:mod:`cmbstudy.training.calibrate`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import torch
 
 from .. import collect_environment
 from ..config import Profile, profile_to_dict
-from ..data.datasets import Subject, describe_dataset, load_participants, load_subjects
+from ..data.datasets import Subject, aria_h_strata, describe_dataset, load_subjects
 from ..data.io import check_output_dir, load_mask, write_text_atomically
 from ..data.run_folder import (
+    CHECKPOINT_BEST,
     CHECKPOINT_LAST,
     DATASET,
     ENVIRONMENT,
@@ -30,19 +32,14 @@ from ..data.run_folder import (
     write_run_profile,
 )
 from ..data.splits import make_cv_splits, save_splits, select_fold
+from ..device import resolve_device
 from ..errors import ConfigError, InputError, OutputError
 from ..models import model_from_config
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
-from .loop import RunResult, fit
+from .calibrate import calibrate_run
+from .loop import RunResult, fit, training_seed
 
 __all__ = ["train_fold"]
-
-
-def _strata(root: Path, ids: Sequence[str]) -> dict[str, str] | None:
-    frame = load_participants(root)
-    if "aria_h_category" not in frame.columns or not set(ids) <= set(frame.index):
-        return None
-    return {s: str(frame.loc[s, "aria_h_category"]) for s in ids}
 
 
 def _check_resume_profile(out: Path, profile: Profile) -> None:
@@ -60,13 +57,20 @@ def _check_resume_profile(out: Path, profile: Profile) -> None:
         )
 
 
-def _training_subjects(data_root: Path, modality: str | None, n_folds: int) -> list[Subject]:
-    """The subjects a run trains and validates on: every one, or those scanned with ``modality``.
+def _training_subjects(data_root: Path, modality: str | None, n_folds: int,
+                       exclude: Sequence[str] = ()) -> list[Subject]:
+    """The subjects a run trains and validates on: every one not in ``exclude``, or those scanned with ``modality``.
 
     Raises:
-        InputError: fewer subjects of ``modality`` than folds, or a subject without a CMB mask.
+        InputError: ``exclude`` names unknown subjects, fewer subjects of ``modality`` than folds,
+            or a subject without a CMB mask.
     """
     subjects = load_subjects(data_root)
+    unknown = sorted(set(exclude) - {s.subject_id for s in subjects})
+    if unknown:
+        raise InputError(f"held-out subjects {unknown[:5]} are not subjects of {data_root}: "
+                         "was the test split made for another dataset?")
+    subjects = [s for s in subjects if s.subject_id not in set(exclude)]
     if modality is not None:
         found = sorted({s.modality for s in subjects})
         subjects = [s for s in subjects if s.modality == modality]
@@ -82,7 +86,7 @@ def _training_subjects(data_root: Path, modality: str | None, n_folds: int) -> l
 
 
 def _write_provenance(out: Path, profile: Profile, data_root: Path, splits: Sequence[Mapping[str, list[str]]],
-                      fold: int, stratified: bool, modality: str | None) -> None:
+                      fold: int, stratified: bool, modality: str | None, exclude: Sequence[str]) -> None:
     """The run folder's profile, split, environment and dataset files."""
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +95,8 @@ def _write_provenance(out: Path, profile: Profile, data_root: Path, splits: Sequ
     write_run_profile(out, profile)
     save_splits(out / SPLIT, splits, profile.seed, fold, stratified)
     write_text_atomically(out / ENVIRONMENT, json.dumps(collect_environment(), indent=2))
-    dataset = {**describe_dataset(data_root), "training_modality": modality or "all"}
+    dataset = {**describe_dataset(data_root), "training_modality": modality or "all",
+               "held_out": sorted(exclude)}
     write_text_atomically(out / DATASET, json.dumps(dataset, indent=2, default=str))
 
 
@@ -106,11 +111,12 @@ def train_fold(
     overwrite: bool = False,
     progress: bool = True,
     modality: str | None = None,
+    exclude: Sequence[str] = (),
 ) -> RunResult:
     """Train fold ``fold`` of the profile's cross-validation on the dataset at ``data_root``.
 
-    The split is made from the profile seed over all subjects of the dataset
-    (only those scanned with ``modality``, "gre" or "swi", when given),
+    The split is made from the profile seed over all subjects of the dataset but
+    those in ``exclude`` (a held-out test set; only those scanned with ``modality``, "gre" or "swi", when given),
     stratified by ``aria_h_category`` of ``participants.tsv`` when every
     subject has one. Preprocessed volumes come from the shared cache
     (:func:`cmbstudy.preprocessing.cache.default_cache_dir`).
@@ -131,9 +137,9 @@ def train_fold(
         check_output_dir(out, overwrite)
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
-    subjects = _training_subjects(Path(data_root), modality, profile.train.n_folds)
+    subjects = _training_subjects(Path(data_root), modality, profile.train.n_folds, exclude)
     ids = [s.subject_id for s in subjects]
-    strata = _strata(Path(data_root), ids)
+    strata = aria_h_strata(Path(data_root), ids)
     splits = make_cv_splits(ids, profile.train.n_folds, profile.seed, strata)
     split = select_fold(splits, fold)
     by_id = {s.subject_id: s for s in subjects}
@@ -142,11 +148,16 @@ def train_fold(
     # read and preprocess every subject before the run folder is made: a bad file leaves nothing behind
     volumes = load_preprocessed(train_subjects + val_subjects, profile.preprocess, default_cache_dir(out), progress)
     references = [np.asarray(load_mask(s.mask_path).dataobj) for s in val_subjects]
-    _write_provenance(out, profile, data_root, splits, fold, strata is not None, modality)
-    init_seed = int(np.random.SeedSequence([profile.seed, fold, 0]).generate_state(1)[0])
+    _write_provenance(out, profile, data_root, splits, fold, strata is not None, modality, exclude)
+    init_seed = int(np.random.SeedSequence([training_seed(profile), fold, 0]).generate_state(1)[0])
     torch.manual_seed(init_seed)
     model = model_from_config(profile.model)
-    return fit(
+    result = fit(
         model, volumes[: len(train_subjects)], volumes[len(train_subjects):], references, profile, out,
         fold=fold, device=device, resume=resume, progress=progress,
     )
+    # the operating point of the checkpoint the run keeps, chosen on its validation subjects
+    best = torch.load(out / CHECKPOINT_BEST, map_location="cpu", weights_only=True)
+    model.load_state_dict(best["model"])
+    point = calibrate_run(model, volumes[len(train_subjects):], references, profile, resolve_device(device), out)
+    return dataclasses.replace(result, operating_point=point.to_json())

@@ -11,8 +11,13 @@ Bezier-curve non-linear intensity transform. Rotation, flips and crops are
 MONAI's dictionary transforms, so image and mask move together; the Bezier
 transform is :func:`cmbstudy.training.augment.bezier_intensity`.
 
+Samples are centred on a lesion, a mined false positive, the brain's edge, or
+anywhere in a brain slice (:mod:`cmbstudy.training.plan`); with
+``train.brain_jitter`` the sample's brain mask is eroded or dilated and the
+image cut to it (:func:`cmbstudy.training.augment.jitter_brain`).
+
 Determinism: the slices of an epoch and every random parameter of every sample
-are drawn from seeds derived from ``(seed, epoch)`` alone
+are drawn from seeds derived from ``(seed, epoch)`` and the sample pools alone
 (:func:`cmbstudy.training.plan.plan_epoch`).
 """
 
@@ -36,12 +41,12 @@ from torch.utils.data import Dataset
 from ..config import TrainConfig
 from ..errors import InputError
 from ..preprocessing.stacks import neighbour_stack
-from .augment import bezier_intensity
-from .plan import SliceVolume, plan_epoch
+from .augment import bezier_intensity, jitter_brain
+from .plan import EpochPlan, SliceVolume, build_pools, plan_epoch, sample_shares
 
 __all__ = ["SliceDataset"]
 
-_KEYS = ("image", "mask")
+_KEYS = ("image", "mask", "centre")
 
 
 class SliceDataset(Dataset):
@@ -49,16 +54,19 @@ class SliceDataset(Dataset):
 
     Call :meth:`set_epoch` before each epoch; ``len`` and the samples then
     follow :func:`plan_epoch` with ``cfg.slices_per_epoch`` slices (0: as many
-    slices as the volumes hold brain slices) and ``cfg.lesion_slice_fraction``.
-    A sample is ``{"image": (3, h, w) float32, "mask": (1, h, w) float32,
-    "volume": int, "z": int}`` with ``h = w = cfg.crop_size`` when that is
-    between 1 and S-1, else the full slice ``S x S``.
+    slices as the volumes hold brain slices) and the shares of
+    :func:`~cmbstudy.training.plan.sample_shares`. A sample is ``{"image": (3, h, w)
+    float32, "mask": (1, h, w) float32, "volume": int, "z": int, "kind": int}``
+    with ``h = w = cfg.crop_size`` when that is between 1 and S-1, else the full
+    slice ``S x S``, and ``kind`` an index into :data:`~cmbstudy.training.plan.SAMPLE_KINDS`.
 
-    Crop (paper: "cropped around non-zero mask regions"): on a slice whose
-    (augmented) mask has a lesion, the crop is centred on a random lesion voxel
-    and shifted to stay inside the slice, so it contains that lesion
-    (``RandCropByPosNegLabeld``, pos=1, neg=0); elsewhere it is a uniformly
-    random crop (``RandSpatialCropd``).
+    Crop (paper: "cropped around non-zero mask regions"): a sample with a centre
+    point (a lesion, a mined false positive, an edge voxel) is cropped around
+    it, moved by up to a quarter of the crop so that it is not always in the
+    middle (``RandCropByPosNegLabeld`` on a square of that half-width around the
+    point, which rotates and flips with the image); the others are uniformly
+    random crops (``RandSpatialCropd``). :meth:`set_hard_negatives` fills the
+    ``hard`` pool (:mod:`cmbstudy.training.mining`).
 
     Raises:
         InputError: a volume has no reference mask, or no volume has a brain slice.
@@ -75,20 +83,15 @@ class SliceDataset(Dataset):
         self.cfg = cfg
         self.seed = int(seed)
         self.augment = augment
-        lesion, other = [], []
-        for index, volume in enumerate(self.volumes):
+        self.shares = sample_shares(cfg)
+        for volume in self.volumes:
             if volume.mask is None:
                 raise InputError(
                     f"subject {volume.subject_id} has no CMB mask: training needs reference masks"
                 )
-            has_lesion = volume.mask.reshape(volume.mask.shape[0], -1).any(axis=1)
-            has_brain = volume.brain.reshape(volume.brain.shape[0], -1).any(axis=1)
-            lesion += [(index, z) for z in np.flatnonzero(has_lesion)]
-            other += [(index, z) for z in np.flatnonzero(has_brain & ~has_lesion)]
-        if not lesion and not other:
+        self.pools = build_pools([v.mask for v in self.volumes], [v.brain for v in self.volumes], self.seed)
+        if not len(self.pools["lesion"]) and not len(self.pools["other"]):
             raise InputError("no training volume has a brain slice: check the brain masks")
-        self.lesion_slices = np.asarray(lesion, dtype=np.int64).reshape(-1, 2)
-        self.other_slices = np.asarray(other, dtype=np.int64).reshape(-1, 2)
         size = min(v.image.shape[1] for v in self.volumes)
         self.crop = cfg.crop_size if 0 < cfg.crop_size < size else 0
         self._geometric = Compose(
@@ -97,7 +100,7 @@ class SliceDataset(Dataset):
                     keys=_KEYS,
                     range_x=math.radians(cfg.rotate_degrees),
                     prob=cfg.augment_prob,
-                    mode=("bilinear", "nearest"),
+                    mode=("bilinear", "nearest", "nearest"),
                     padding_mode="zeros",
                 ),
                 RandFlipd(keys=_KEYS, prob=0.5, spatial_axis=0),
@@ -106,8 +109,8 @@ class SliceDataset(Dataset):
         )
         if self.crop:
             roi = (self.crop, self.crop)
-            self._lesion_crop = RandCropByPosNegLabeld(
-                keys=_KEYS, label_key="mask", spatial_size=roi, pos=1, neg=0, num_samples=1
+            self._centred_crop = RandCropByPosNegLabeld(
+                keys=_KEYS, label_key="centre", spatial_size=roi, pos=1, neg=0, num_samples=1
             )
             self._random_crop = RandSpatialCropd(keys=_KEYS, roi_size=roi, random_size=False)
         self.epoch = -1
@@ -116,40 +119,50 @@ class SliceDataset(Dataset):
     @property
     def n_slices(self) -> int:
         """Slices per epoch: ``cfg.slices_per_epoch``, or every brain slice when that is 0."""
-        total = len(self.lesion_slices) + len(self.other_slices)
+        total = len({(int(i), int(z)) for i, z, *_ in self.pools["lesion"]}) + len(self.pools["other"])
         return self.cfg.slices_per_epoch if self.cfg.slices_per_epoch > 0 else total
 
+    def set_hard_negatives(self, points: np.ndarray) -> None:
+        """The ``hard`` pool: ``(n, 4)`` rows ``(volume, z, y, x)`` of false positives; takes effect at :meth:`set_epoch`."""
+        self.pools["hard"] = np.asarray(points, dtype=np.int64).reshape(-1, 4)
+
     def set_epoch(self, epoch: int) -> None:
-        """Draw the slices and augmentation seeds of ``epoch`` (a function of seed and epoch)."""
+        """Draw the slices and augmentation seeds of ``epoch`` (a function of seed, epoch and pools)."""
         self.epoch = int(epoch)
-        self.plan, self.sample_seeds = plan_epoch(
-            self.lesion_slices,
-            self.other_slices,
-            self.n_slices,
-            self.cfg.lesion_slice_fraction,
-            self.seed,
-            self.epoch,
-        )
+        self.plan: EpochPlan = plan_epoch(self.pools, self.shares, self.n_slices, self.seed, self.epoch)
 
     def __len__(self) -> int:
         return len(self.plan)
 
+    def _centre_label(self, shape: tuple[int, int], y: int, x: int) -> np.ndarray:
+        """``(1, H, W)``: a square of half-width a quarter crop around ``(y, x)`` (none when ``y < 0``)."""
+        label = np.zeros((1, *shape), dtype=np.float32)
+        if y >= 0:
+            half = max(self.crop // 4, 1)
+            label[0, max(y - half, 0): y + half + 1, max(x - half, 0): x + half + 1] = 1.0
+        return label
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        index, z = (int(v) for v in self.plan[i])
+        index, z, y, x = (int(v) for v in self.plan.points[i])
         volume = self.volumes[index]
-        image = neighbour_stack(volume.image, z).astype(np.float32)
-        mask = volume.mask[z][None].astype(np.float32)
-        sample_seed = int(self.sample_seeds[i])
+        sample_seed = int(self.plan.seeds[i])
         rng = np.random.default_rng(sample_seed)
+        brain = neighbour_stack(volume.brain, z).astype(bool)
+        image = neighbour_stack(volume.image, z).astype(np.float32)
+        if self.augment and self.cfg.brain_jitter > 0:
+            unmasked = getattr(volume, "unmasked", None)
+            unmasked = image if unmasked is None else neighbour_stack(unmasked, z).astype(np.float32)
+            image, brain = jitter_brain(unmasked, brain, rng, self.cfg.brain_jitter)
+        mask = volume.mask[z][None].astype(np.float32)
         if self.augment and rng.random() < self.cfg.augment_prob:
-            image = bezier_intensity(image, neighbour_stack(volume.brain, z).astype(bool), rng)
-        data: dict[str, Any] = {"image": image, "mask": mask}
+            image = bezier_intensity(image, brain, rng)
+        data: dict[str, Any] = {"image": image, "mask": mask, "centre": self._centre_label(mask.shape[1:], y, x)}
         if self.augment:
             self._geometric.set_random_state(seed=sample_seed)
             data = self._geometric(data)
         if self.crop:
-            has_lesion = bool(torch.as_tensor(data["mask"]).any())
-            crop = self._lesion_crop if has_lesion else self._random_crop
+            centred = bool(torch.as_tensor(data["centre"]).any())
+            crop = self._centred_crop if centred else self._random_crop
             crop.set_random_state(seed=sample_seed)
             data = crop(data)
             data = data[0] if isinstance(data, list) else data
@@ -158,4 +171,5 @@ class SliceDataset(Dataset):
             "mask": convert_to_tensor(data["mask"], dtype=torch.float32, track_meta=False),
             "volume": index,
             "z": z,
+            "kind": int(self.plan.kinds[i]),
         }

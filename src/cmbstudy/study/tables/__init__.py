@@ -7,7 +7,8 @@
 - Table 5 (cross-modality): :mod:`~cmbstudy.study.tables.modality`;
 - Table 6 and Fig. 4 (burden, counts): :mod:`~cmbstudy.study.tables.burden`;
 - Tables 7 and 8 (CBAM ablation): :mod:`~cmbstudy.study.tables.ablation`;
-- beyond the paper (false positives, sites, VALDO rule, timing): :mod:`~cmbstudy.study.tables.beyond`;
+- beyond the paper (sites, VALDO rule, timing): :mod:`~cmbstudy.study.tables.beyond`, and what the
+  remaining errors are (false positives by kind, missed CMBs by size): :mod:`~cmbstudy.study.tables.errors`;
 - the one "paper beside ours" layout and the method labels: :mod:`~cmbstudy.study.tables.format`.
 """
 
@@ -19,6 +20,7 @@ from . import (
     burden,
     classical_floor,
     comparison,
+    errors,
     folds,
     format,
     methods,
@@ -29,6 +31,7 @@ from .beyond import *  # noqa: F403  (its __all__)
 from .burden import *  # noqa: F403  (its __all__)
 from .classical_floor import *  # noqa: F403  (its __all__)
 from .comparison import *  # noqa: F403  (its __all__)
+from .errors import *  # noqa: F403  (its __all__)
 from .folds import *  # noqa: F403  (its __all__)
 from .format import *  # noqa: F403  (its __all__)
 from .methods import *  # noqa: F403  (its __all__)
@@ -44,5 +47,6 @@ __all__ = [
     *modality.__all__,
     *burden.__all__,
     *ablation.__all__,
+    *errors.__all__,
     *beyond.__all__,
 ]

@@ -1,10 +1,12 @@
 """Tables 7 and 8 of Cho et al. (2025): the network without CBAM, and with CBAM on 1, 2 or every skip.
 
-The arms are ``study.ablation`` and ``study.main``, each pooled over the
-comparison folds. An arm is named after its number of CBAM skips
+The arms are ``study.ablation`` and ``study.main``, each trained at the first
+comparison fold and scored on the test set. An arm is named after its number of CBAM skips
 (``model.cbam_skips`` of its resolved profile, the one switch that turns CBAM
 on and off), as the paper names the rows of Table 8: "Without CBAM",
 "CBAM-Skip1" (the deepest skip), "CBAM-Skip2" (the two deepest), "CBAM-AllSkip".
+Whether CBAM helps is read from the 95% intervals of the two F1s: "cannot
+tell" when they overlap (:func:`~cmbstudy.study.tables.format.ordering_verdict`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pandas as pd
 from ...config import Profile, resolve_variant
 from ..paper import PAPER_DATASET_LABEL, TABLE7, TABLE8
 from ..runs import dataset_label, evaluate_arms
-from .format import ComparedRow, compare_with_paper, summary_scores
+from .format import ComparedRow, compare_with_paper, ordering_verdict, summary_scores
 
 __all__ = ["WITHOUT_CBAM", "ALL_SKIPS", "cbam_arm", "Ablation", "summarize_ablation"]
 
@@ -42,9 +44,10 @@ class Ablation:
     """What notebook 09 shows.
 
     Attributes:
-        folds: the folds pooled; note: markdown on missing runs ("" when none is missing).
+        folds: the fold of every arm; note: markdown on missing runs ("" when none is missing).
         scores: arm (Table 8's row label) -> our :func:`summary_scores` (absent: not run).
         f1_without, f1_with: our F1 without CBAM and with CBAM on every skip (NaN when absent).
+        verdict: CBAM on every skip against none: "above", "below" or "cannot tell".
         table7, table8: the tables beside the paper's.
     """
 
@@ -54,6 +57,7 @@ class Ablation:
     scores: Mapping[str, Mapping[str, float]]
     f1_without: float
     f1_with: float
+    verdict: str
     table7: pd.DataFrame
     table8: pd.DataFrame
 
@@ -68,15 +72,15 @@ class Ablation:
         return PAPER_DATASET_LABEL
 
 
-def summarize_ablation(results_dir: Path | str, data_root: Path | str, profile: Profile) -> Ablation:
-    """Tables 7 and 8 from every arm's runs at the comparison folds."""
-    folds = tuple(f for f in profile.study.comparison_folds if f < profile.train.n_folds)
+def summarize_ablation(results_dir: Path | str, test_root: Path | str, profile: Profile) -> Ablation:
+    """Tables 7 and 8 from every arm's run at the first comparison fold, on the test set."""
+    folds = tuple(profile.study.comparison_folds[:1])
     arms = list(dict.fromkeys([*profile.study.ablation, profile.study.main]))
-    reports, missing = evaluate_arms(results_dir, arms, folds, data_root)
+    reports, missing = evaluate_arms(results_dir, arms, folds[0])
     note = (f"**Runs not found** (not trained by this profile, or notebook 03 not run): {', '.join(missing)}."
             if missing else "")
     scores = {cbam_arm(profile, v): summary_scores(reports[v].summary) for v in reports}
-    label = dataset_label(data_root)
+    label = dataset_label(test_root)
     table7 = compare_with_paper([ComparedRow(row, scores.get(arm), TABLE7[row]) for row, arm in _TABLE7_ARMS.items()],
                                 label)
     rows8 = [ComparedRow(arm, scores.get(arm), TABLE8.get(arm, {})) for arm in [*TABLE8, *(a for a in scores
@@ -86,5 +90,5 @@ def summarize_ablation(results_dir: Path | str, data_root: Path | str, profile: 
         dataset=label, folds=folds, note=note, scores=scores,
         f1_without=scores[WITHOUT_CBAM]["f1"] if WITHOUT_CBAM in scores else math.nan,
         f1_with=scores[ALL_SKIPS]["f1"] if ALL_SKIPS in scores else math.nan,
-        table7=table7, table8=table8,
+        verdict=ordering_verdict(scores.get(ALL_SKIPS), scores.get(WITHOUT_CBAM)), table7=table7, table8=table8,
     )

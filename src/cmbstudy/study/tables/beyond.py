@@ -1,10 +1,10 @@
 """Beyond the paper (notebook 12): what the false positives are, results per site and modality,
 the VALDO rule beside the paper's, bootstrap intervals, inference times, and the time of the build.
 
-The false positives are named after the synthetic cohort's mimic labels
-(``sub-<id>_label-mimic_dseg``: 1 vein, 2 calcification, 3 air-tissue artefact,
-4 deep-nuclei iron). The subjects and slices the figures show come from
-:mod:`cmbstudy.study.examples`.
+Everything is the main network's comparison-fold model on the test set. The
+false positives are named after their kind and the missed CMBs binned by size
+(:mod:`cmbstudy.study.tables.errors`). The subjects and slices the figures show
+come from :mod:`cmbstudy.study.examples`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import nibabel as nib
-import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from ...config import Profile
 from ...data.datasets import Subject, load_subjects
@@ -27,26 +24,26 @@ from ...data.run_folder import RESULT
 from ...errors import InputError
 from ...evaluation.scores import DETECTION_METRICS, summarize_detection
 from ...formatting import as_float
-from ...synth.phantom import MIMIC_LABELS
-from ..examples import find_prediction_dir, load_subject_evaluation
 from ..paper import INFERENCE_SECONDS, TABLE2
 from ..runs import (
     RUNS_DIR,
+    TEST_PREDICTIONS,
     TIMINGS_FILE,
-    VAL_PREDICTIONS,
     dataset_label,
     load_runs,
-    pooled_evaluation,
     run_name,
+    test_report,
+)
+from .errors import (
+    compute_fp_mimic_table,
+    summarize_error_kinds,
+    summarize_fp_mimics,
+    summarize_misses_by_size,
 )
 from .format import ComparedRow, compare_with_paper, summary_scores
 
 __all__ = [
-    "NO_MIMIC",
     "RULE_METRICS",
-    "classify_false_positives",
-    "compute_fp_mimic_table",
-    "summarize_fp_mimics",
     "summarize_by_group",
     "load_inference_times",
     "StudyTimings",
@@ -55,140 +52,9 @@ __all__ = [
     "summarize_beyond",
 ]
 
-#: Category of a false positive with no mimic label within the distance.
-NO_MIMIC = "other (no mimic nearby)"
 #: The rows of the rule table: pooled scores, then the VALDO aggregates.
 RULE_METRICS: tuple[str, ...] = (*DETECTION_METRICS, "median_f1", "f1_q1", "f1_q3", "mean_abs_count_difference")
 _PAPER_HARDWARE = "paper (RTX A5000 Ada)"
-
-
-def classify_false_positives(
-    pred_labels: np.ndarray,
-    fp: Sequence[int],
-    mimic: np.ndarray,
-    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
-    max_distance_mm: float = 3.0,
-    names: Mapping[int, str] = MIMIC_LABELS,
-) -> pd.DataFrame:
-    """Name the mimic each false-positive component lies on or next to.
-
-    A component overlapping mimic voxels takes the label most of its overlapping
-    voxels carry; otherwise the label of the mimic voxel nearest to any of its
-    voxels (Euclidean, in mm) when that is within ``max_distance_mm``; otherwise
-    :data:`NO_MIMIC`.
-
-    Args:
-        pred_labels: (X, Y, Z) predicted instance labels, 1..n (``VolumeEvaluation.pred.labels``).
-        fp: 0-based indices of the false-positive components (``Match.fp``).
-        mimic: (X, Y, Z) mimic label map (0 none), same grid.
-        spacing_mm: voxel size along X, Y, Z (mm).
-        max_distance_mm: farthest a mimic may lie from a component that is named after it.
-        names: mimic label -> name.
-
-    Returns:
-        One row per false positive: lesion (label), n_voxels, mimic (name), overlap
-        (fraction of the component's voxels on that mimic), distance_mm (0 when overlapping,
-        NaN when no mimic was found).
-
-    Raises:
-        InputError: shapes differ, or an index names no component.
-    """
-    labels, mim = np.asarray(pred_labels), np.asarray(mimic).astype(np.int64)
-    if labels.shape != mim.shape or labels.ndim != 3:
-        raise InputError(f"predicted labels {labels.shape} and mimic map {mim.shape} must be 3D on one grid")
-    n = int(labels.max(initial=0))
-    bad = [int(i) for i in fp if not 0 <= int(i) < n]
-    if bad:
-        raise InputError(f"false-positive indices {bad} name no component (the prediction has {n})")
-    columns = ["lesion", "n_voxels", "mimic", "overlap", "distance_mm"]
-    if not len(fp):
-        return pd.DataFrame(columns=columns)
-    if mim.any():
-        distance, nearest = ndimage.distance_transform_edt(mim == 0, sampling=spacing_mm, return_indices=True)
-        nearest_label = mim[tuple(nearest)]
-    rows = []
-    for index in (int(i) for i in fp):
-        voxels = labels == index + 1
-        on = mim[voxels]
-        name, overlap, dist = NO_MIMIC, 0.0, float("nan")
-        if (on > 0).any():
-            values, counts = np.unique(on[on > 0], return_counts=True)
-            best = int(values[np.argmax(counts)])
-            name, overlap, dist = names.get(best, f"label {best}"), float(counts.max() / on.size), 0.0
-        elif mim.any():
-            d = distance[voxels]
-            closest = int(np.argmin(d))
-            if d[closest] <= max_distance_mm:
-                best = int(nearest_label[voxels][closest])
-                name, dist = names.get(best, f"label {best}"), float(d[closest])
-        rows.append({"lesion": index + 1, "n_voxels": int(voxels.sum()), "mimic": name, "overlap": overlap,
-                     "distance_mm": dist})
-    return pd.DataFrame(rows, columns=columns)
-
-
-def compute_fp_mimic_table(
-    pred_dirs: Sequence[Path], data_root: Path, max_distance_mm: float = 3.0, rule: str = "paper"
-) -> pd.DataFrame:
-    """Every false positive of the predicted subjects, named after the nearest mimic (synthetic cohort).
-
-    Args:
-        pred_dirs: prediction folders (e.g. every fold's ``pred-val``); a subject is read from the
-            first folder that holds it; subjects with no prediction are skipped.
-        data_root: the reference dataset.
-        max_distance_mm: see :func:`classify_false_positives`.
-        rule: matching rule deciding which components are false positives.
-
-    Returns:
-        :func:`classify_false_positives` rows with subject_id, site and modality; subjects
-        without a mimic map contribute rows with mimic "unknown (no mimic labels)".
-
-    Raises:
-        InputError: as :func:`cmbstudy.study.examples.load_subject_evaluation`.
-    """
-    frames = []
-    for subject in load_subjects(Path(data_root)):
-        folder = find_prediction_dir(subject.subject_id, pred_dirs)
-        if folder is None or subject.mask_path is None:
-            continue
-        _, evaluation, mimic = load_subject_evaluation(subject, folder, rule)
-        if mimic is None:
-            table = pd.DataFrame({"lesion": evaluation.match.fp + 1, "mimic": "unknown (no mimic labels)"})
-        else:
-            spacing = nib.as_closest_canonical(nib.load(subject.image_path)).header.get_zooms()[:3]
-            table = classify_false_positives(evaluation.pred.labels, evaluation.match.fp, mimic, spacing,
-                                             max_distance_mm)
-        frames.append(table.assign(subject_id=subject.subject_id, site=subject.site, modality=subject.modality))
-    columns = ["subject_id", "site", "modality", "lesion", "n_voxels", "mimic", "overlap", "distance_mm"]
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True).reindex(columns=columns)
-
-
-def summarize_fp_mimics(table: pd.DataFrame, n_subjects: int) -> pd.DataFrame:
-    """False positives per mimic type: count, share of all false positives, per subject.
-
-    Args:
-        table: :func:`compute_fp_mimic_table` rows.
-        n_subjects: subjects evaluated (for the per-subject rate).
-
-    Returns:
-        Index every mimic name of :data:`MIMIC_LABELS` (but "none") and :data:`NO_MIMIC`,
-        plus any other name found; columns false_positives, share, per_subject.
-
-    Raises:
-        InputError: ``n_subjects`` < 1 or no ``mimic`` column.
-    """
-    if n_subjects < 1 or "mimic" not in table.columns:
-        raise InputError(f"need a mimic column and at least one subject (got {n_subjects})")
-    order = [name for label, name in sorted(MIMIC_LABELS.items()) if label > 0] + [NO_MIMIC]
-    order += [name for name in table["mimic"].unique() if name not in order]
-    counts = table["mimic"].value_counts().reindex(order, fill_value=0).astype(int)
-    total = int(counts.sum())
-    return pd.DataFrame({
-        "false_positives": counts,
-        "share": counts / total if total else np.nan,
-        "per_subject": counts / n_subjects,
-    }).rename_axis("mimic")
 
 
 def summarize_by_group(per_subject: pd.DataFrame, subjects: Sequence[Subject], by: str) -> pd.DataFrame:
@@ -223,9 +89,9 @@ def summarize_by_group(per_subject: pd.DataFrame, subjects: Sequence[Subject], b
 
 
 def load_inference_times(results_dir: Path) -> pd.DataFrame:
-    """Inference time of every run's validation predictions, the paper's figure last.
+    """Inference time of every run's test predictions, the paper's figure last.
 
-    Reads ``RESULTS/runs/<run>/pred-val/prediction.json`` (model + post-processing per
+    Reads ``RESULTS/runs/<run>/pred-test/prediction.json`` (model + post-processing per
     subject, preprocessing excluded, and the device) and ``result.json`` (parameters).
 
     Returns:
@@ -237,7 +103,7 @@ def load_inference_times(results_dir: Path) -> pd.DataFrame:
         InputError: a prediction.json that is not JSON.
     """
     rows = []
-    for info in sorted(Path(results_dir, RUNS_DIR).glob(f"*/{VAL_PREDICTIONS}/{PREDICTION_INFO}")):
+    for info in sorted(Path(results_dir, RUNS_DIR).glob(f"*/{TEST_PREDICTIONS}/{PREDICTION_INFO}")):
         run = info.parent.parent
         try:
             data = json.loads(info.read_text())
@@ -260,12 +126,34 @@ class StudyTimings:
     Attributes:
         table: per step, how many runs it made and their seconds; note: markdown when there is no file.
         training_minutes, study_minutes: the training step's minutes and all steps' minutes.
+        runs: per training run, where its notebook's seconds went: training, predicting the test
+            set (model and post-processing), and the rest (calibration, evaluation, reading data,
+            starting the kernel).
     """
 
     table: pd.DataFrame
     training_minutes: float
     study_minutes: float
     note: str
+    runs: pd.DataFrame
+
+
+def _run_time_breakdown(results_dir: Path, instances: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for name, seconds in zip(instances["instance"], instances["seconds"]):
+        run = Path(results_dir) / RUNS_DIR / str(name)
+        result = run / RESULT
+        prediction = run / TEST_PREDICTIONS / PREDICTION_INFO
+        if not (result.is_file() and prediction.is_file()):
+            continue
+        training = as_float(json.loads(result.read_text()).get("seconds"))
+        info = json.loads(prediction.read_text())
+        predicting = as_float(info.get("seconds_per_subject")) * int(info.get("n_subjects") or 0)
+        rows.append({"run": name, "training": training, "test prediction": predicting,
+                     "calibration, evaluation, other": float(seconds) - training - predicting,
+                     "notebook": float(seconds)})
+    columns = ["training", "test prediction", "calibration, evaluation, other", "notebook"]
+    return pd.DataFrame(rows, columns=["run", *columns]).set_index("run").round(1)
 
 
 def load_study_timings(results_dir: Path | str) -> StudyTimings:
@@ -277,8 +165,9 @@ def load_study_timings(results_dir: Path | str) -> StudyTimings:
     table = steps.groupby("step", sort=False)["seconds"].agg(["count", "sum"]).rename(
         columns={"count": "runs", "sum": "seconds"}).round(1)
     note = "**No timings**: this notebook was run outside `cmbstudy study`." if timings.empty else ""
-    return StudyTimings(table, float(steps.loc[steps["step"] == "03_training", "seconds"].sum()) / 60,
-                        float(steps["seconds"].sum()) / 60, note)
+    training = steps[steps["step"] == "03_training"]
+    return StudyTimings(table, float(training["seconds"].sum()) / 60, float(steps["seconds"].sum()) / 60, note,
+                        _run_time_breakdown(Path(results_dir), training))
 
 
 def _rule_scores(summary: Mapping[str, Any] | None) -> dict[str, float]:
@@ -291,13 +180,15 @@ def _rule_scores(summary: Mapping[str, Any] | None) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class BeyondThePaper:
-    """What notebook 12 shows, on the cross-validated predictions of the main network.
+    """What notebook 12 shows, on the test-set predictions of the main network at the comparison fold.
 
     Attributes:
         notes: markdown on missing runs and on a dataset without mimic labels ("" when neither).
         n_subjects: subjects evaluated; scores: pooled paper-rule :func:`summary_scores`.
-        fp: every false positive named after its mimic; fp_summary: per mimic type; fp_share_vein:
-            the share on veins (NaN without false positives on a labelled cohort).
+        fp: every false positive named after its mimic, with its distance to the brain's edge;
+            fp_summary: per mimic type; error_kinds: per kind, brain edge first; fp_share_vein,
+            fp_share_edge: the shares on veins and at the edge (NaN without false positives).
+        misses: reference CMBs by diameter, found and missed.
         by_site, by_modality: pooled scores per group (None without runs).
         valdo: the VALDO-rule aggregates (:data:`RULE_METRICS`); rule_table: both rules beside the paper;
             ci_table: our pooled scores with their intervals beside the paper's.
@@ -311,7 +202,10 @@ class BeyondThePaper:
     scores: Mapping[str, float]
     fp: pd.DataFrame
     fp_summary: pd.DataFrame
+    error_kinds: pd.DataFrame
     fp_share_vein: float
+    fp_share_edge: float
+    misses: pd.DataFrame
     by_site: pd.DataFrame | None
     by_modality: pd.DataFrame | None
     valdo: Mapping[str, float]
@@ -323,35 +217,41 @@ class BeyondThePaper:
     timings: StudyTimings
 
 
-def summarize_beyond(results_dir: Path | str, data_root: Path | str, profile: Profile) -> BeyondThePaper:
-    """Everything notebook 12 shows, from the main network's runs on ``study.cv_folds``."""
+def _share(summary: pd.DataFrame, kind: str) -> float:
+    return float(summary.loc[kind, "share"]) if kind in summary.index else math.nan
+
+
+def summarize_beyond(results_dir: Path | str, test_root: Path | str, profile: Profile) -> BeyondThePaper:
+    """Everything notebook 12 shows, from ``study.main`` at the first comparison fold, on the test set."""
     main = profile.study.main
-    folds = [f for f in profile.study.cv_folds if f < profile.train.n_folds]
-    runs, missing = load_runs(results_dir, [run_name(main, f) for f in folds])
-    found = sorted(r.fold for r in runs.values())
-    report = pooled_evaluation(results_dir, main, found, data_root) if runs else None
-    valdo = pooled_evaluation(results_dir, main, found, data_root, rule="valdo") if runs else None
+    name = run_name(main, profile.study.comparison_folds[0])
+    runs, missing = load_runs(results_dir, [name])
+    report = test_report(results_dir, name) if runs else None
+    valdo = test_report(results_dir, name, rule="valdo") if runs else None
     per_subject = pd.DataFrame(report.per_subject if report else [],
                                columns=["subject_id", "n_ref", "n_tp", "n_fp", "n_fn"])
-    subjects = load_subjects(Path(data_root))
+    subjects = load_subjects(Path(test_root))
     notes = []
     if missing:
         notes.append(f"**Runs not found** (not trained by this profile, or notebook 03 not run): {', '.join(missing)}.")
     has_mimics = any("mimic" in s.extra_paths for s in subjects)
     if not has_mimics:
-        notes.append(f"**No mimic labels** in {data_root}: a real dataset does not say what its false positives "
-                     "are; the breakdown below is empty.")
-    fp = (compute_fp_mimic_table([runs[n].run_dir / VAL_PREDICTIONS for n in sorted(runs)], data_root)
-          if runs and has_mimics else pd.DataFrame(columns=["mimic"]))
-    fp_summary = summarize_fp_mimics(fp, max(len(per_subject), 1))
-    label, paper_row = dataset_label(data_root), TABLE2.get(main, {})
+        notes.append(f"**No mimic labels** in {test_root}: a real dataset does not say what its false positives "
+                     "are; the breakdown below shows only those at the brain's edge.")
+    pred_dirs = [runs[n].run_dir / TEST_PREDICTIONS for n in sorted(runs)]
+    fp = compute_fp_mimic_table(pred_dirs, Path(test_root)) if runs else pd.DataFrame(columns=["mimic"])
+    n_subjects = max(len(per_subject), 1)
+    fp_summary, kinds = summarize_fp_mimics(fp, n_subjects), summarize_error_kinds(fp, n_subjects)
+    label, paper_row = dataset_label(test_root), TABLE2.get(main, {})
     ours, ours_valdo = _rule_scores(report.summary if report else None), _rule_scores(valdo.summary if valdo else None)
     times = load_inference_times(results_dir)
     main_times = times[times.index.isin(list(runs))]
     return BeyondThePaper(
-        dataset=label, notes="\n\n".join(notes), n_subjects=len(per_subject), scores=summary_scores(report.summary if report else None),
-        fp=fp, fp_summary=fp_summary,
-        fp_share_vein=float(fp_summary.loc["vein", "share"]) if "vein" in fp_summary.index else math.nan,
+        dataset=label, notes="\n\n".join(notes), n_subjects=len(per_subject),
+        scores=summary_scores(report.summary if report else None),
+        fp=fp, fp_summary=fp_summary, error_kinds=kinds, fp_share_vein=_share(fp_summary, "vein"),
+        fp_share_edge=_share(kinds, "brain edge"),
+        misses=summarize_misses_by_size(pred_dirs, Path(test_root)),
         by_site=summarize_by_group(per_subject, subjects, "site").round(3) if len(per_subject) else None,
         by_modality=summarize_by_group(per_subject, subjects, "modality").round(3) if len(per_subject) else None,
         valdo=ours_valdo,

@@ -1,9 +1,9 @@
 """Table 6 and Fig. 4 of Cho et al. (2025): burden categories and CMB counts, predicted against reference.
 
-On the cross-validated predictions of the main network (every subject from the
-fold that held it out): the 4 x 4 ARIA-H confusion with its agreement and
-linearly weighted kappa, and Spearman's rho of the counts with a Fisher-z CI
-and a regression line, beside the paper's.
+On the test set, as the main network's comparison-fold model predicts it (the
+model every other method is compared with): the 4 x 4 ARIA-H confusion with its
+agreement and linearly weighted kappa, and Spearman's rho of the counts with a
+Fisher-z CI and a regression line, beside the paper's.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from ...config import Profile
 from ...data.aria_h import ARIA_H_CATEGORIES
 from ...errors import InputError
 from ...evaluation.stats import CountAgreement, compute_count_agreement
+from ...formatting import as_float
 from ..paper import FIG4_SPEARMAN, PAPER_DATASET_LABEL, TABLE6_CONFUSION
-from ..runs import dataset_label, load_runs, pooled_evaluation, run_name
+from ..runs import dataset_label, load_runs, run_name, test_report
 
 __all__ = ["compute_agreement", "Burden", "summarize_burden"]
 
@@ -87,15 +88,14 @@ class Burden:
         return f"ours ({self.dataset})"
 
 
-def summarize_burden(results_dir: Path | str, data_root: Path | str, profile: Profile) -> Burden:
-    """Table 6 and Fig. 4 from the main network's runs on ``study.cv_folds``."""
-    main = profile.study.main
-    folds = [f for f in profile.study.cv_folds if f < profile.train.n_folds]
-    runs, missing = load_runs(results_dir, [run_name(main, f) for f in folds])
-    label, ours_label = dataset_label(data_root), f"ours ({dataset_label(data_root)})"
+def summarize_burden(results_dir: Path | str, test_root: Path | str, profile: Profile) -> Burden:
+    """Table 6 and Fig. 4 from ``study.main`` at the first comparison fold, on the test set."""
+    name = run_name(profile.study.main, profile.study.comparison_folds[0])
+    runs, missing = load_runs(results_dir, [name])
+    label, ours_label = dataset_label(test_root), f"ours ({dataset_label(test_root)})"
     note = (f"**Runs not found** (not trained by this profile, or notebook 03 not run): {', '.join(missing)}."
             if missing else "")
-    report = pooled_evaluation(results_dir, main, sorted(r.fold for r in runs.values()), data_root) if runs else None
+    report = test_report(results_dir, name) if runs else None
     per_subject = pd.DataFrame(report.per_subject if report else [], columns=["subject_id", "n_ref", "n_pred"])
     confusion = np.asarray(report.summary["aria_h_confusion"]) if report else np.zeros((4, 4), dtype=int)
     ours, theirs = compute_agreement(confusion), compute_agreement(TABLE6_CONFUSION)
@@ -117,5 +117,5 @@ def summarize_burden(results_dir: Path | str, data_root: Path | str, profile: Pr
         dataset=label, note=note, per_subject=per_subject, confusion=confusion, ours=ours, paper=theirs,
         confusion_table=confusion_table, agreement_table=agreement_table, counts=counts,
         counts_table=counts_table,
-        mean_abs_count_difference=float(report.summary["mean_abs_count_difference"]) if report else math.nan,
+        mean_abs_count_difference=as_float(report.summary["mean_abs_count_difference"]) if report else math.nan,
     )

@@ -1,9 +1,10 @@
-"""The classical floor of Tables 2 and 4: the LoG detector tuned on each fold's training subjects.
+"""The classical floor of Tables 2 and 4: the LoG detector tuned where the networks are calibrated.
 
 The detector (:mod:`cmbstudy.models.baselines.classical`) has no weights; its two
-thresholds are tuned on a fold's training subjects
-(:func:`cmbstudy.training.classical.tune_classical`) and it is scored on the
-fold's validation subjects with the paper's rule, as the networks are.
+thresholds are tuned (:func:`cmbstudy.training.classical.tune_classical`, pooled
+lesion-wise F1) on the validation subjects of a fold, the subjects on which each
+network's operating point is chosen, and it is scored on the test set with the
+paper's rule, as the networks are.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ...data.run_folder import SPLIT
 from ...data.splits import load_splits, select_fold
 from ...errors import InputError
 from ...evaluation.matching import match_paper, pred_is_tp
-from ...evaluation.scores import FrocCurve, compute_froc, merge_froc_curves
+from ...evaluation.scores import FrocCurve, compute_froc
 from ...evaluation.subsets import SMALL_DIAMETER_MM
 from ...models.baselines.classical import ClassicalParams, detect_classical
 from ...training.classical import DetectionCase, tune_classical
@@ -29,18 +30,17 @@ from .methods import MethodResult
 __all__ = ["compute_classical_result", "load_fold_splits"]
 
 
-def _classical_fold(cases: Mapping[str, DetectionCase], train_ids: Sequence[str], val_ids: Sequence[str],
-                    ref_diameters_mm: Mapping[str, np.ndarray], fold: int, max_distance: float
-                    ) -> tuple[list[dict[str, Any]], FrocCurve | None, pd.DataFrame, str]:
-    train = [cases[i] for i in train_ids if i in cases]
-    val = [(i, cases[i]) for i in val_ids if i in cases]
-    if not train or not val:
-        raise InputError(f"fold {fold}: {len(train)} training and {len(val)} validation subjects have an image, "
+def _classical_fold(cases: Mapping[str, DetectionCase], val_ids: Sequence[str],
+                    test: Sequence[tuple[str, DetectionCase]], ref_diameters_mm: Mapping[str, np.ndarray], fold: int,
+                    max_distance: float) -> tuple[list[dict[str, Any]], FrocCurve | None, pd.DataFrame, str]:
+    tuning = [cases[i] for i in val_ids if i in cases]
+    if not tuning or not test:
+        raise InputError(f"fold {fold}: {len(tuning)} validation and {len(test)} test subjects have an image, "
                          "brain mask and CMB mask; the classical detector needs both sets")
-    params, _ = tune_classical(train, max_distance=max_distance)
+    params, _ = tune_classical(tuning, max_distance=max_distance)
     loose = ClassicalParams(params.sigmas_mm, 0.0, params.darkness, params.edge_mm)
     rows, scores, outcomes, lesions = [], [], [], []
-    for subject_id, case in val:
+    for subject_id, case in test:
         detection = detect_classical(case.image, case.brain, case.voxel_mm, loose)
         match = match_paper(detection.centroids[detection.peak_scores >= params.threshold], case.ref_centroids,
                             max_distance)
@@ -58,51 +58,46 @@ def _classical_fold(cases: Mapping[str, DetectionCase], train_ids: Sequence[str]
                                    len(detection.peak_scores)))
     n_ref = sum(r["n_ref"] for r in rows)
     froc = compute_froc(scores, outcomes, n_ref, len(rows)) if n_ref else None
-    setting = f"fold {fold}: {len(train)} training subjects, threshold {params.threshold:g}, darkness {params.darkness:g}"
+    setting = (f"fold {fold}: tuned on {len(tuning)} validation subjects, threshold {params.threshold:g}, "
+               f"darkness {params.darkness:g}")
     return rows, froc, pd.concat(lesions, ignore_index=True), setting
 
 
 def compute_classical_result(cases: Sequence[DetectionCase], ids: Sequence[str],
                              splits: Mapping[int, Mapping[str, Sequence[str]]],
-                             ref_diameters_mm: Mapping[str, np.ndarray], max_distance: float = 4.0
+                             test_cases: Sequence[DetectionCase], test_ids: Sequence[str],
+                             test_diameters_mm: Mapping[str, np.ndarray], max_distance: float = 4.0
                              ) -> tuple[MethodResult, pd.DataFrame]:
-    """Tune the LoG detector on each fold's training subjects and score its validation subjects.
+    """Tune the LoG detector on the first fold's validation subjects and score it on the test set.
 
     The detector reports points, not components, so its false positives are counted
     in the <= 3 mm subset at every size (the subset's precision is a lower bound).
     Its FROC ranks every candidate by its score, below the tuned threshold too.
 
     Args:
-        cases, ids: :func:`cmbstudy.training.classical.load_detection_cases` of the dataset.
-        splits: fold -> {"train": ids, "val": ids} (``RUN/split.json``, :func:`load_fold_splits`).
-        ref_diameters_mm: subject id -> (n_ref,) diameter (mm) of each reference component,
+        cases, ids: :func:`cmbstudy.training.classical.load_detection_cases` of the training dataset.
+        splits: fold -> {"train": ids, "val": ids} (``RUN/split.json``, :func:`load_fold_splits`);
+            the first fold is used, as the networks' comparison fold.
+        test_cases, test_ids: the same of the test set.
+        test_diameters_mm: test subject id -> (n_ref,) diameter (mm) of each reference component,
             in the order of ``case.ref_centroids`` (:func:`cmbstudy.evaluation.evaluate.load_reference_diameters`).
         max_distance: paper rule match distance (voxels).
 
     Returns:
-        the result pooled over folds and a per-lesion table (subject_id, diameter_mm, detected).
+        the result on the test set and a per-lesion table (subject_id, diameter_mm, detected).
 
     Raises:
-        InputError: no fold, or a fold lacks training or validation subjects with a detection case.
+        InputError: no fold, or no validation or test subject with a detection case.
     """
     if not splits:
         raise InputError("compute_classical_result needs at least one fold split: train a run of the fold first")
-    by_id = dict(zip(ids, cases))
-    rows, curves, refs, lesions, settings = [], [], [], [], []
-    for fold, split in splits.items():
-        fold_rows, froc, fold_lesions, setting = _classical_fold(
-            by_id, split["train"], split["val"], ref_diameters_mm, fold, max_distance)
-        rows += fold_rows
-        lesions.append(fold_lesions)
-        settings.append(setting)
-        if froc is not None:
-            curves.append(froc)
-            refs.append(sum(r["n_ref"] for r in fold_rows))
-    subjects = [len(split["val"]) for split in splits.values()][: len(curves)]
-    froc = merge_froc_curves(curves, refs, subjects) if curves else None
-    note = "tuned per fold (" + "; ".join(settings) + "); no weights; <= 3 mm FP counted at every size"
-    result = MethodResult(CLASSICAL, tuple(rows), froc, None, float("nan"), tuple(splits), note=note)
-    return result, pd.concat(lesions, ignore_index=True)
+    fold, split = next(iter(splits.items()))
+    test = list(zip(test_ids, test_cases))
+    rows, froc, lesions, setting = _classical_fold(dict(zip(ids, cases)), split["val"], test, test_diameters_mm,
+                                                   fold, max_distance)
+    note = f"tuned on validation subjects ({setting}); no weights; <= 3 mm FP counted at every size"
+    result = MethodResult(CLASSICAL, tuple(rows), froc, None, float("nan"), (fold,), note=note)
+    return result, lesions
 
 
 def load_fold_splits(results_dir: str | Path, variants: Sequence[str], folds: Sequence[int]

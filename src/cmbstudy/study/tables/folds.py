@@ -1,9 +1,11 @@
-"""Table 3 of Cho et al. (2025): the main network on every cross-validation fold, mean and SD.
+"""Table 3 of Cho et al. (2025): the main network of every cross-validation fold on the test set, mean and SD.
 
+Each fold's model (its checkpoint and operating point chosen on that fold's
+validation subjects) scores the same test set, as the paper reports per fold.
 Our folds are numbered from 0, the paper's from 1: row "fold k" pairs our fold k
 with the paper's fold k + 1. The last two rows are the mean and the sample SD
-(ddof = 1) over our folds beside the paper's. The pooled row evaluates every
-subject once, with the fold that held it out.
+(ddof = 1) over our folds beside the paper's. A second table shows what each
+fold chose on its validation subjects, and the validation scores there.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import pandas as pd
 from ...config import Profile
 from ...data.run_folder import HISTORY
 from ...errors import InputError
-from ...evaluation.report import EvaluationReport
 from ...evaluation.stats import format_mean_sd, mean_sd
-from ..paper import METRICS, TABLE2, TABLE3_FOLDS, TABLE3_MEAN_SD
-from ..runs import RunRecord, dataset_label, load_runs, pooled_evaluation, run_name
+from ..paper import METRICS, TABLE3_FOLDS, TABLE3_MEAN_SD
+from ..runs import RunRecord, dataset_label, load_runs, run_name
 from .format import ComparedRow, compare_with_paper, summary_scores
 
-__all__ = ["cross_validation_scores", "cross_validation_table", "CrossValidation", "summarize_cross_validation"]
+__all__ = ["cross_validation_scores", "cross_validation_table", "selection_table", "CrossValidation",
+           "summarize_cross_validation"]
 
 
 def cross_validation_scores(records: Sequence[RunRecord]) -> pd.DataFrame:
@@ -59,9 +61,17 @@ def cross_validation_table(scores: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return compare_with_paper(rows, dataset, index_name="our fold (paper fold)")
 
 
+def selection_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """Per fold: the operating point chosen on its validation subjects and the validation scores there."""
+    rows = [{"fold": r.fold, "threshold": r.operating_point.get("threshold"),
+             "min_voxels": r.operating_point.get("min_voxels"), "validation subjects": r.validation.get("n_subjects"),
+             **{f"validation {m}": r.validation.get(m) for m in METRICS}} for r in sorted(records, key=lambda r: r.fold)]
+    return pd.DataFrame(rows).set_index("fold") if rows else pd.DataFrame()
+
+
 @dataclass(frozen=True)
 class CrossValidation:
-    """What notebook 04 shows: Table 3, every fold's history, and the pooled cross-validated result.
+    """What notebook 04 shows: Table 3 on the test set, every fold's history, and what each fold chose.
 
     Attributes:
         records: the finished fold runs, by fold; missing: the names of the missing ones.
@@ -69,9 +79,7 @@ class CrossValidation:
         scores: :func:`cross_validation_scores` (None without runs); table: Table 3 as printed.
         f1_mean, f1_sd, f1_mean_sd: our fold F1 mean, SD and "mean ± sd" text; paper_mean_sd likewise.
         histories: fold -> its ``history.csv``.
-        pooled: the pooled evaluation (None without runs); pooled_scores: its
-            :func:`summary_scores` (NaN without runs); pooled_subjects: its subjects;
-            pooled_table: it beside the paper's row.
+        selection: :func:`selection_table`; n_test_subjects: the subjects every fold is scored on.
     """
 
     dataset: str
@@ -85,14 +93,12 @@ class CrossValidation:
     f1_mean_sd: str
     paper_mean_sd: str
     histories: Mapping[int, pd.DataFrame]
-    pooled: EvaluationReport | None
-    pooled_scores: Mapping[str, float]
-    pooled_subjects: int
-    pooled_table: pd.DataFrame
+    selection: pd.DataFrame
+    n_test_subjects: int
 
 
-def summarize_cross_validation(results_dir: Path | str, data_root: Path | str, profile: Profile) -> CrossValidation:
-    """Table 3 and the pooled result of ``study.main`` on the folds of ``study.cv_folds`` that the split has.
+def summarize_cross_validation(results_dir: Path | str, test_root: Path | str, profile: Profile) -> CrossValidation:
+    """Table 3: ``study.main`` at every fold of ``study.cv_folds`` that the split has, on the test set.
 
     Raises:
         InputError: an unreadable run.
@@ -101,23 +107,19 @@ def summarize_cross_validation(results_dir: Path | str, data_root: Path | str, p
     folds = [f for f in profile.study.cv_folds if f < profile.train.n_folds]
     runs, missing = load_runs(results_dir, [run_name(main, f) for f in folds])
     records = tuple(runs[n] for n in sorted(runs))
-    label = dataset_label(data_root)
+    label = dataset_label(test_root)
     note = (f"**Runs not found** (not trained by this profile, or notebook 03 not run): {', '.join(missing)}."
             if missing else "")
     scores = cross_validation_scores(records) if records else None
     table = cross_validation_table(scores, label) if scores is not None else pd.DataFrame()
     # a fold whose F1 is undefined (no reference and no detection) counts as 0 in the "mean ± sd" text
     f1_text = format_mean_sd([r.evaluation["summary"]["f1"] or 0.0 for r in records]) if records else "n/a"
-    pooled = pooled_evaluation(results_dir, main, sorted(r.fold for r in records), data_root) if records else None
-    pooled_scores = summary_scores(pooled.summary if pooled else None)
-    pooled_row = ComparedRow("cross-validated", pooled_scores if pooled else None, TABLE2.get(main, {}))
     return CrossValidation(
         dataset=label, records=records, missing=tuple(missing), note=note, scores=scores, table=table,
         f1_mean=float(scores.loc["mean", "f1"]) if scores is not None else math.nan,
         f1_sd=float(scores.loc["sd", "f1"]) if scores is not None else math.nan,
         f1_mean_sd=f1_text, paper_mean_sd="{:.3f} ± {:.3f}".format(*TABLE3_MEAN_SD["f1"]),
         histories={r.fold: pd.read_csv(r.run_dir / HISTORY) for r in records},
-        pooled=pooled, pooled_scores=pooled_scores,
-        pooled_subjects=int(pooled.summary.get("n_subjects", 0)) if pooled else 0,
-        pooled_table=compare_with_paper([pooled_row], label),
+        selection=selection_table(records),
+        n_test_subjects=int(records[0].evaluation["summary"].get("n_subjects", 0)) if records else 0,
     )

@@ -30,6 +30,10 @@ __all__ = [
     "method_label",
     "summary_scores",
     "compare_with_paper",
+    "ABOVE",
+    "BELOW",
+    "CANNOT_TELL",
+    "ordering_verdict",
 ]
 
 #: Name of the classical LoG detector among the methods (it has no variant and no run).
@@ -148,3 +152,33 @@ def compare_with_paper(
     frame = pd.DataFrame(columns, index=pd.Index([r.label for r in rows], name=index_name))
     frame.columns = pd.MultiIndex.from_tuples(list(columns), names=["", "data"])
     return frame
+
+
+#: The three verdicts of :func:`ordering_verdict`.
+ABOVE, BELOW, CANNOT_TELL = "above", "below", "cannot tell"
+
+
+def _bounds(scores: Mapping[str, float] | None, metric: str) -> tuple[float, float]:
+    scores = scores or {}
+    return as_float(scores.get(f"{metric}_ci_low")), as_float(scores.get(f"{metric}_ci_high"))
+
+
+def ordering_verdict(first: Mapping[str, float] | None, second: Mapping[str, float] | None,
+                     metric: str = "f1") -> str:
+    """Whether ``first`` scores above or below ``second`` on ``metric``, judged by their 95% intervals.
+
+    :data:`ABOVE` when the whole interval of ``first`` lies above the whole interval of
+    ``second``, :data:`BELOW` when below, :data:`CANNOT_TELL` when the intervals overlap or
+    either is unknown: an ordering inside the intervals can flip with the training seed.
+
+    Args:
+        first, second: :func:`summary_scores`-like mappings with ``<metric>_ci_low`` / ``_ci_high``.
+    """
+    (low_a, high_a), (low_b, high_b) = _bounds(first, metric), _bounds(second, metric)
+    if not all(math.isfinite(v) for v in (low_a, high_a, low_b, high_b)):
+        return CANNOT_TELL
+    if low_a > high_b:
+        return ABOVE
+    if high_a < low_b:
+        return BELOW
+    return CANNOT_TELL

@@ -43,6 +43,7 @@ __all__ = [
     "format_method_table",
     "find_best_baseline",
     "method_froc_curves",
+    "method_operating_points",
 ]
 
 #: Lesion subsets of the tables: "all" (Table 2) and "small" (<= 3 mm, Table 4).
@@ -53,12 +54,12 @@ _COUNT_KEYS = {"all": ("n_tp", "n_fp", "n_fn"), "small": ("n_tp_small", "n_fp_sm
 
 @dataclass(frozen=True)
 class MethodResult:
-    """The validation results of one method, pooled over the comparison folds.
+    """The test-set results of one method, pooled over the comparison folds.
 
     Attributes:
         name: variant name (``Profile.variants``) or :data:`CLASSICAL`.
-        per_subject: one dict per validation subject with lesion counts n_tp, n_fp, n_fn and
-            n_tp_small, n_fp_small, n_fn_small (``eval-val.json`` ``per_subject`` rows).
+        per_subject: one dict per test subject with lesion counts n_tp, n_fp, n_fn and
+            n_tp_small, n_fp_small, n_fn_small (``eval-test.json`` ``per_subject`` rows).
         froc: FROC curve over those subjects; None without reference lesions.
         n_params: trainable weights; None for the classical detector.
         seconds_per_subject: inference time per subject (s), post-processing included.
@@ -246,3 +247,9 @@ def find_best_baseline(table: pd.DataFrame, main_label: str, metric: str = "f1")
 def method_froc_curves(results: Mapping[str, MethodResult]) -> dict[str, FrocCurve]:
     """Label -> FROC curve of every method that has one (:func:`cmbstudy.figures.froc.plot_froc` draws them)."""
     return {r.label: r.froc for r in results.values() if r.froc is not None}
+
+
+def method_operating_points(table: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Label -> (FP/subject, recall) of every row of a method table: where each method operates on the FROC."""
+    return {str(label): (float(table.loc[label, "fp_per_subject"]), float(table.loc[label, "recall"]))
+            for label in table.index}
