@@ -10,6 +10,7 @@ with exit status 2; nothing is left half-written (see :mod:`cmbstudy.data.io`).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -104,7 +105,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .inference.predict import predict_dataset
 
     summary = predict_dataset(
-        run_dir=Path(args.run),
+        args.model,
         data_root=resolve_data_root(args.data),
         out=Path(args.out),
         threshold=args.threshold,
@@ -112,20 +113,37 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         split=args.split,
+        overrides=args.set,
+        brain_extraction=args.brain_extraction,
     )
     print(summary)
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .config import Profile, apply_overrides
     from .evaluation.evaluate import evaluate_predictions
 
+    if args.model is not None:
+        from .inference.model_store import load_detection_model
+
+        model = load_detection_model(args.model, args.set)
+        profile, threshold = model.profile, args.threshold
+        threshold = model.operating_point.threshold if threshold is None else threshold
+        min_voxels = model.operating_point.min_voxels
+    else:
+        profile, threshold, min_voxels = apply_overrides(Profile("defaults"), args.set), args.threshold, None
     report = evaluate_predictions(
         pred_dir=Path(args.pred),
         ref_root=resolve_data_root(args.ref),
         rule=args.rule,
         distance=args.distance,
-        threshold=args.threshold,
+        threshold=threshold,
+        min_voxels=min_voxels,
+        connectivity=profile.evaluation.connectivity,
+        n_bootstrap=profile.evaluation.n_bootstrap,
+        eval_config=profile.evaluation,
+        distance_unit=args.distance_unit,
         only_predicted=args.only_predicted,
         json_out=Path(args.json) if args.json else None,
         progress=not args.quiet,
@@ -150,25 +168,47 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from .figures.report import plot_detection_report
+    from .figures.report import write_detection_reports
     from .inference.detect import detect_path
+    from .inference.location import assign_locations
 
     summary = detect_path(
         args.scan, args.out, model=args.model, modality=args.modality, threshold=args.threshold,
         brain_mask=args.brain_mask, device=args.device, overwrite=args.overwrite, progress=not args.quiet,
-        report=plot_detection_report,
+        report=write_detection_reports, brain_extraction=args.brain_extraction,
+        brain_mask_pattern=args.brain_mask_pattern, overrides=args.set,
+        locate=None if args.no_location else assign_locations,
     )
     print(summary)
     return 0
 
 
+_MODEL_HELP = ("the packaged model (default; also 'packaged'), a training run folder, "
+               "or a .pt checkpoint")
+_BRAIN_HELP = ("auto (default): a given or dataset brain mask, else the image as it is when skull-stripped, "
+               "else brain extraction; none: the image as it is; mask; threshold (Otsu); deepbet")
+
+
+def _add_set(p: argparse.ArgumentParser, example: str = "train.epochs=3") -> None:
+    p.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help=f"override one profile field, e.g. --set {example} (repeatable)",
+    )
+
+
+def _add_model(p: argparse.ArgumentParser, brain: bool = True) -> None:
+    from .preprocessing.brain import BRAIN_EXTRACTION_CHOICES
+
+    p.add_argument("--model", default=None, help=_MODEL_HELP)
+    _add_set(p, "evaluation.connectivity=6")
+    if brain:
+        p.add_argument("--brain-extraction", choices=BRAIN_EXTRACTION_CHOICES, default="auto", help=_BRAIN_HELP)
+
+
 def _add_common(p: argparse.ArgumentParser, *, profile: bool = False, out: bool = False) -> None:
     if profile:
         p.add_argument("--profile", default="quick", help="smoke, quick, paper or a .yaml path")
-        p.add_argument(
-            "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-            help="override one profile field, e.g. --set train.epochs=3 (repeatable)",
-        )
+        _add_set(p)
     if out:
         p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -220,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("predict", help="predict CMBs on every subject of a dataset")
-    p.add_argument("--run", required=True, help="training run folder")
+    p.add_argument("--run", dest="model", default=None, help="training run folder (the same as --model RUN)")
+    _add_model(p)
     p.add_argument("--data", default=None, help=f"dataset root (default: ${DATA_ENV_VAR})")
     p.add_argument("--out", required=True, help="prediction folder to create")
     p.add_argument("--threshold", type=float, default=None, help="default: the run's")
@@ -231,13 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("evaluate", help="lesion-wise evaluation of predictions")
-    p.add_argument("--pred", required=True, help="prediction folder (from predict)")
+    p.add_argument("--pred", required=True, help="prediction folder (from predict or detect)")
+    _add_model(p, brain=False)
     p.add_argument("--ref", default=None, help=f"reference dataset root (default: ${DATA_ENV_VAR})")
     p.add_argument("--rule", choices=("paper", "valdo"), default="paper")
     p.add_argument("--distance", type=float, default=None,
-                   help="match distance (paper: voxels, default 4; valdo: mm, default 5)")
+                   help="match distance (paper: voxels, default evaluation.match_distance_voxels; "
+                        "valdo: mm, default evaluation.valdo_distance_mm)")
+    p.add_argument("--distance-unit", choices=("mm", "voxels"), default="mm",
+                   help="valdo rule: mm (default) or voxel indices, as the challenge's own code measures")
     p.add_argument("--threshold", type=float, default=None,
-                   help="probability threshold (default: the one in PRED/prediction.json, else 0.5)")
+                   help="probability threshold (default: the one the predictions were made at, "
+                        "else the --model's, else 0.5)")
     p.add_argument("--only-predicted", action="store_true",
                    help="evaluate only the reference subjects that have a prediction (e.g. one fold)")
     p.add_argument("--json", default=None, help="write metrics as JSON here")
@@ -256,18 +302,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("detect", help="detect CMBs and assess burden on your own scan(s)")
-    p.add_argument("scan", help="T2*-GRE/SWI .nii[.gz], a folder of them, or a BIDS-like dataset root")
-    p.add_argument("--model", default=None,
-                   help="training run folder or .pt checkpoint (default: the packaged model)")
+    p.add_argument("scan", help="T2*-GRE/SWI .nii[.gz], a folder of them, or a BIDS-like or VALDO dataset root")
+    _add_model(p)
     p.add_argument("--out", required=True, help="derivatives folder to create")
     p.add_argument("--modality", choices=("gre", "swi"), default=None,
                    help="default: from the BIDS suffix (_swi), else gre")
     p.add_argument("--threshold", type=float, default=None, help="default: the model's")
-    p.add_argument("--brain-mask", default=None, help="binary brain mask on the scan's grid")
+    p.add_argument("--brain-mask", default=None, help="binary brain mask on the scan's grid (a single scan)")
+    p.add_argument("--brain-mask-pattern", default=None,
+                   help="a folder's brain masks beside its scans: {stem} is the scan's name without .nii[.gz], "
+                        "{subject} its label, e.g. '{stem}_brainmask.nii.gz'")
+    p.add_argument("--no-location", action="store_true",
+                   help="skip the registration to the ICBM152 template that gives each CMB its location")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     _add_common(p, out=True)
     p.set_defaults(func=_cmd_detect)
     return parser
+
+
+def _log_to_stderr(name: str, quiet: bool) -> None:
+    """Warnings of the ``cmbstudy`` logger (and, unless ``--quiet``, its notes) go to stderr, once."""
+    logger = logging.getLogger("cmbstudy")
+    for handler in [h for h in logger.handlers if getattr(h, "_cmbstudy_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"cmbstudy {name}: %(levelname)s: %(message)s"))
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    handler._cmbstudy_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     name = args.command + (f" {args.data_command}" if getattr(args, "data_command", None) else "")
+    _log_to_stderr(name, quiet=getattr(args, "quiet", False))
     try:
         return int(args.func(args))
     except CmbStudyError as exc:

@@ -35,6 +35,7 @@ __all__ = [
     "Profile",
     "resolve_variant",
     "load_profile",
+    "apply_overrides",
     "profile_to_dict",
     "profile_from_mapping",
     "dataclass_from_mapping",
@@ -284,6 +285,14 @@ def load_profile(name: str | Path = "quick", overrides: Sequence[str] = ()) -> P
         ConfigError: unknown profile, unknown key, or a value of the wrong type.
     """
     label, data = _read_profile_yaml(name)
+    data = _with_overrides(data, overrides)
+    data.pop("name", None)
+    data["variants"] = _merge_variants(data.get("variants"), label)
+    return dataclass_from_mapping(Profile, {"name": label, **data}, where=f"profile {label}")
+
+
+def _with_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of profile ``data`` with ``section.key=value`` overrides set."""
     data = {key: (dict(value) if isinstance(value, dict) else value) for key, value in data.items()}
     for text in overrides:
         parts, value = _parse_override(text)
@@ -294,9 +303,18 @@ def load_profile(name: str | Path = "quick", overrides: Sequence[str] = ()) -> P
             if not isinstance(section, dict):
                 raise ConfigError(f"--set {text!r}: {parts[0]!r} is not a section")
             section[parts[1]] = value
-    data.pop("name", None)
-    data["variants"] = _merge_variants(data.get("variants"), label)
-    return dataclass_from_mapping(Profile, {"name": label, **data}, where=f"profile {label}")
+    return data
+
+
+def apply_overrides(profile: Profile, overrides: Sequence[str]) -> Profile:
+    """``profile`` (e.g. the one a model was trained with) with ``section.key=value`` overrides applied.
+
+    Raises:
+        ConfigError: a malformed override, an unknown key, or a value of the wrong type.
+    """
+    if not overrides:
+        return profile
+    return profile_from_mapping(_with_overrides(profile_to_dict(profile), overrides), f"profile {profile.name}")
 
 
 def _merge_variants(extra: Any, label: str) -> dict[str, dict[str, Any]]:

@@ -59,8 +59,9 @@ def test_detect_matches_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     summary = json.loads((folder / f"sub-{label}_summary.json").read_text())
     predicted = pd.read_csv(pred / "predictions.tsv", sep="\t", dtype={"subject_id": str}).set_index("subject_id")
     assert summary["cmb_count"] == n_pred == int(predicted.loc[label, "cmb_count"])
-    assert summary["brain_mask_source"] == f"given: sub-{label}_label-brain_mask.nii.gz"
-    assert f"sub-{label}: {n_pred} CMB(s)" in printed
+    assert summary["brain_extraction"] == {"method": "mask",
+                                           "reason": f"auto: the given brain mask (sub-{label}_label-brain_mask.nii.gz)"}
+    assert f"{label}: {n_pred} CMB(s)" in printed
     ours = np.asarray(nib.load(folder / f"sub-{label}_desc-cmb_dseg.nii.gz").dataobj)
     theirs = np.asarray(nib.load(pred / f"sub-{label}" / f"sub-{label}_desc-cmb_dseg.nii.gz").dataobj)
     np.testing.assert_array_equal(ours, theirs)

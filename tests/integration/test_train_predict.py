@@ -77,7 +77,8 @@ def test_train_then_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert main(["predict", "--run", str(run), "--data", str(data), "--out", str(pred), "--quiet"]) == 0
     table = pd.read_csv(pred / "predictions.tsv", sep="\t", dtype={"subject_id": str})
     assert table["subject_id"].tolist() == ["001", "002", "003", "004"]
-    assert list(table.columns) == ["subject_id", "cmb_count", "seconds_model", "seconds_post", "seconds_total"]
+    assert list(table.columns) == ["subject_id", "cmb_count", "seconds_model", "seconds_post", "seconds_total",
+                                   "brain_extraction"]
     info = json.loads((pred / "prediction.json").read_text())
     point = json.loads((run / "operating_point.json").read_text())  # chosen on the fold's validation subjects
     assert info["model"] == "rlk_unet_cbam" and info["profile"] == "smoke"

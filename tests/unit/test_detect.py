@@ -7,6 +7,7 @@ into the phantom.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from datasets_helpers import make_synthetic_root, phantom, write
 
 from cmbstudy.config import load_profile, profile_to_dict
 from cmbstudy.errors import ConfigError, InputError, OutputError
-from cmbstudy.figures.report import plot_detection_report, select_report_slices
+from cmbstudy.figures.report import select_report_slices, write_detection_reports
 from cmbstudy.inference.detect import detect_path, modality_from_name, subject_label
 from cmbstudy.inference.model_store import (
     DetectionModel,
@@ -91,7 +92,7 @@ def test_detect_oblique_anisotropic_scan(tmp_path: Path) -> None:
     affine = _oblique_affine()
     scan = _scan(tmp_path / "sub-042_T2starw.nii.gz", affine)
     out = tmp_path / "out"
-    summary = detect_path(scan, out, model=_model(), progress=False, report=plot_detection_report)
+    summary = detect_path(scan, out, model=_model(), progress=False, report=write_detection_reports)
     anat = out / "sub-042" / "anat"
     assert [r.cmb_count for r in summary.scans] == [2]
     description = json.loads((out / "dataset_description.json").read_text())
@@ -118,14 +119,22 @@ def test_detect_oblique_anisotropic_scan(tmp_path: Path) -> None:
     info = json.loads((anat / "sub-042_summary.json").read_text())
     assert info["cmb_count"] == 2 and info["aria_h_category"] == "1-4"
     assert info["intended_use"] == "research use only; model trained on synthetic data; not a medical device"
-    assert info["brain_mask_source"].startswith("threshold")
+    if importlib.util.find_spec("deepbet") is None:  # deepbet, the default, is an optional extra
+        assert info["brain_extraction"] == {"method": "threshold", "reason": (
+            "auto: the image is not skull-stripped and has no mask: threshold "
+            "(deepbet is not installed: pip install 'cmbstudy[brain]')")}
+    else:
+        assert info["brain_extraction"]["method"] == "deepbet"
     assert info["modality"] == "gre" and info["threshold"] == 0.5
     assert len(info["input_sha256"]) == 64
     assert set(info["seconds"]) == {"preprocessing", "model", "postprocessing", "total"}
-    assert "no atlas registration" in info["lesion_location"]
+    assert "no atlas registration" in info["lesion_location"]["method"]
     assert (anat / "sub-042_report.png").read_bytes()[:4] == b"\x89PNG"
+    assert (anat / "sub-042_report.pdf").read_bytes()[:5] == b"%PDF-"
     assert info["outputs"]["report"] == "sub-042_report.png"
-    assert "sub-042: 2 CMB(s), ARIA-H category 1-4" in str(summary)
+    assert info["outputs"]["report_pdf"] == "sub-042_report.pdf"
+    assert "042: 2 CMB(s), ARIA-H category 1-4" in str(summary)
+    assert "brain extraction auto" in (out / "log.txt").read_text()
 
 
 def test_no_detection_and_brain_mask(tmp_path: Path) -> None:
@@ -133,9 +142,10 @@ def test_no_detection_and_brain_mask(tmp_path: Path) -> None:
     brain = write(tmp_path / "brain.nii.gz", phantom(SHAPE)[1].astype(np.uint8))
     summary = detect_path(scan, tmp_path / "out", model=_model(synthetic=False), brain_mask=brain,
                           modality="swi", progress=False)
-    info = json.loads((tmp_path / "out" / "sub-cleanscan" / "anat" / "sub-cleanscan_summary.json").read_text())
+    info = json.loads((tmp_path / "out" / "clean scan" / "clean scan_summary.json").read_text())
     assert summary.scans[0].cmb_count == 0 and info["aria_h_category"] == "0"
-    assert info["brain_mask_source"] == "given: brain.nii.gz" and info["modality"] == "swi"
+    assert info["brain_extraction"] == {"method": "mask", "reason": "auto: the given brain mask (brain.nii.gz)"}
+    assert info["modality"] == "swi" and info["subject_id"] == "cleanscan"
     assert info["intended_use"] == "research use only; not a medical device"
 
 
@@ -155,10 +165,10 @@ def test_existing_output_refused_then_overwritten(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="already holds results"):
         detect_path(scan, out, model=_model(), progress=False)
     detect_path(scan, out, model=_model(), overwrite=True, progress=False)
-    assert not (out / "old.txt").exists() and (out / "sub-scan" / "anat" / "sub-scan_summary.json").is_file()
-    # the Python API draws a report page only when given a writer (the command line passes one)
-    assert not list(out.rglob("*_report.png"))
-    assert "report" not in json.loads((out / "sub-scan" / "anat" / "sub-scan_summary.json").read_text())["outputs"]
+    assert not (out / "old.txt").exists() and (out / "scan" / "scan_summary.json").is_file()
+    # the Python API draws a report only when given a writer (the command line passes one)
+    assert not list(out.rglob("*_report.p*"))
+    assert "report" not in json.loads((out / "scan" / "scan_summary.json").read_text())["outputs"]
 
 
 def test_folder_and_dataset_root(tmp_path: Path) -> None:
@@ -172,7 +182,8 @@ def test_folder_and_dataset_root(tmp_path: Path) -> None:
     summary = detect_path(root, tmp_path / "out2", model=_model(), progress=False)
     assert [r.subject_id for r in summary.scans] == ["001", "002", "003"]
     info = json.loads((tmp_path / "out2" / "sub-002" / "anat" / "sub-002_summary.json").read_text())
-    assert info["modality"] == "swi" and info["brain_mask_source"] == "given: sub-002_label-brain_mask.nii.gz"
+    assert info["modality"] == "swi" and info["brain_extraction"]["method"] == "mask"
+    assert info["brain_extraction"]["reason"] == "auto: the given brain mask (sub-002_label-brain_mask.nii.gz)"
     with pytest.raises(ConfigError, match="--brain-mask applies to a single scan"):
         detect_path(root, tmp_path / "out3", model=_model(), brain_mask=root / "x.nii.gz", progress=False)
 

@@ -146,8 +146,10 @@ def test_valdo_mm_distance_vs_paper_voxels(study: tuple[Path, Path], tmp_path: P
     paper = evaluate_predictions(pred, ref, rule="paper", n_bootstrap=10, progress=False)
     valdo = evaluate_predictions(pred, ref, rule="valdo", n_bootstrap=10, progress=False)
     assert paper.per_subject[0]["n_tp"] == 1 and valdo.per_subject[0]["n_tp"] == 0
-    wider = evaluate_predictions(pred, ref, rule="valdo", distance=6.0, n_bootstrap=10, progress=False)
-    assert wider.per_subject[0]["n_tp"] == 1  # 6.0 mm is inclusive
+    exact = evaluate_predictions(pred, ref, rule="valdo", distance=6.0, n_bootstrap=10, progress=False)
+    assert exact.per_subject[0]["n_tp"] == 0  # the VALDO code's match is strict: 6.0 mm is not below 6.0
+    wider = evaluate_predictions(pred, ref, rule="valdo", distance=6.01, n_bootstrap=10, progress=False)
+    assert wider.per_subject[0]["n_tp"] == 1
 
 
 def test_missing_prediction_strict_and_only_predicted(study: tuple[Path, Path]) -> None:
@@ -192,3 +194,20 @@ def test_evaluate_volume_connectivity_changes_counts() -> None:
     r6 = evaluate_volume(prob, ref, AFFINE, connectivity=6).row
     assert (r26["n_pred"], r26["n_tp"], r26["n_fp"]) == (1, 1, 0)
     assert (r6["n_pred"], r6["n_tp"], r6["n_fp"]) == (2, 1, 1)
+
+
+def test_evaluate_cli_takes_a_model_set_and_a_distance_unit(study: tuple[Path, Path], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    from cmbstudy.cli import main
+
+    ref, pred = study
+    out = tmp_path / "valdo.json"
+    args = ["evaluate", "--pred", str(pred), "--ref", str(ref), "--rule", "valdo", "--quiet"]
+    assert main([*args, "--set", "evaluation.valdo_distance_mm=0.5", "--set", "evaluation.n_bootstrap=5",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["distance"] == 0.5 and report["settings"]["n_bootstrap"] == 5
+    assert main([*args, "--distance-unit", "voxels"]) == 2
+    assert "--distance-unit voxels needs --distance" in capsys.readouterr().err
+    assert main([*args, "--model", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err

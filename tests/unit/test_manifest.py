@@ -132,7 +132,9 @@ def test_nan_and_missing_image(tmp_path: Path) -> None:
     (root / "sub-002" / "anat" / "sub-002_swi.nii.gz").unlink()
     report = check_dataset(root)
     errors = _errors(report)
-    assert any("sub-001_T2starw.nii.gz has 1 NaN/Inf voxels" in e for e in errors)
+    nan_rows = [r for r in report.rows if r.subject == "001" and "NaN" in r.problem]
+    assert [(r.status, r.problem) for r in nan_rows] == [
+        ("warning", "1 NaN/Inf voxels: accepted outside the brain (set to 0), an error inside it")]
     assert any(e.startswith("002 sub-002: no image found in this subject folder") for e in errors)
     assert any("2 subjects with an image, the manifest expects 3" in e for e in errors)
 

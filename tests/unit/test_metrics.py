@@ -179,7 +179,7 @@ def test_valdo_two_claimants_closest_wins() -> None:
     # both predictions' nearest reference is R0 at (0,0,0) mm: distances 2 and 1 mm -> p1 TP, p0 FP
     ref = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 30.0]])
     pred = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    match = match_valdo(pred, ref, max_distance_mm=5.0)
+    match = match_valdo(pred, ref, max_distance=5.0)
     assert (match.n_tp, match.n_fp, match.n_fn) == (1, 1, 1)
     np.testing.assert_array_equal(match.pairs, [[1, 0]])
     np.testing.assert_array_equal(match.fn, [1])
@@ -196,10 +196,10 @@ def test_valdo_loser_is_fp_even_with_other_reference_in_range() -> None:
     assert (paper.n_tp, paper.n_fp, paper.n_fn) == (2, 0, 0)
 
 
-def test_valdo_distance_inclusive_and_empty_cases() -> None:
+def test_valdo_distance_strict_and_empty_cases() -> None:
     ref = np.array([[0.0, 0.0, 0.0]])
-    assert match_valdo(np.array([[0.0, 0.0, 5.0]]), ref).n_tp == 1
-    assert match_valdo(np.array([[0.0, 0.0, 5.01]]), ref).n_tp == 0
+    assert match_valdo(np.array([[0.0, 0.0, 4.99]]), ref).n_tp == 1
+    assert match_valdo(np.array([[0.0, 0.0, 5.0]]), ref).n_tp == 0  # the challenge code: distance < threshold
     empty = match_valdo(np.zeros((0, 3)), ref)
     assert (empty.n_tp, empty.n_fp, empty.n_fn) == (0, 0, 1)
 

@@ -166,7 +166,7 @@ def test_brain_extraction_errors() -> None:
 @pytest.mark.skipif(importlib.util.find_spec("deepbet") is not None, reason="deepbet is installed")
 def test_deepbet_missing_says_how_to_install() -> None:
     image, _, _ = _case(AFFINES["LPS"])
-    with pytest.raises(ConfigError, match=r"deepbet is not installed: `pip install deepbet`"):
+    with pytest.raises(ConfigError, match=r"deepbet is not installed: `pip install 'cmbstudy\[brain\]'`"):
         pp.preprocess_image(image, PreprocessConfig(brain_extraction="deepbet"))
 
 

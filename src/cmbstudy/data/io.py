@@ -6,7 +6,19 @@ NIfTI, a truncated gzip, 4D, 2D, NaN/Inf, all zero, a mask that is not 0/1, a
 mask on another grid) into one :class:`~cmbstudy.errors.InputError` naming the
 file and what to do. Everything cmbstudy writes goes through
 :func:`save_nifti` or :func:`atomic_output_dir`, so an interrupted run leaves
-no partial file and a rerun never overwrites results unless asked to.
+no partial file and a rerun never overwrites results unless asked to. Files
+and folders are written at the umask's mode (``0644`` and ``0755`` under the
+usual ``022``), like any other program's output.
+
+Awkward but readable inputs are accepted with a warning on the ``cmbstudy``
+logger: a 4D file with a singleton 4th axis is squeezed; an identity qform
+beside a valid sform (or the reverse) gives way to the valid one; integer data
+with a scaling slope are scaled (nibabel applies ``scl_slope``/``scl_inter``);
+NaN voxels of a scan are set to 0 when ``allow_nan`` (the caller then checks
+that none lies inside the brain, see
+:func:`cmbstudy.preprocessing.preprocess.preprocess_image`). A mask holding
+values other than 0 and 1 is refused: which non-zero label means a lesion is
+the annotator's choice, not the reader's.
 
 Orientation: arrays are processed in nibabel's closest canonical orientation
 (RAS+, axis 2 = axial, inferior to superior); :func:`to_canonical` and
@@ -16,16 +28,10 @@ resampling), so outputs land on the input grid with the input affine.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import json
-import math
-import os
-import shutil
-import tempfile
+import logging
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
 
 import nibabel as nib
 import numpy as np
@@ -36,28 +42,25 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
-from ..errors import InputError, OutputError
+from ..errors import InputError
+from . import outputs
+from .outputs import *  # noqa: F403  (re-exported: writing results, see cmbstudy.data.outputs)
 
 __all__ = [
     "NIFTI_SUFFIXES",
     "load_image",
+    "nonfinite_mask",
     "load_mask",
     "check_same_grid",
     "voxel_sizes",
     "to_canonical",
     "from_canonical",
-    "write_atomically",
-    "write_text_atomically",
-    "save_nifti",
-    "atomic_output_dir",
-    "check_output_dir",
-    "to_json_safe",
-    "read_json",
-    "write_json",
+    *outputs.__all__,
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _AFFINE_ATOL_MM = 1e-3
+log = logging.getLogger(__name__)
 
 
 def _is_nifti_name(path: Path) -> bool:
@@ -107,11 +110,47 @@ def _read(path: Path, what: str) -> nib.Nifti1Image:
         ) from exc
     except Exception as exc:  # nibabel raises several types for unreadable files
         raise InputError(f"{what} {path} cannot be read as NIfTI ({exc}): check the file") from exc
-    return nib.Nifti1Image(data, img.affine, img.header) if isinstance(img, nib.Nifti2Image) else img
+    if np.issubdtype(img.get_data_dtype(), np.integer) and img.dataobj.slope not in (1.0, None):
+        log.info("%s %s: integer data scaled by its slope %g (intercept %g)", what, path.name,
+                 img.dataobj.slope, img.dataobj.inter)
+    affine = _valid_affine(img, path, what)
+    if isinstance(img, nib.Nifti2Image) or affine is not img.affine:
+        return nib.Nifti1Image(data, affine, img.header)
+    return img
+
+
+def _is_identity(matrix: np.ndarray) -> bool:
+    return bool(np.allclose(matrix, np.eye(4), atol=1e-6))
+
+
+def _valid_affine(img: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
+    """The header's affine, unless one of sform/qform is the identity and the other is not.
+
+    nibabel (like the NIfTI standard) prefers the sform. A header whose sform
+    is set to the identity while its qform holds the scanner geometry (or the
+    reverse) is a converter's slip; the non-identity transform is the valid one.
+    """
+    header = img.header
+    if int(header["sform_code"]) == 0 or int(header["qform_code"]) == 0:
+        return img.affine
+    sform, qform = header.get_sform(), header.get_qform()
+    if np.allclose(sform, qform, atol=_AFFINE_ATOL_MM):
+        return img.affine
+    if _is_identity(sform) and not _is_identity(qform):
+        log.warning("%s %s: the sform is the identity but the qform is not: the qform is used", what, path.name)
+        return qform
+    if _is_identity(qform) and not _is_identity(sform):
+        log.warning("%s %s: the qform is the identity but the sform is not: the sform is used", what, path.name)
+        return sform
+    log.warning("%s %s: the sform and qform differ: the sform is used (the NIfTI rule)", what, path.name)
+    return img.affine
 
 
 def _squeeze_to_3d(img: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
     data = np.asanyarray(img.dataobj)
+    if data.ndim > 3 and all(n == 1 for n in data.shape[3:]):
+        log.warning("%s %s has shape %s: its singleton axes after the third are dropped", what, path.name,
+                    data.shape)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim > 3:
@@ -126,30 +165,49 @@ def _squeeze_to_3d(img: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
     return data
 
 
-def load_image(path: str | Path, what: str = "image", allow_zero: bool = False) -> nib.Nifti1Image:
+def load_image(path: str | Path, what: str = "image", allow_zero: bool = False,
+               allow_nan: bool = False) -> nib.Nifti1Image:
     """Read and validate a 3D NIfTI image; returns it with float32 data.
 
     Args:
         path: a .nii or .nii.gz file.
         what: how the file is named in error messages ("image", "prediction", ...).
         allow_zero: accept an all-zero volume (e.g. a probability map with no detection).
+        allow_nan: set NaN/Inf voxels to 0 instead of refusing them (:func:`nonfinite_mask` says
+            where they were, so that the caller can refuse those inside the brain).
 
     Raises:
-        InputError: missing, not NIfTI, corrupt gzip, not 3D, NaN/Inf voxels, or all zero.
+        InputError: missing, not NIfTI, corrupt gzip, not 3D, NaN/Inf voxels (unless allowed), or all zero.
     """
     path = Path(path)
     img = _read(path, what)
     data = _squeeze_to_3d(img, path, what).astype(np.float32)
-    n_bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
-    if n_bad:
+    finite = np.isfinite(data)
+    n_bad = int(np.size(data) - np.count_nonzero(finite))
+    if n_bad and not allow_nan:
         raise InputError(
             f"{what} {path} has {n_bad} NaN/Inf voxels: replace them (e.g. with 0) before use"
         )
+    if n_bad:
+        data = np.where(finite, data, np.float32(0.0))
     if not allow_zero and not np.any(data):
         raise InputError(f"{what} {path} is all zero: check that the right file was exported")
     out = nib.Nifti1Image(data, img.affine, img.header)
     out.set_data_dtype(np.float32)
+    out.set_filename(str(path))  # named in later messages (e.g. NaN inside the brain); nothing is written there
     return out
+
+
+def nonfinite_mask(path: str | Path) -> np.ndarray | None:
+    """(X, Y, Z) bool, the NaN/Inf voxels of a 3D image file, or None when it has none.
+
+    Raises:
+        InputError: as :func:`load_image`.
+    """
+    path = Path(path)
+    data = _squeeze_to_3d(_read(path, "image"), path, "image")
+    bad = ~np.isfinite(data)
+    return bad if bad.any() else None
 
 
 def load_mask(
@@ -219,147 +277,3 @@ def from_canonical(array: np.ndarray, original: nib.Nifti1Image) -> np.ndarray:
     return np.ascontiguousarray(back)
 
 
-def write_atomically(path: str | Path, write: Callable[[str], object], suffix: str = "") -> Path:
-    """Create ``path`` by ``write(tmp)`` on a temporary file in the same folder, then rename.
-
-    A reader never sees a half-written file, and an exception leaves ``path`` as it
-    was. ``suffix`` keeps the extension that some writers infer the format from
-    (``.nii.gz`` for nibabel, ``.npz`` for numpy).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def write_text_atomically(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`write_atomically`)."""
-    return write_atomically(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def save_nifti(
-    array: np.ndarray,
-    affine: np.ndarray,
-    path: str | Path,
-    dtype: type | np.dtype = np.float32,
-    header: nib.Nifti1Header | None = None,
-) -> Path:
-    """Write ``array`` as NIfTI atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    img = nib.Nifti1Image(np.asarray(array).astype(dtype), affine, header)
-    img.set_data_dtype(dtype)
-    img.header.set_qform(affine, code=1)
-    img.header.set_sform(affine, code=1)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    return write_atomically(path, lambda tmp: nib.save(img, tmp), suffix=suffix)
-
-
-def check_output_dir(path: str | Path, overwrite: bool = False) -> Path:
-    """Check that results may be written to ``path`` (a folder), before any work starts.
-
-    Raises:
-        OutputError: ``path`` is a file, is a non-empty folder and ``overwrite`` is false,
-            or its parent cannot be written.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"output {path} is a file, not a folder: choose another --out")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise OutputError(
-            f"output folder {path} already holds results: choose another --out or pass --overwrite"
-        )
-    parent = path.parent if not path.exists() else path
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"output folder {path} cannot be created: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {path} cannot be written (no permission on {parent})")
-    return path
-
-
-@contextlib.contextmanager
-def atomic_output_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder that replaces ``path`` only if the block succeeds.
-
-    On an exception the temporary folder is removed and ``path`` is left as it
-    was, so a failed or interrupted run leaves no partial output.
-
-    Raises:
-        OutputError: as :func:`check_output_dir`.
-    """
-    path = check_output_dir(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def to_json_safe(value: Any) -> Any:
-    """JSON-safe copy: NaN/Inf -> None, tuples and arrays -> lists, numpy scalars -> Python, paths -> str."""
-    if isinstance(value, Mapping):
-        return {str(k): to_json_safe(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return [to_json_safe(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [to_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def read_json(path: str | Path, advice: str = "restore or remove it", missing_ok: bool = False) -> dict[str, Any]:
-    """The JSON object in ``path`` (a file that holds another JSON value reads as ``{}``; so does a
-    missing file when ``missing_ok``).
-
-    Raises:
-        InputError: the file is missing (unless ``missing_ok``), unreadable or not JSON; the message
-            ends with ``advice``.
-    """
-    path = Path(path)
-    if missing_ok and not path.exists():
-        return {}
-    if not path.is_file():
-        raise InputError(f"{path} does not exist: {advice}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} cannot be read as JSON ({exc}): {advice}") from exc
-    return data if isinstance(data, dict) else {}
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically, NaN as null (:func:`to_json_safe`).
-
-    Raises:
-        OutputError: ``path`` is a folder or cannot be written.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"JSON output {path} is a folder: give a file name such as metrics.json")
-    text = json.dumps(to_json_safe(data), indent=2, allow_nan=False, default=str) + "\n"
-    try:
-        return write_text_atomically(path, text)
-    except OSError as exc:
-        raise OutputError(f"JSON output {path} cannot be written ({exc}): choose another location") from exc

@@ -31,7 +31,7 @@ from .datasets import (
     load_participants,
     load_subjects,
 )
-from .io import load_image, load_mask, voxel_sizes
+from .io import load_image, load_mask, nonfinite_mask, voxel_sizes
 
 __all__ = [
     "MANIFEST_NAME",
@@ -154,13 +154,32 @@ def _participant_count(participants: Any, subject_id: str) -> int | None:
         return None
 
 
+def _nonfinite_row(subject: Subject, root: Path, bad: np.ndarray) -> CheckRow:
+    """NaN/Inf voxels: an error inside the dataset's brain mask, else a warning (they are set to 0 outside it)."""
+    where = _rel(subject.image_path, root)
+    if subject.brain_mask_path is not None:
+        try:
+            inside = int((bad & (np.asarray(load_mask(subject.brain_mask_path).dataobj) > 0)).sum())
+        except InputError:
+            inside = 0  # the brain mask's own row reports what is wrong with it
+        if inside:
+            return CheckRow(subject.subject_id, where, "error",
+                            f"{inside} of its {int(bad.sum())} NaN/Inf voxels lie inside the brain mask: "
+                            "the scan is damaged there; export it again or repair those voxels")
+    return CheckRow(subject.subject_id, where, "warning",
+                    f"{int(bad.sum())} NaN/Inf voxels: accepted outside the brain (set to 0), an error inside it")
+
+
 def _check_subject(
     subject: Subject, root: Path, layout: str, mask_required: bool, participants: Any
 ) -> list[CheckRow]:
     sid, rows = subject.subject_id, []
     image = None
     try:
-        image = load_image(subject.image_path)
+        image = load_image(subject.image_path, allow_nan=True)
+        bad = nonfinite_mask(subject.image_path)
+        if bad is not None:
+            rows.append(_nonfinite_row(subject, root, bad))
         sizes = voxel_sizes(image)
         ratio = max(sizes) / min(sizes)
         text = (f"{subject.modality}, shape {tuple(image.shape[:3])}, voxel "

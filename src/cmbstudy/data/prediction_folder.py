@@ -1,14 +1,20 @@
-"""The prediction folder that ``cmbstudy predict`` writes and ``cmbstudy evaluate`` reads.
+"""The prediction folders that ``cmbstudy predict`` and ``cmbstudy detect`` write and ``cmbstudy evaluate`` reads.
 
-``PRED/`` holds ``prediction.json`` (the run, threshold, connectivity, device,
-timing), ``predictions.tsv`` (one row per subject: CMB count and seconds) and
-per subject ``sub-<id>/sub-<id>_desc-cmb_probseg.nii.gz`` (probability on the
-input grid), ``sub-<id>/sub-<id>_desc-cmb_dseg.nii.gz`` (int16 instance labels)
-and ``sub-<id>/sub-<id>_lesions.tsv`` (:data:`LESION_COLUMNS`).
+``predict`` writes ``PRED/prediction.json`` (the model, threshold, connectivity,
+device, timing), ``predictions.tsv`` (one row per subject: CMB count and
+seconds) and per subject ``sub-<id>/sub-<id>_desc-cmb_probseg.nii.gz``
+(probability on the input grid), ``sub-<id>/sub-<id>_desc-cmb_dseg.nii.gz``
+(int16 instance labels) and ``sub-<id>/sub-<id>_lesions.tsv`` (:data:`LESION_COLUMNS`).
+
+``detect`` writes a BIDS derivative: per scan ``sub-<id>/anat/sub-<id>_*`` (a
+dataset root or BIDS-named files) or ``<stem>/<stem>_*`` (other file names),
+each with a ``_summary.json`` that names its subject, its files and its
+operating point. :func:`find_predictions` reads either layout.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..errors import InputError
@@ -20,6 +26,7 @@ __all__ = [
     "LESION_COLUMNS",
     "subject_stem",
     "prediction_path",
+    "find_predictions",
     "read_prediction_threshold",
     "read_prediction_min_voxels",
 ]
@@ -42,8 +49,50 @@ def prediction_path(pred_dir: Path, subject_id: str) -> Path:
     return Path(pred_dir) / f"sub-{subject_id}" / f"sub-{subject_id}_desc-cmb_probseg.nii.gz"
 
 
+def _detect_summaries(pred_dir: Path) -> list[tuple[Path, dict]]:
+    """(summary path, content) of every per-scan ``*_summary.json`` that ``cmbstudy detect`` wrote."""
+    found = []
+    for path in sorted(Path(pred_dir).glob("**/*_summary.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"detection summary {path} cannot be read ({exc}): rerun `cmbstudy detect`") from exc
+        if isinstance(data, dict) and "subject_id" in data and "probseg" in data.get("outputs", {}):
+            found.append((path, data))
+    return found
+
+
+def find_predictions(pred_dir: Path) -> dict[str, Path]:
+    """Subject id -> probability map of every subject in a ``predict`` or ``detect`` output folder.
+
+    Raises:
+        InputError: an unreadable detection summary, or two scans of one subject.
+    """
+    pred_dir = Path(pred_dir)
+    found = {p.parent.name[len("sub-"):]: p for p in sorted(pred_dir.glob("sub-*/sub-*_desc-cmb_probseg.nii.gz"))
+             if p.name == f"{p.parent.name}_desc-cmb_probseg.nii.gz"}
+    for path, data in _detect_summaries(pred_dir):
+        sid, probseg = str(data["subject_id"]), path.parent / data["outputs"]["probseg"]
+        if sid in found and found[sid] != probseg:
+            raise InputError(f"{pred_dir} holds two predictions of subject {sid} ({found[sid]}, {probseg}): "
+                             "keep one")
+        found[sid] = probseg
+    return found
+
+
 def _read_info(pred_dir: Path) -> dict:
-    return read_json(Path(pred_dir) / PREDICTION_INFO, advice="rerun `cmbstudy predict`", missing_ok=True)
+    """``prediction.json`` of ``predict``, else the operating point shared by every ``detect`` summary."""
+    info = read_json(Path(pred_dir) / PREDICTION_INFO, advice="rerun `cmbstudy predict`", missing_ok=True)
+    if info:
+        return info
+    points = {(data.get("threshold"), data.get("min_voxels")) for _, data in _detect_summaries(Path(pred_dir))}
+    if len(points) > 1:
+        raise InputError(f"the scans in {pred_dir} were detected at different operating points {sorted(points)}: "
+                         "pass --threshold to evaluate them at one")
+    if points:
+        threshold, min_voxels = points.pop()
+        return {"threshold": threshold, "min_voxels": min_voxels}
+    return {}
 
 
 def _read_field(pred_dir: Path, key: str, default: float | int, cast: type) -> float | int:

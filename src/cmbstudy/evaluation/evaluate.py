@@ -26,7 +26,7 @@ from ..data.aria_h import aria_h_category
 from ..data.datasets import Subject, load_subjects
 from ..data.io import check_same_grid, load_image, load_mask, write_json
 from ..data.prediction_folder import (
-    prediction_path,
+    find_predictions,
     read_prediction_min_voxels,
     read_prediction_threshold,
 )
@@ -63,6 +63,7 @@ from .subsets import (
 
 __all__ = [
     "RULES",
+    "DISTANCE_UNITS",
     "VolumeEvaluation",
     "evaluate_volume",
     "load_lesion_table",
@@ -72,6 +73,7 @@ __all__ = [
 ]
 
 RULES: tuple[str, ...] = ("paper", "valdo")
+DISTANCE_UNITS: tuple[str, ...] = ("mm", "voxels")
 _DEFAULTS = EvalConfig()
 
 
@@ -104,6 +106,7 @@ def evaluate_volume(
     connectivity: int = 26,
     lesion_table: pd.DataFrame | None = None,
     min_voxels: int = 1,
+    distance_unit: str = "mm",
 ) -> VolumeEvaluation:
     """Match the components of one probability map to one reference mask (no file I/O).
 
@@ -111,17 +114,20 @@ def evaluate_volume(
         probability: (X, Y, Z) predicted probability (or binary mask) on the reference grid.
         reference: (X, Y, Z) binary reference CMB mask.
         affine: 4x4 voxel-to-mm affine of the grid (VALDO distances and voxel volume).
-        rule: "paper" (centroids within ``distance`` voxels, default 4, one-to-one optimal
-            assignment) or "valdo" (centres of mass within ``distance`` mm, default 5,
-            nearest reference, closest claimant wins).
+        rule: "paper" (centroids within ``distance`` voxels, default 4, inclusive, one-to-one
+            optimal assignment) or "valdo" (centres of mass closer than ``distance``, default
+            5 mm, nearest reference, every closest claimant wins: the challenge code's semantics,
+            :func:`cmbstudy.evaluation.matching.match_valdo`; F1 NaN without reference).
         distance: match distance; None takes the rule's default from :class:`EvalConfig`.
         threshold: probability threshold (inclusive) before components.
         connectivity: 6, 18 or 26 for both prediction and reference.
         lesion_table: optional synthetic ``lesions.tsv`` (x_vox, y_vox, z_vox, diameter_mm).
         min_voxels: predicted components with fewer voxels are dropped (the operating point's size rule).
+        distance_unit: VALDO rule only: ``"mm"`` (scanner mm, the study's) or ``"voxels"`` (voxel
+            indices, as the challenge's code measures).
 
     Raises:
-        ConfigError: unknown rule, bad connectivity or distance.
+        ConfigError: unknown rule or distance unit, bad connectivity or distance.
         InputError: shapes differ.
     """
     if rule not in RULES:
@@ -132,8 +138,12 @@ def evaluate_volume(
         distance = _DEFAULTS.match_distance_voxels if rule == "paper" else _DEFAULTS.valdo_distance_mm
     pred = apply_operating_point(probability, OperatingPoint(threshold, min_voxels), connectivity)
     ref = find_lesions(reference, threshold=0.5, connectivity=connectivity)
+    if distance_unit not in DISTANCE_UNITS:
+        raise ConfigError(f"distance unit {distance_unit!r}: use one of {', '.join(DISTANCE_UNITS)}")
     if rule == "paper":
         match = match_paper(pred.centroids, ref.centroids, distance)
+    elif distance_unit == "voxels":
+        match = match_valdo(pred.centroids, ref.centroids, distance)
     else:
         match = match_valdo(
             centroids_to_mm(pred.centroids, affine), centroids_to_mm(ref.centroids, affine), distance
@@ -167,23 +177,27 @@ def _load_probability(path: Path) -> nib.Nifti1Image:
     return img
 
 
-def _select_subjects(subjects: Sequence[Subject], pred_dir: Path, only_predicted: bool) -> list[Subject]:
+def _select_subjects(subjects: Sequence[Subject], pred_dir: Path, predictions: dict[str, Path],
+                     only_predicted: bool) -> list[Subject]:
     no_mask = [s.subject_id for s in subjects if s.mask_path is None]
     if no_mask:
         raise InputError(
             f"reference subjects without a CMB mask: {', '.join(no_mask[:10])}: "
             "evaluate against a dataset with CMB masks"
         )
-    missing = [s.subject_id for s in subjects if not prediction_path(pred_dir, s.subject_id).is_file()]
+    missing = [s.subject_id for s in subjects if not predictions.get(s.subject_id, Path("")).is_file()]
     if missing and not only_predicted:
         raise InputError(
             f"{len(missing)} reference subject(s) have no prediction in {pred_dir}: "
             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; run `cmbstudy predict` "
-            "on them, or evaluate only the predicted subjects (--only-predicted)"
+            "or `cmbstudy detect` on them, or evaluate only the predicted subjects (--only-predicted)"
         )
     chosen = [s for s in subjects if s.subject_id not in set(missing)]
     if not chosen:
-        raise InputError(f"no prediction in {pred_dir} matches a reference subject: run `cmbstudy predict`")
+        found = ", ".join(sorted(predictions)[:5]) or "none"
+        raise InputError(f"no prediction in {pred_dir} matches a reference subject (predicted subjects: {found}; "
+                         f"reference subjects: {', '.join(s.subject_id for s in subjects[:5])}): "
+                         "run `cmbstudy predict` or `cmbstudy detect` on the reference dataset")
     return chosen
 
 
@@ -213,6 +227,8 @@ def evaluate_predictions(
     seed: int = 0,
     progress: bool = True,
     min_voxels: int | None = None,
+    distance_unit: str = "mm",
+    eval_config: EvalConfig | None = None,
 ) -> EvaluationReport:
     """Evaluate every reference subject's prediction lesion-wise.
 
@@ -235,6 +251,9 @@ def evaluate_predictions(
         progress: show a progress bar.
         min_voxels: smallest predicted component kept; None: the size ``cmbstudy predict`` used
             (``PRED/prediction.json``), else 1.
+        distance_unit: VALDO rule: ``"mm"`` or ``"voxels"`` (see :func:`evaluate_volume`).
+        eval_config: the default distances (``match_distance_voxels``, ``valdo_distance_mm``) when
+            ``distance`` is None, e.g. a model's profile with ``--set`` overrides; None: the defaults.
 
     Raises:
         InputError: missing prediction folder or predictions, a reference without mask,
@@ -252,19 +271,23 @@ def evaluate_predictions(
         min_voxels = read_prediction_min_voxels(Path(pred_dir))
     if not 0 < threshold <= 1:
         raise ConfigError(f"probability threshold {threshold!r} must be in (0, 1], e.g. 0.5")
+    cfg = eval_config or _DEFAULTS
     if distance is None:
-        distance = _DEFAULTS.match_distance_voxels if rule == "paper" else _DEFAULTS.valdo_distance_mm
+        distance = cfg.match_distance_voxels if rule == "paper" else cfg.valdo_distance_mm
+        if rule == "valdo" and distance_unit == "voxels":
+            raise ConfigError("--distance-unit voxels needs --distance (in voxels): the default is in mm")
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise InputError(f"prediction folder {pred_dir} does not exist: run `cmbstudy predict --out {pred_dir}` first")
-    subjects = _select_subjects(load_subjects(Path(ref_root), dataset), pred_dir, only_predicted)
+    predictions = find_predictions(pred_dir)
+    subjects = _select_subjects(load_subjects(Path(ref_root), dataset), pred_dir, predictions, only_predicted)
     settings = {"pred_dir": str(pred_dir), "ref_root": str(ref_root), "rule": rule,
-                "distance": float(distance), "distance_unit": "voxels" if rule == "paper" else "mm",
+                "distance": float(distance), "distance_unit": "voxels" if rule == "paper" else distance_unit,
                 "threshold": float(threshold), "min_voxels": int(min_voxels), "connectivity": int(connectivity),
                 "small_diameter_mm": SMALL_DIAMETER_MM, "n_bootstrap": int(n_bootstrap), "seed": int(seed),
                 "only_predicted": bool(only_predicted)}
-    results = [_evaluate_subject(subject, pred_dir, rule, float(distance), float(threshold), connectivity,
-                                 int(min_voxels))
+    results = [_evaluate_subject(subject, predictions[subject.subject_id], rule, float(distance), float(threshold),
+                                 connectivity, int(min_voxels), distance_unit)
                for subject in tqdm(subjects, desc="evaluate", unit="subject", disable=not progress)]
     rows = [{"subject_id": subject.subject_id, **result.row} for subject, result in zip(subjects, results)]
     summary, froc = _summarize(rows, results, settings)
@@ -274,10 +297,9 @@ def evaluate_predictions(
     return report
 
 
-def _evaluate_subject(subject: Subject, pred_dir: Path, rule: str, distance: float, threshold: float,
-                      connectivity: int, min_voxels: int) -> VolumeEvaluation:
-    """One reference subject's prediction read from ``pred_dir`` and matched (:func:`evaluate_volume`)."""
-    path = prediction_path(pred_dir, subject.subject_id)
+def _evaluate_subject(subject: Subject, path: Path, rule: str, distance: float, threshold: float,
+                      connectivity: int, min_voxels: int, distance_unit: str) -> VolumeEvaluation:
+    """One reference subject's prediction (probability map ``path``) matched (:func:`evaluate_volume`)."""
     pred_img = _load_probability(path)
     ref_img = load_mask(subject.mask_path, what="reference CMB mask")
     check_same_grid(ref_img, pred_img, what_a=f"reference mask {subject.mask_path}",
@@ -286,7 +308,7 @@ def _evaluate_subject(subject: Subject, pred_dir: Path, rule: str, distance: flo
     return evaluate_volume(
         np.asarray(pred_img.dataobj, dtype=np.float32), np.asarray(ref_img.dataobj), ref_img.affine,
         rule=rule, distance=distance, threshold=threshold, connectivity=connectivity, lesion_table=table,
-        min_voxels=min_voxels,
+        min_voxels=min_voxels, distance_unit=distance_unit,
     )
 
 
@@ -299,8 +321,8 @@ def _summarize(rows: Sequence[dict[str, Any]], results: Sequence[VolumeEvaluatio
     summary.update(summarize_detection(counts))
     summary["n_ref"] = int(sum(r["n_ref"] for r in rows))
     summary["n_pred"] = int(sum(r["n_pred"] for r in rows))
-    valdo_f1 = [detection_scores(*c, nan_f1_without_reference=True)[2] for c in counts]
-    summary.update(summarize_valdo(valdo_f1, [r["n_pred"] for r in rows], [r["n_ref"] for r in rows]))
+    subject_f1 = [detection_scores(*c, nan_f1_without_reference=True)[2] for c in counts]
+    summary.update(summarize_valdo(subject_f1, [r["n_pred"] for r in rows], [r["n_ref"] for r in rows]))
     ci = bootstrap_detection_ci(np.asarray(counts).reshape(-1, 3), n_resamples=settings["n_bootstrap"],
                                 seed=settings["seed"])
     summary["ci95"] = {name: (lo, hi) for name, (_, lo, hi) in ci.items()}
@@ -353,8 +375,9 @@ def load_lesion_outcomes(pred_dir: str | Path, data_root: str | Path, threshold:
     threshold = read_prediction_threshold(pred_dir) if threshold is None else threshold
     min_voxels = read_prediction_min_voxels(pred_dir)
     evaluations = {}
+    predictions = find_predictions(pred_dir)
     for subject in load_subjects(Path(data_root)):
-        path = prediction_path(pred_dir, subject.subject_id)
+        path = predictions.get(subject.subject_id, Path(""))
         if subject.mask_path is None or not path.is_file():
             continue
         mask = load_mask(subject.mask_path, what="reference CMB mask")

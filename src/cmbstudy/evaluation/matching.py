@@ -5,10 +5,22 @@
   true positive when its centroid lies within 4 voxels (Euclidean distance in
   voxel index space, inclusive) of a reference lesion's centroid; matching is
   one-to-one (:func:`match_paper`).
-* **VALDO rule** (Sudre et al. 2024, "Where is VALDO?", Task 2): prediction
-  thresholded at 0.5, 3D connected components, centre-of-mass distance in mm;
-  each prediction is assigned to its nearest reference, the closest of several
-  claimants is the true positive and the others are false positives (:func:`match_valdo`).
+* **VALDO rule** (Sudre et al. 2024, "Where is VALDO?", Task 2), as the
+  challenge's evaluation code (``valdo-eval-2021``,
+  ``evaluation_comparison/pairwise_measures.py``) computes it: prediction
+  thresholded at 0.5 (inclusive), 3D connected components, centre-of-mass
+  distance strictly below the threshold; each prediction is assigned to its
+  nearest reference; of several claimants of one reference, every one at the
+  smallest distance is a true positive (an exact tie gives two) and the others
+  are false positives; false negatives are the references no prediction
+  matched (:func:`match_valdo`).
+
+Where the two rules differ: the paper's is inclusive (a distance of exactly
+the threshold matches), one-to-one and optimal over the whole volume, in voxel
+index units; VALDO's is strict, greedy per prediction (nearest reference only),
+counts every tied claimant, and is measured in mm here (the official code
+measures centres of mass in voxel indices, which ``distance_unit="voxels"``
+of :func:`cmbstudy.evaluation.evaluate.evaluate_volume` reproduces).
 """
 
 from __future__ import annotations
@@ -58,6 +70,7 @@ def _checked_distances(pred: np.ndarray, ref: np.ndarray, max_distance: float, w
 
 
 def _make_match(pairs: list[tuple[int, int]], n_pred: int, n_ref: int) -> Match:
+    """Pairs -> Match: FP are predictions without a pair, FN references without one."""
     arr = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
     fp = np.setdiff1d(np.arange(n_pred), arr[:, 0]).astype(np.int64)
     fn = np.setdiff1d(np.arange(n_ref), arr[:, 1]).astype(np.int64)
@@ -102,47 +115,47 @@ def match_paper(
 
 
 def match_valdo(
-    pred_centroids_mm: np.ndarray, ref_centroids_mm: np.ndarray, max_distance_mm: float = 5.0
+    pred_centroids: np.ndarray, ref_centroids: np.ndarray, max_distance: float = 5.0
 ) -> Match:
-    """VALDO rule: nearest-reference assignment by centre-of-mass distance in mm.
+    """VALDO rule, with the semantics of the challenge's evaluation code.
 
-    Each prediction is assigned to its nearest reference (ties: the lower reference
-    index). It can be a true positive only when that distance is within
-    ``max_distance_mm`` (inclusive). When several predictions are assigned to one
-    reference, the closest (ties: lower prediction index) is the true positive and
-    the others are false positives, even if another reference lies within the
-    distance. References no prediction claims are false negatives.
+    Each prediction is assigned to its nearest reference (ties: the lower
+    reference index) when that distance is strictly below ``max_distance``;
+    otherwise it is a false positive. Of the predictions assigned to one
+    reference, every one at the smallest distance is a true positive (so an
+    exact tie makes two) and the others are false positives, even if another
+    reference lies within the distance. References no prediction matched are
+    false negatives (the official F1 counts them so; its ``n_ref - n_tp``,
+    which a tie makes smaller, is only printed as a check).
 
-    Source: the challenge's public evaluation page (valdo.grand-challenge.org/Evaluation)
-    lists, for Task 2, detection F1 and absolute count difference on predictions
-    binarised at 0.5; the nearest-reference / closest-claimant assignment follows the
-    study specification of the challenge rule. The page does not state a distance, so
-    the default is this study's choice: 5 mm is about one CMB diameter (most CMBs are 2-5 mm) and one to
-    two slice thicknesses of clinical T2*-GRE (3-5 mm), so a detection displaced by
-    a slice still counts while one beside the lesion does not.
+    Source: ``valdo-eval-2021``, ``evaluation_comparison/pairwise_measures.py``
+    (``assign_tp_fp_distance``, ``f1_count_element``), read for its semantics;
+    this is not its code. Its default threshold (0.1, in voxel indices) matches
+    almost nothing; the study's default, 5 mm, is this study's choice: about
+    one CMB diameter (most CMBs are 2-5 mm) and one to two slice thicknesses
+    of clinical T2*-GRE (3-5 mm).
 
     Args:
-        pred_centroids_mm: (n_pred, 3) scanner coordinates in mm (see :func:`centroids_to_mm`).
-        ref_centroids_mm: (n_ref, 3) scanner coordinates in mm.
-        max_distance_mm: threshold in mm.
+        pred_centroids: (n_pred, 3) centres of mass (scanner mm, or voxel indices).
+        ref_centroids: (n_ref, 3) in the same unit.
+        max_distance: threshold in that unit (a pair matches when its distance is below it).
 
     Raises:
-        ConfigError: max_distance_mm is negative or not finite.
+        ConfigError: max_distance is negative or not finite.
     """
-    dist = _checked_distances(pred_centroids_mm, ref_centroids_mm, max_distance_mm, "VALDO distance (mm)")
+    dist = _checked_distances(pred_centroids, ref_centroids, max_distance, "VALDO distance")
     n_pred, n_ref = dist.shape
     if n_pred == 0 or n_ref == 0:
         return _make_match([], n_pred, n_ref)
     nearest = np.argmin(dist, axis=1)
     nearest_dist = dist[np.arange(n_pred), nearest]
+    claims = nearest_dist < max_distance
     pairs: list[tuple[int, int]] = []
     for r in range(n_ref):
-        claimants = np.flatnonzero(
-            (nearest == r) & (nearest_dist <= max_distance_mm + _DISTANCE_TOLERANCE)
-        )
+        claimants = np.flatnonzero(claims & (nearest == r))
         if claimants.size:
-            best = claimants[np.argmin(nearest_dist[claimants])]
-            pairs.append((int(best), r))
+            closest = nearest_dist[claimants].min()
+            pairs.extend((int(p), r) for p in claimants if nearest_dist[p] == closest)
     return _make_match(pairs, n_pred, n_ref)
 
 

@@ -3,16 +3,21 @@
 Whole-volume prediction (:mod:`~cmbstudy.inference.sliding_window`), ``cmbstudy
 predict`` on a dataset (:mod:`~cmbstudy.inference.predict`), trained models as
 files and the packaged model (:mod:`~cmbstudy.inference.model_store`), and
-``cmbstudy detect`` on a user's scans (:mod:`~cmbstudy.inference.detect`).
+``cmbstudy detect`` on a user's scans (:mod:`~cmbstudy.inference.detect`, the
+scans it reads: :mod:`~cmbstudy.inference.scan_inputs`, each CMB's MARS
+location by registration to the ICBM152 template: :mod:`~cmbstudy.inference.location`).
 """
 
 from __future__ import annotations
 
-from . import detect, model_store, predict, sliding_window
+from . import detect, location, model_store, predict, scan_inputs, sliding_window
 from .detect import *  # noqa: F403  (its __all__)
+from .location import *  # noqa: F403  (its __all__)
 from .model_store import *  # noqa: F403  (its __all__)
 from .predict import *  # noqa: F403  (its __all__)
+from .scan_inputs import *  # noqa: F403  (its __all__)
 from .sliding_window import *  # noqa: F403  (its __all__)
 
 #: The stage's public names: those of its modules, in the order of the stage.
-__all__ = [*sliding_window.__all__, *predict.__all__, *model_store.__all__, *detect.__all__]
+__all__ = [*sliding_window.__all__, *predict.__all__, *model_store.__all__, *scan_inputs.__all__,
+           *location.__all__, *detect.__all__]

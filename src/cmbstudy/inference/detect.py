@@ -1,37 +1,45 @@
-"""Burden assessment on a user's scan: ``cmbstudy detect SCAN --out DIR``.
+"""Burden assessment on a user's scans: ``cmbstudy detect SCAN --out DIR``.
 
-One T2*-GRE or SWI scan (or a folder of them) goes through the training
-run's preprocessing (:func:`cmbstudy.preprocessing.preprocess_image`), the
-network on every axial slice with its two neighbours (Cho et al. 2025,
-Sec. 2.2), the restoration of the probability map onto the input grid and
-affine, a threshold and 3D connected components (Sec. 2.4). Each component is
-one detected CMB; the count gives the ARIA-H category (0, 1-4, 5-9, >=10).
+``SCAN`` is one T2*-GRE or SWI file, a plain folder of them, or a dataset root
+(any layout :func:`cmbstudy.data.datasets.load_subjects` reads: BIDS-like,
+VALDO). Each scan goes through the model's preprocessing
+(:func:`cmbstudy.preprocessing.preprocess_image`), the network on every axial
+slice with its two neighbours (Cho et al. 2025, Sec. 2.2), the restoration of
+the probability map onto the input grid and affine, the model's operating
+point and 3D connected components (Sec. 2.4). Each component is one detected
+CMB; the count gives the ARIA-H category (0, 1-4, 5-9, >=10).
 
-Outputs follow the BIDS-derivatives layout: ``OUT/dataset_description.json``
-and per scan ``OUT/sub-<id>/anat/`` with the instance mask (``_desc-cmb_dseg``,
-int16), the probability map (``_desc-cmb_probseg``, float32), the lesion table,
-a JSON summary and a PNG report page (drawn by the ``report`` callable, e.g.
-:func:`cmbstudy.figures.report.plot_detection_report`, which the command line
-passes: this module computes and writes, it draws nothing itself). The folder
-is written atomically (:func:`cmbstudy.data.io.atomic_output_dir`).
+Brain: ``brain_extraction`` (``--brain-extraction``, default ``auto``) is
+resolved per scan by :func:`cmbstudy.preprocessing.brain.resolve_brain_extraction`:
+a given brain mask (``--brain-mask`` for one scan, the dataset's masks, or
+``--brain-mask-pattern`` for a folder) wins, a skull-stripped image is used as
+it is, anything else is brain-extracted; ``summary.json`` and the log say
+which. NaN voxels outside the brain are set to 0 with a warning; inside it,
+they are an error.
 
-A user's scan has no brain mask: when the model's profile extracts the brain
-from the dataset's mask, detection uses Otsu thresholding instead
-(``"threshold"``) unless ``brain_mask`` is given; the summary states which.
-No atlas registration is done, so lesion locations are ``"unknown"``. Models
-are resolved by :mod:`cmbstudy.inference.model_store`.
+Outputs follow the BIDS-derivatives layout: ``OUT/dataset_description.json``,
+``OUT/log.txt`` (every warning and choice), and per scan the instance mask
+(``_desc-cmb_dseg``, int16), the probability map (``_desc-cmb_probseg``,
+float32), the lesion table (with each CMB's MARS location when ``locate``),
+a JSON summary, and the report (drawn by the ``report`` callable, e.g.
+:func:`cmbstudy.figures.report.write_detection_reports`: this module computes
+and writes, it draws nothing). Scans of a dataset root and BIDS-named files
+go to ``sub-<id>/anat/sub-<id>_*``, other files to ``<stem>/<stem>_*``. The
+folder is written atomically (:func:`cmbstudy.data.io.atomic_output_dir`), at
+the umask's modes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-import re
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -40,28 +48,25 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..config import PreprocessConfig
 from ..data.aria_h import aria_h_category
-from ..data.datasets import load_subjects
 from ..data.io import (
-    NIFTI_SUFFIXES,
     atomic_output_dir,
     check_output_dir,
     load_image,
     load_mask,
+    nonfinite_mask,
     save_nifti,
     write_json,
 )
 from ..device import resolve_device
 from ..errors import ConfigError, InputError
-from ..evaluation.lesions import (
-    Lesions,
-    equivalent_diameter_mm,
-    voxel_volume_mm3,
-)
+from ..evaluation.lesions import Lesions, equivalent_diameter_mm, voxel_volume_mm3
+from ..preprocessing.brain import resolve_brain_extraction
 from ..preprocessing.preprocess import preprocess_image
+from .location import LesionLocations
 from .model_store import DetectionModel, load_detection_model
 from .predict import detect_volume, lesion_table
+from .scan_inputs import find_scans, modality_from_name, subject_label
 from .sliding_window import predict_volume
 
 __all__ = [
@@ -73,26 +78,34 @@ __all__ = [
     "detect_scan",
     "detect_path",
     "ReportWriter",
+    "Locator",
 ]
 
-#: Draws the report page of one scan: ``(image, labels, affine, header, path) -> path``, the
-#: signature of :func:`cmbstudy.figures.report.plot_detection_report`.
-ReportWriter = Callable[[np.ndarray, np.ndarray, np.ndarray, Mapping[str, Any], Path], Path]
+#: Draws the reports of one scan: ``(image, labels, affine, header, lesion table, stem) -> {kind: path}``,
+#: the signature of :func:`cmbstudy.figures.report.write_detection_reports`.
+ReportWriter = Callable[[np.ndarray, np.ndarray, np.ndarray, Mapping[str, Any], pd.DataFrame, Path],
+                        Mapping[str, Path]]
+#: Assigns each lesion a location: ``(image, centroids (n, 3) voxels, brain mask) -> LesionLocations``,
+#: the signature of :func:`cmbstudy.inference.location.assign_locations`.
+Locator = Callable[[nib.Nifti1Image, np.ndarray, np.ndarray | None], LesionLocations]
 
 MODALITIES = ("gre", "swi")
-LOCATION_NOTE = "unknown: no atlas registration is done, so lesion locations are not assigned"
+LOCATION_NOTE = "unknown: no atlas registration was asked for (locate=False)"
+LOG_FILE = "log.txt"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ScanResult:
     """What :func:`detect_scan` found and wrote for one scan."""
 
-    subject_id: str  # BIDS label without "sub-"
+    subject_id: str  # BIDS label without "sub-", or the file stem made alphanumeric
     scan: Path  # input image
     cmb_count: int  # detected CMBs (3D components)
     aria_h_category: str  # "0", "1-4", "5-9" or ">=10"
     seconds: Mapping[str, float]  # preprocessing, model, postprocessing, total (s)
     files: Mapping[str, Path] = field(default_factory=dict)  # kind -> path written
+    brain_extraction: str = ""  # what was used as the brain, and why
 
 
 @dataclass(frozen=True)
@@ -112,33 +125,11 @@ class DetectionSummary:
                  f"  model: {self.model} ({self.model_source}), threshold {self.threshold:g}, {self.device}"]
         for r in self.scans:
             lines.append(
-                f"  sub-{r.subject_id}: {r.cmb_count} CMB(s), ARIA-H category {r.aria_h_category} "
-                f"({r.scan.name}, {r.seconds['total']:.1f} s)"
+                f"  {r.subject_id}: {r.cmb_count} CMB(s), ARIA-H category {r.aria_h_category} "
+                f"({r.scan.name}, {r.seconds['total']:.1f} s; brain: {r.brain_extraction})"
             )
         lines.append(f"  {self.intended_use}")
         return "\n".join(lines)
-
-
-def _strip(name: str) -> str:
-    for suffix in NIFTI_SUFFIXES[::-1]:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def subject_label(path: Path) -> str:
-    """BIDS label of ``sub-XXX[_ses-YY]_...`` (``"XXX"``, ``"XXX_ses-YY"``), else the file stem made alphanumeric."""
-    stem = _strip(Path(path).name)
-    match = re.match(r"sub-([A-Za-z0-9]+)(_ses-[A-Za-z0-9]+)?", stem)
-    if match:
-        return match.group(1) + (match.group(2) or "")
-    label = re.sub(r"[^A-Za-z0-9]", "", stem)
-    return label or "scan"
-
-
-def modality_from_name(path: Path) -> str:
-    """``"swi"`` for a BIDS ``_swi`` suffix, else ``"gre"``."""
-    return "swi" if _strip(Path(path).name).lower().endswith("_swi") else "gre"
 
 
 def _sha256(path: Path) -> str:
@@ -149,50 +140,37 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _brain_extraction(cfg: PreprocessConfig, image: nib.Nifti1Image, brain_mask: Path | None
-                      ) -> tuple[PreprocessConfig, nib.Nifti1Image | None, str]:
-    """The preprocessing settings, brain mask and the sentence of ``summary.json`` on the brain mask used.
+class _Collect(logging.Handler):
+    """Keeps the messages of the ``cmbstudy`` logger while a scan is processed."""
 
-    A given mask wins; a profile trained with dataset masks falls back to Otsu thresholding.
-    """
-    if brain_mask is not None:
-        brain_img = load_mask(brain_mask, reference=image, what="brain mask")
-        return dataclasses.replace(cfg, brain_extraction="mask"), brain_img, f"given: {Path(brain_mask).name}"
-    if cfg.brain_extraction == "mask":
-        return (dataclasses.replace(cfg, brain_extraction="threshold"), None,
-                "threshold: Otsu brain extraction (the model was trained with dataset brain masks; "
-                "no --brain-mask was given)")
-    return cfg, None, f"{cfg.brain_extraction}: the model profile's brain extraction"
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.levelname.lower()}: {record.getMessage()}")
 
 
-def _detection_table(lesions: Lesions, affine: np.ndarray) -> pd.DataFrame:
+@contextlib.contextmanager
+def _collecting() -> Iterator[_Collect]:
+    handler, root = _Collect(), logging.getLogger("cmbstudy")
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(min(previous or logging.WARNING, logging.INFO))
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+
+
+def _detection_table(lesions: Lesions, affine: np.ndarray, locations: Sequence[str] | None) -> pd.DataFrame:
     """The lesion table of ``predict`` with each lesion's equivalent diameter and its location."""
     table = lesion_table(lesions, affine)
     table.insert(table.columns.get_loc("volume_mm3") + 1, "equivalent_diameter_mm",
                  equivalent_diameter_mm(table["n_voxels"].to_numpy(), voxel_volume_mm3(affine)))
-    table["location"] = "unknown"
+    table["location"] = list(locations) if locations is not None else "unknown"
     return table
-
-
-def _write_outputs(stem: Path, image: nib.Nifti1Image, lesions: Lesions, prob: np.ndarray, table: pd.DataFrame,
-                   header: Mapping[str, Any], report: ReportWriter | None) -> dict[str, Path]:
-    """The instance and probability NIfTIs, the lesion table and the report page of one scan: kind -> path.
-
-    ``summary`` is the path of the JSON summary, written last by the caller.
-    """
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    affine = np.asarray(image.affine, dtype=float)
-    files = {
-        "dseg": save_nifti(lesions.labels, affine, f"{stem}_desc-cmb_dseg.nii.gz", np.int16),
-        "probseg": save_nifti(prob, affine, f"{stem}_desc-cmb_probseg.nii.gz", np.float32),
-        "lesions": Path(f"{stem}_lesions.tsv"),
-        "summary": Path(f"{stem}_summary.json"),
-    }
-    table.to_csv(files["lesions"], sep="\t", index=False, float_format="%.4f")
-    if report is not None:
-        files["report"] = report(np.asarray(image.dataobj, dtype=np.float32), lesions.labels, affine, header,
-                                 Path(f"{stem}_report.png"))
-    return files
 
 
 def detect_scan(
@@ -205,8 +183,11 @@ def detect_scan(
     brain_mask: Path | None = None,
     device: str | torch.device = "auto",
     report: ReportWriter | None = None,
+    brain_extraction: str = "auto",
+    prefix: Path | None = None,
+    locate: Locator | None = None,
 ) -> ScanResult:
-    """Detect CMBs in one scan and write its files into ``out/sub-<id>/anat/``.
+    """Detect CMBs in one scan and write its files under ``out/<prefix>``.
 
     ``out`` is a folder being written (:func:`detect_path` passes its atomic
     temporary folder). Outputs lie on the input grid with the input affine.
@@ -217,13 +198,18 @@ def detect_scan(
         subject_id: label of the outputs (default :func:`subject_label`).
         modality: "gre" or "swi" (default :func:`modality_from_name`); recorded only.
         threshold: probability threshold (default the model's calibrated operating point).
-        brain_mask: binary brain mask on the scan's grid (default: brain extraction).
+        brain_mask: binary brain mask on the scan's grid.
         device: "auto", "cpu" or "cuda".
-        report: draws the report page (``_report.png``); None writes no page.
+        report: draws the reports; None writes none.
+        brain_extraction: ``--brain-extraction`` (auto, none, mask, threshold, deepbet).
+        prefix: output stem relative to ``out`` (default ``sub-<id>/anat/sub-<id>``).
+        locate: assigns each lesion its location (e.g. :func:`cmbstudy.inference.location.assign_locations`);
+            None: "unknown".
 
     Raises:
-        InputError: an unreadable or invalid scan or brain mask (see :mod:`cmbstudy.data.io`).
-        ConfigError: bad modality, threshold or device.
+        InputError: an unreadable or invalid scan or brain mask (see :mod:`cmbstudy.data.io`),
+            or NaN voxels inside the brain.
+        ConfigError: bad modality, threshold, brain extraction or device.
     """
     scan = Path(scan)
     sid = subject_id or subject_label(scan)
@@ -233,26 +219,45 @@ def detect_scan(
     profile = model.profile
     point = model.point_for(threshold)
     dev = resolve_device(device)
-    start = time.perf_counter()
-    image = load_image(scan, what="scan")
-    cfg, brain_img, brain_source = _brain_extraction(profile.preprocess, image, brain_mask)
-    volume = preprocess_image(image, cfg, brain_mask=brain_img, subject_id=sid)
-    prep_done = time.perf_counter()
-    prob = predict_volume(model.network, volume, profile.train.val_batch_size, dev, profile.train.patch_size)
-    model_done = time.perf_counter()
-    prob_input, lesions = detect_volume(prob, volume, point, profile.evaluation.connectivity)
-    affine = np.asarray(image.affine, dtype=float)
-    table = _detection_table(lesions, affine)
-    post_done = time.perf_counter()
+    with _collecting() as notes:
+        start = time.perf_counter()
+        image = load_image(scan, what="scan", allow_nan=True)
+        brain_img = load_mask(brain_mask, reference=image, what="brain mask") if brain_mask is not None else None
+        method, brain_source = resolve_brain_extraction(brain_extraction, np.asarray(image.dataobj),
+                                                        brain_img is not None)
+        if brain_mask is not None and method == "mask":
+            brain_source += f" ({Path(brain_mask).name})"
+        log.info("%s: brain extraction %s", scan.name, brain_source)
+        cfg = dataclasses.replace(profile.preprocess, brain_extraction=method)
+        volume = preprocess_image(image, cfg, brain_mask=brain_img, subject_id=sid, nonfinite=nonfinite_mask(scan))
+        prep_done = time.perf_counter()
+        prob = predict_volume(model.network, volume, profile.train.val_batch_size, dev, profile.train.patch_size)
+        model_done = time.perf_counter()
+        prob_input, lesions = detect_volume(prob, volume, point, profile.evaluation.connectivity)
+        affine = np.asarray(image.affine, dtype=float)
+        post_done = time.perf_counter()
+        locations, where = (None, {"method": LOCATION_NOTE})
+        if locate is not None and lesions.n:
+            brain_input = volume.restore(volume.brain.astype(np.uint8), order=0) > 0
+            found = locate(image, lesions.centroids, brain_input)
+            locations, where = found.labels, found.as_dict()
+        table = _detection_table(lesions, affine, locations)
     if lesions.n > np.iinfo(np.int16).max:
         raise InputError(f"scan {scan}: {lesions.n} components exceed int16 labels: raise --threshold")
     count, category = int(lesions.n), aria_h_category(int(lesions.n))
-    header = {
-        "count": count, "category": category, "scan": scan.name, "model": f"{model.name} ({model.source})",
-        "threshold": point.threshold, "intended_use": model.intended_use, "modality": modality,
+    stem = Path(out) / (prefix or Path(f"sub-{sid}") / "anat" / f"sub-{sid}")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    files = {
+        "dseg": save_nifti(lesions.labels, affine, f"{stem}_desc-cmb_dseg.nii.gz", np.int16),
+        "probseg": save_nifti(prob_input, affine, f"{stem}_desc-cmb_probseg.nii.gz", np.float32),
+        "lesions": Path(f"{stem}_lesions.tsv"),
     }
-    files = _write_outputs(Path(out) / f"sub-{sid}" / "anat" / f"sub-{sid}", image, lesions, prob_input, table,
-                           header, report)
+    table.to_csv(files["lesions"], sep="\t", index=False, float_format="%.4f")
+    header = {"count": count, "category": category, "scan": scan.name, "model": f"{model.name} ({model.source})",
+              "threshold": point.threshold, "intended_use": model.intended_use, "modality": modality}
+    if report is not None:
+        files.update(report(np.asarray(image.dataobj, dtype=np.float32), lesions.labels, affine, header, table, stem))
+    files["summary"] = Path(f"{stem}_summary.json")
     seconds = {"preprocessing": prep_done - start, "model": model_done - prep_done,
                "postprocessing": post_done - model_done, "total": time.perf_counter() - start}
     summary = {
@@ -264,33 +269,13 @@ def detect_scan(
         "model": {"name": model.name, "source": model.source, "profile": profile.name,
                   "provenance": dict(model.provenance)},
         "cmbstudy_version": __version__, "device": str(dev), "seconds": seconds,
-        "brain_mask_source": brain_source, "lesion_location": LOCATION_NOTE,
+        "brain_extraction": {"method": method, "reason": brain_source},
+        "lesion_location": dict(where), "notes": notes.messages,
         "outputs": {kind: path.name for kind, path in files.items()},
         "intended_use": model.intended_use,
     }
     write_json(files["summary"], summary)
-    return ScanResult(sid, scan, count, category, seconds, files)
-
-
-def _scans_of(scan: Path, modality: str | None) -> list[tuple[Path, str, str, Path | None]]:
-    """(image, subject id, modality, dataset brain mask) for a file, a BIDS-like root or a folder."""
-    if scan.is_file() or not scan.exists():
-        load_image(scan, what="scan")  # validates early: missing, not NIfTI, corrupt, not 3D ...
-        return [(scan, subject_label(scan), modality or modality_from_name(scan), None)]
-    if any(scan.glob("sub-*")):
-        subjects = load_subjects(scan)
-        items = [(s.image_path, s.subject_id, modality or s.modality, s.brain_mask_path) for s in subjects]
-    else:
-        paths = sorted(p for p in scan.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
-        if not paths:
-            raise InputError(f"folder {scan} holds no .nii or .nii.gz image: give a scan or a dataset root")
-        items = [(p, subject_label(p), modality or modality_from_name(p), None) for p in paths]
-    seen: dict[str, Path] = {}
-    for path, sid, _, _ in items:
-        if sid in seen:
-            raise InputError(f"{seen[sid].name} and {path.name} in {scan} both map to sub-{sid}: rename one")
-        seen[sid] = path
-    return items
+    return ScanResult(sid, scan, count, category, seconds, files, brain_source)
 
 
 def detect_path(
@@ -304,8 +289,12 @@ def detect_path(
     overwrite: bool = False,
     progress: bool = True,
     report: ReportWriter | None = None,
+    brain_extraction: str = "auto",
+    brain_mask_pattern: str | None = None,
+    overrides: Sequence[str] = (),
+    locate: Locator | None = None,
 ) -> DetectionSummary:
-    """Detect CMBs in a scan, a BIDS-like dataset root, or a folder of NIfTI scans.
+    """Detect CMBs in a scan, a plain folder of NIfTI scans, or a dataset root.
 
     Dataset roots (any layout :func:`cmbstudy.data.datasets.load_subjects` reads) use
     each subject's brain mask when the dataset has one. The whole ``out`` is
@@ -314,15 +303,22 @@ def detect_path(
     Args:
         scan: image file or folder.
         out: derivatives folder to create (must be absent or empty unless ``overwrite``).
-        model: run folder, ``.pt`` file, a loaded :class:`DetectionModel`, or None (packaged model).
+        model: what ``--model`` names (run folder, ``.pt`` file, ``packaged``), a loaded
+            :class:`DetectionModel`, or None (the packaged model).
         modality: override for every scan ("gre" or "swi").
         threshold: probability threshold (default: the model's calibrated operating point).
         brain_mask: brain mask of a single scan (not allowed with a folder).
         device: "auto", "cpu" or "cuda".
         overwrite: replace an existing non-empty ``out``.
         progress: tqdm progress bar over scans.
-        report: draws each scan's report page (the command line passes
-            :func:`cmbstudy.figures.report.plot_detection_report`); None writes no page.
+        report: draws each scan's reports (the command line passes
+            :func:`cmbstudy.figures.report.write_detection_reports`); None writes none.
+        brain_extraction: ``auto``, ``none``, ``mask``, ``threshold`` or ``deepbet`` (see the module docstring).
+        brain_mask_pattern: a plain folder's (or a file's) brain masks, beside each scan:
+            ``{stem}`` is the scan's file name without ``.nii[.gz]``, ``{subject}`` its label,
+            e.g. ``"{stem}_brainmask.nii.gz"``.
+        overrides: ``--set section.key=value`` on the model's profile.
+        locate: assigns lesion locations (see :func:`detect_scan`).
 
     Raises:
         InputError / ConfigError / OutputError: as :func:`detect_scan`, and for a missing
@@ -331,25 +327,31 @@ def detect_path(
     scan, out = Path(scan).expanduser(), Path(out).expanduser()
     if modality is not None and modality not in MODALITIES:
         raise ConfigError(f"--modality {modality!r}: use gre or swi")
-    check_output_dir(out, overwrite)
-    items = _scans_of(scan, modality)
     if brain_mask is not None and scan.is_dir():
-        raise ConfigError("--brain-mask applies to a single scan; a dataset root uses its own brain masks")
-    loaded = model if isinstance(model, DetectionModel) else load_detection_model(model)
-    point = loaded.point_for(threshold)
-    dev = resolve_device(device)
-    results = []
-    with atomic_output_dir(out, overwrite) as tmp:
-        description = {
-            "Name": "cmbstudy CMB detection", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "cmbstudy", "Version": __version__,
-                             "Description": f"cmbstudy detect with {loaded.name} ({loaded.source})"}],
-        }
-        (tmp / "dataset_description.json").write_text(json.dumps(description, indent=2) + "\n")
-        for path, sid, mod, dataset_brain in tqdm(items, desc="detect", unit="scan", disable=not progress):
-            results.append(detect_scan(path, loaded, tmp, subject_id=sid, modality=mod, threshold=threshold,
-                                       brain_mask=Path(brain_mask) if brain_mask else dataset_brain, device=dev,
-                                       report=report))
+        raise ConfigError("--brain-mask applies to a single scan: for a folder give --brain-mask-pattern "
+                          "(e.g. '{stem}_brainmask.nii.gz'); a dataset root uses its own brain masks")
+    if brain_mask is not None and brain_mask_pattern:
+        raise ConfigError("give --brain-mask or --brain-mask-pattern, not both")
+    check_output_dir(out, overwrite)
+    with _collecting() as messages:
+        items = find_scans(scan, modality, brain_mask_pattern)
+        loaded = model if isinstance(model, DetectionModel) else load_detection_model(model, overrides)
+        point = loaded.point_for(threshold)
+        dev = resolve_device(device)
+        results = []
+        with atomic_output_dir(out, overwrite) as tmp:
+            description = {
+                "Name": "cmbstudy CMB detection", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "cmbstudy", "Version": __version__,
+                                 "Description": f"cmbstudy detect with {loaded.name} ({loaded.source})"}],
+            }
+            (tmp / "dataset_description.json").write_text(json.dumps(description, indent=2) + "\n")
+            for item in tqdm(items, desc="detect", unit="scan", disable=not progress):
+                results.append(detect_scan(item.image, loaded, tmp, subject_id=item.subject_id,
+                                           modality=item.modality, threshold=threshold, device=dev, report=report,
+                                           brain_mask=Path(brain_mask) if brain_mask else item.brain_mask,
+                                           brain_extraction=brain_extraction, prefix=item.prefix, locate=locate))
+            (tmp / LOG_FILE).write_text("".join(f"{m}\n" for m in messages.messages))
     results = [dataclasses.replace(r, files={k: out / p.relative_to(tmp) for k, p in r.files.items()})
                for r in results]
     return DetectionSummary(out, loaded.name, loaded.source, point.threshold, str(dev), tuple(results),

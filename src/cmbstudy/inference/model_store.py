@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from .. import __version__
-from ..config import Profile, profile_from_mapping, profile_to_dict
+from ..config import Profile, apply_overrides, profile_from_mapping, profile_to_dict
 from ..data.datasets import describe_dataset
 from ..data.io import read_json, to_json_safe, write_atomically, write_json
 from ..data.run_folder import (
@@ -38,6 +38,7 @@ from ..models import model_from_config
 
 __all__ = [
     "PACKAGED_MODEL",
+    "PACKAGED_NAMES",
     "NO_MODEL_MESSAGE",
     "DetectionModel",
     "packaged_model_path",
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 PACKAGED_MODEL = "rlk_unet_cbam_quick"  # file stem of the model shipped in cmbstudy/weights/
+PACKAGED_NAMES = ("packaged", PACKAGED_MODEL)  # what --model accepts for it
 NO_MODEL_MESSAGE = (
     "no model given and no packaged model found: pass --model RUN (from `cmbstudy train`) "
     "or run `make study`"
@@ -141,20 +143,29 @@ def _run_provenance(run_dir: Path, state: Mapping[str, Any]) -> dict[str, Any]:
     return info
 
 
-def load_detection_model(model: str | Path | None = None) -> DetectionModel:
+def load_detection_model(model: str | Path | None = None, overrides: Sequence[str] = ()) -> DetectionModel:
     """Resolve ``--model``: a training run folder, a ``.pt`` checkpoint, or the packaged model.
 
     A run folder needs ``profile.yaml`` and ``checkpoint_best.pt``. A ``.pt``
     file needs its profile: stored in the checkpoint (key ``"profile"``, as
     :func:`export_model` writes), in a provenance JSON of the same stem beside
-    it, or as ``profile.yaml`` beside it (a run's checkpoint). None loads the
-    packaged model ``cmbstudy/weights/rlk_unet_cbam_quick.pt`` (+ ``.json``).
+    it, or as ``profile.yaml`` beside it (a run's checkpoint). None, ``"packaged"``
+    or the packaged model's name (``rlk_unet_cbam_quick``, when no such file is in
+    the working folder) load ``cmbstudy/weights/rlk_unet_cbam_quick.pt`` (+ ``.json``).
+
+    Args:
+        overrides: ``section.key=value`` (``--set``) applied to the model's profile, e.g.
+            ``evaluation.connectivity=6``; the ``model`` section is fixed by the weights.
 
     Raises:
-        ConfigError: no model given and none packaged.
+        ConfigError: no model given and none packaged, or an override of the ``model`` section.
         InputError: missing or unreadable files, or weights that do not fit the profile.
     """
-    packaged = model is None
+    fixed = [text for text in overrides if str(text).strip().startswith("model.")]
+    if fixed:
+        raise ConfigError(f"--set {fixed[0]!r}: the network's settings are fixed by its weights; "
+                          "train another model to change them")
+    packaged = model is None or (str(model) in PACKAGED_NAMES and not Path(str(model)).exists())
     if packaged:
         path = packaged_model_path()
         if path is None:
@@ -201,6 +212,7 @@ def load_detection_model(model: str | Path | None = None) -> DetectionModel:
         ) from exc
     network.eval()
     point = _operating_point(path, state, provenance)
+    profile = apply_overrides(profile, overrides)
     return DetectionModel(network, profile, source, to_json_safe(provenance), _synthetic(provenance), point)
 
 

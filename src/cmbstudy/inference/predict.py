@@ -21,7 +21,7 @@ read from the cache) and writing files are excluded, as the paper reports
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,19 +35,20 @@ from tqdm import tqdm
 from .. import __version__
 from ..config import Profile
 from ..data.datasets import Subject, load_subjects
-from ..data.io import atomic_output_dir, check_output_dir, save_nifti
+from ..data.io import (
+    atomic_output_dir,
+    check_output_dir,
+    load_image,
+    save_nifti,
+    write_json,
+)
 from ..data.prediction_folder import (
     LESION_COLUMNS,
     PREDICTION_INFO,
     PREDICTIONS_TABLE,
     subject_stem,
 )
-from ..data.run_folder import (
-    CHECKPOINT_BEST,
-    load_run_operating_point,
-    load_run_profile,
-    load_run_split,
-)
+from ..data.run_folder import load_run_operating_point, load_run_split
 from ..device import resolve_device
 from ..errors import ConfigError, InputError
 from ..evaluation.lesions import (
@@ -60,9 +61,10 @@ from ..evaluation.operating_point import (
     apply_operating_point,
     centroids_inside,
 )
-from ..models import model_from_config
+from ..preprocessing.brain import resolve_brain_extraction
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
 from ..preprocessing.geometry import PreprocessedVolume
+from .model_store import DetectionModel, load_detection_model
 from .sliding_window import predict_volume
 
 __all__ = ["SPLITS", "PredictionSummary", "lesion_table", "run_operating_point", "detect_volume", "predict_dataset"]
@@ -76,7 +78,7 @@ class PredictionSummary:
     """What :func:`predict_dataset` wrote."""
 
     out: Path  # prediction folder
-    run_dir: Path  # training run whose best checkpoint was used
+    model_source: str  # run folder, checkpoint or packaged model used
     n_subjects: int  # subjects predicted
     n_lesions: int  # lesions detected over all subjects
     threshold: float  # probability threshold
@@ -86,7 +88,7 @@ class PredictionSummary:
 
     def __str__(self) -> str:
         return (
-            f"predicted {self.n_subjects} subjects -> {self.out}\n"
+            f"predicted {self.n_subjects} subjects with {self.model_source} -> {self.out}\n"
             f"  lesions detected: {self.n_lesions} (threshold {self.threshold:g}, at least {self.min_voxels} voxels)\n"
             f"  seconds per subject: {self.seconds_per_subject:.3f} "
             f"(model + post-processing, {self.device})"
@@ -117,12 +119,13 @@ def lesion_table(lesions: Lesions, affine: np.ndarray) -> pd.DataFrame:
     return table[list(LESION_COLUMNS)]
 
 
-def _select_subjects(run_dir: Path, data_root: Path, split: str, subject_ids: Sequence[str] | None) -> list[Subject]:
+def _select_subjects(run_dir: Path | None, data_root: Path, split: str, subject_ids: Sequence[str] | None
+                     ) -> list[Subject]:
     """The subjects of ``data_root`` in the run fold's ``split`` ("all": every one), optionally only ``subject_ids``."""
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
     subjects = load_subjects(Path(data_root))
-    if split != "all":
+    if split != "all" and run_dir is not None:
         wanted = set(load_run_split(run_dir, split))
         missing = sorted(wanted - {s.subject_id for s in subjects})
         if missing:
@@ -189,8 +192,21 @@ def _predict_subject(model: torch.nn.Module, subject: Subject, profile: Profile,
             "seconds_post": post_done - model_done, "seconds_total": post_done - start}
 
 
+def _subject_brain(subject: Subject, profile: Profile, choice: str) -> tuple[Profile, str]:
+    """The profile whose brain extraction fits ``subject`` (``choice`` as ``--brain-extraction``), and why."""
+    has_mask = subject.brain_mask_path is not None
+    if choice == "auto" and has_mask:
+        method, reason = "mask", "auto: the dataset's brain mask"
+    else:
+        data = np.asarray(load_image(subject.image_path, what="scan", allow_nan=True).dataobj) \
+            if choice == "auto" else np.zeros(0)
+        method, reason = resolve_brain_extraction(choice, data, has_mask)
+    preprocess = dataclasses.replace(profile.preprocess, brain_extraction=method)
+    return dataclasses.replace(profile, preprocess=preprocess), reason
+
+
 def predict_dataset(
-    run_dir: Path,
+    model: str | Path | DetectionModel | None,
     data_root: Path,
     out: Path,
     threshold: float | None = None,
@@ -199,63 +215,73 @@ def predict_dataset(
     progress: bool = True,
     split: str = "all",
     subject_ids: Sequence[str] | None = None,
+    overrides: Sequence[str] = (),
+    brain_extraction: str = "auto",
 ) -> PredictionSummary:
-    """Detect CMBs in the subjects of ``data_root`` with a run's best checkpoint.
+    """Detect CMBs in the subjects of ``data_root`` with a model.
 
-    Uses the run's ``profile.yaml`` (model and preprocessing settings, threshold
-    and connectivity of ``evaluation``) and ``checkpoint_best.pt``. Writes the
-    prediction folder (``PRED/sub-<id>/``: probability and int16 instance NIfTIs on
-    the input grid with the input affine, ``lesions.tsv`` per subject,
-    ``predictions.tsv``, ``prediction.json``) atomically.
+    ``model`` is what ``--model`` names (:func:`cmbstudy.inference.model_store.load_detection_model`):
+    a training run folder (its ``profile.yaml`` and ``checkpoint_best.pt``), a
+    checkpoint, the packaged model (None), or a loaded model. Its profile gives the
+    preprocessing, network and connectivity; its calibrated operating point the
+    threshold and smallest lesion. Writes the prediction folder (``PRED/sub-<id>/``:
+    probability and int16 instance NIfTIs on the input grid with the input affine,
+    ``lesions.tsv`` per subject, ``predictions.tsv``, ``prediction.json``) atomically.
 
     Args:
         split: ``"all"`` subjects, only the run fold's ``"val"`` or ``"train"`` subjects, or the
-            ``"test"`` subjects the run held out.
+            ``"test"`` subjects the run held out (these three need a run folder).
         subject_ids: predict only these subjects (of the split); None: all of it.
+        overrides: ``--set section.key=value`` on the model's profile.
+        brain_extraction: as ``--brain-extraction`` (:func:`~cmbstudy.preprocessing.brain.resolve_brain_extraction`):
+            ``auto`` uses the dataset's brain mask where it has one.
 
     Raises:
         InputError: missing run files, or split subjects absent from ``data_root``.
-        ConfigError: bad threshold, split or device.
+        ConfigError: bad threshold, split, device, override, or a split without a run folder.
         OutputError: ``out`` holds results and ``overwrite`` is false.
     """
-    run_dir, out = Path(run_dir), Path(out)
+    out = Path(out)
     check_output_dir(out, overwrite)
-    profile = load_run_profile(run_dir)
-    checkpoint_path = run_dir / CHECKPOINT_BEST
-    if not checkpoint_path.is_file():
-        raise InputError(f"{checkpoint_path} does not exist: train the run first (cmbstudy train)")
-    point = run_operating_point(run_dir, profile, threshold)
+    loaded = model if isinstance(model, DetectionModel) else load_detection_model(model, overrides)
+    run_dir = Path(loaded.source) if Path(loaded.source).is_dir() else None
+    if split != "all" and run_dir is None:
+        raise ConfigError(f"--split {split} needs the model's training run folder (--model RUN), "
+                          f"not {loaded.source}: it holds the fold's subjects")
+    point = loaded.point_for(threshold)
     subjects = _select_subjects(run_dir, Path(data_root), split, subject_ids)
     dev = resolve_device(device)
-    model = model_from_config(profile.model)
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    cache = default_cache_dir(run_dir)
+    cache = default_cache_dir(run_dir if run_dir is not None else out)
     with atomic_output_dir(out, overwrite) as tmp:
-        rows = [_predict_subject(model, subject, profile, point, dev, cache, tmp)
-                for subject in tqdm(subjects, desc="predict", unit="subject", disable=not progress)]
-        frame = pd.DataFrame(rows, columns=_TIMING_COLUMNS)
+        rows = []
+        for subject in tqdm(subjects, desc="predict", unit="subject", disable=not progress):
+            profile, reason = _subject_brain(subject, loaded.profile, brain_extraction)
+            row = _predict_subject(loaded.network, subject, profile, point, dev, cache, tmp)
+            rows.append({**row, "brain_extraction": reason})
+        frame = pd.DataFrame(rows, columns=_TIMING_COLUMNS + ["brain_extraction"])
         frame.to_csv(tmp / PREDICTIONS_TABLE, sep="\t", index=False, float_format="%.4f")
         seconds = float(frame["seconds_total"].mean()) if rows else float("nan")
         info = {
-            "run_dir": str(run_dir.resolve()),
-            "model": profile.model.name,
-            "profile": profile.name,
+            "model": loaded.name,
+            "model_source": loaded.source,
+            "run_dir": str(run_dir.resolve()) if run_dir is not None else None,
+            "profile": loaded.profile.name,
             "threshold": point.threshold,
             "min_voxels": point.min_voxels,
             "operating_point": point.to_json(),
             "brain_rule": "components whose centroid lies outside the brain mask are dropped",
-            "connectivity": profile.evaluation.connectivity,
+            "brain_extraction": brain_extraction,
+            "connectivity": loaded.profile.evaluation.connectivity,
             "split": split,
-            "checkpoint_epoch": int(state.get("epoch", -1)),
+            "checkpoint_epoch": int(loaded.provenance.get("epoch") or -1),
             "cmbstudy_version": __version__,
             "device": str(dev),
             "n_subjects": len(rows),
             "seconds_per_subject": seconds,
             "timing": "model + post-processing (restore, threshold, components); preprocessing excluded",
         }
-        (tmp / PREDICTION_INFO).write_text(json.dumps(info, indent=2))
+        write_json(tmp / PREDICTION_INFO, info)
     return PredictionSummary(
-        out=out, run_dir=run_dir, n_subjects=len(rows), n_lesions=int(frame["cmb_count"].sum()),
+        out=out, model_source=loaded.source, n_subjects=len(rows), n_lesions=int(frame["cmb_count"].sum()),
         threshold=point.threshold, min_voxels=point.min_voxels, seconds_per_subject=seconds, device=str(dev),
     )

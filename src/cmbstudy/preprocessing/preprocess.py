@@ -12,18 +12,22 @@ The brain mask is computed before N4 so that N4 fits only brain voxels.
 
 from __future__ import annotations
 
+import logging
+
 import nibabel as nib
 import numpy as np
 
 from ..config import PreprocessConfig
 from ..data.datasets import Subject
-from ..data.io import load_image, load_mask, to_canonical, voxel_sizes
+from ..data.io import load_image, load_mask, nonfinite_mask, to_canonical, voxel_sizes
 from ..errors import ConfigError, InputError
 from .bias import n4_correct
 from .brain import BRAIN_EXTRACTION_METHODS, deepbet_mask, extract_brain
 from .geometry import Geometry, PreprocessedVolume, crop_and_resample, square_box
 
 __all__ = ["preprocess_image", "preprocess_subject"]
+
+log = logging.getLogger(__name__)
 
 
 def preprocess_image(
@@ -32,6 +36,7 @@ def preprocess_image(
     brain_mask: nib.Nifti1Image | None = None,
     mask: nib.Nifti1Image | None = None,
     subject_id: str = "",
+    nonfinite: np.ndarray | None = None,
 ) -> PreprocessedVolume:
     """Preprocess one validated 3D image (and its masks, on the same grid).
 
@@ -41,10 +46,14 @@ def preprocess_image(
         brain_mask: binary brain mask on the image grid (needed for ``"mask"``).
         mask: binary CMB mask on the image grid, or None.
         subject_id: carried into the result.
+        nonfinite: (X, Y, Z) bool on the image grid, voxels that were NaN/Inf in the file and are 0 in
+            ``image`` (:func:`cmbstudy.data.io.nonfinite_mask`); outside the brain they are accepted
+            with a warning, inside it they are an error.
 
     Raises:
         ConfigError: unknown brain-extraction method, or deepbet not installed.
-        InputError: ``"mask"`` without a brain mask, an empty brain, or a constant image.
+        InputError: ``"mask"`` without a brain mask, an empty brain, a constant image, or NaN/Inf
+            voxels inside the brain.
     """
     if cfg.brain_extraction not in BRAIN_EXTRACTION_METHODS:
         raise ConfigError(
@@ -69,6 +78,8 @@ def preprocess_image(
         brain = extract_brain(data, cfg.brain_extraction)
     if not brain.any():
         raise InputError(f"{label}: the brain mask is empty: check the brain mask file")
+    if nonfinite is not None:
+        _check_nonfinite(nonfinite, image, brain, label)
     if cfg.n4:
         data = n4_correct(data, brain, spacing, cfg.n4_shrink, cfg.n4_iterations)
     box_start, side = square_box(brain)
@@ -96,6 +107,18 @@ def preprocess_image(
     return PreprocessedVolume(subject_id, out_image, out_brain, out_mask, geometry, unmasked)
 
 
+def _check_nonfinite(nonfinite: np.ndarray, image: nib.Nifti1Image, brain: np.ndarray, label: str) -> None:
+    """Refuse NaN/Inf voxels inside the (canonical) brain; warn about those outside it, which are 0 now."""
+    bad = np.asarray(to_canonical(nib.Nifti1Image(nonfinite.astype(np.uint8), image.affine)).dataobj) > 0
+    inside, total = int((bad & brain).sum()), int(bad.sum())
+    source = f"{label} ({image.get_filename()})" if image.get_filename() else label
+    if inside:
+        raise InputError(f"{source}: {inside} of its {total} NaN/Inf voxels lie inside the brain mask: "
+                         "the scan is damaged there; export it again or repair those voxels")
+    if total:
+        log.warning("%s: %d NaN/Inf voxels outside the brain were set to 0", source, total)
+
+
 def preprocess_subject(subject: Subject, cfg: PreprocessConfig) -> PreprocessedVolume:
     """Read a subject's files with :mod:`cmbstudy.data.io` and run :func:`preprocess_image`.
 
@@ -103,12 +126,14 @@ def preprocess_subject(subject: Subject, cfg: PreprocessConfig) -> PreprocessedV
         InputError: as :func:`cmbstudy.data.io.load_image` / :func:`~cmbstudy.data.io.load_mask`
             and :func:`preprocess_image`.
     """
-    image = load_image(subject.image_path)
+    image = load_image(subject.image_path, allow_nan=True)
+    nonfinite = nonfinite_mask(subject.image_path)
     brain = None
     if subject.brain_mask_path is not None:
         brain = load_mask(subject.brain_mask_path, reference=image, what="brain mask")
     mask = None
     if subject.mask_path is not None:
         mask = load_mask(subject.mask_path, reference=image, what="CMB mask")
-    return preprocess_image(image, cfg, brain_mask=brain, mask=mask, subject_id=subject.subject_id)
+    return preprocess_image(image, cfg, brain_mask=brain, mask=mask, subject_id=subject.subject_id,
+                            nonfinite=nonfinite)
 

@@ -53,7 +53,8 @@ __all__ = [
 ]
 
 #: The rows of the rule table: pooled scores, then the VALDO aggregates.
-RULE_METRICS: tuple[str, ...] = (*DETECTION_METRICS, "median_f1", "f1_q1", "f1_q3", "mean_abs_count_difference")
+RULE_METRICS: tuple[str, ...] = (*DETECTION_METRICS, "median_f1", "f1_q1", "f1_q3", "median_abs_count_difference",
+                                  "mean_abs_count_difference")
 _PAPER_HARDWARE = "paper (RTX A5000 Ada)"
 
 
@@ -175,6 +176,7 @@ def _rule_scores(summary: Mapping[str, Any] | None) -> dict[str, float]:
     q1, q3 = summary.get("iqr_f1") or (None, None)
     return {**summary_scores(summary), "median_f1": as_float(summary.get("median_f1")),
             "f1_q1": as_float(q1), "f1_q3": as_float(q3),
+            "median_abs_count_difference": as_float(summary.get("median_abs_count_difference")),
             "mean_abs_count_difference": as_float(summary.get("mean_abs_count_difference"))}
 
 

@@ -60,7 +60,7 @@ DISPLAY_NAMES: Mapping[str, str] = MappingProxyType({
 #: Sub-column of our 95% bootstrap interval.
 CI_COLUMN = "95% CI"
 # metrics printed with two decimals (counts per subject); every other metric gets three
-_TWO_DECIMALS = ("fp_per_subject", "mean_abs_count_difference")
+_TWO_DECIMALS = ("fp_per_subject", "mean_abs_count_difference", "median_abs_count_difference")
 
 
 @dataclass(frozen=True)
