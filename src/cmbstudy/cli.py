@@ -125,12 +125,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import evaluate_predictions
 
     if args.model is not None:
+        from .data.prediction_folder import (
+            read_prediction_min_voxels,
+            read_prediction_threshold,
+        )
         from .inference.model_store import load_detection_model
 
         model = load_detection_model(args.model, args.set)
-        profile, threshold = model.profile, args.threshold
-        threshold = model.operating_point.threshold if threshold is None else threshold
-        min_voxels = model.operating_point.min_voxels
+        profile, point = model.profile, model.operating_point
+        threshold = read_prediction_threshold(Path(args.pred), point.threshold) if args.threshold is None \
+            else args.threshold
+        min_voxels = read_prediction_min_voxels(Path(args.pred), point.min_voxels)
     else:
         profile, threshold, min_voxels = apply_overrides(Profile("defaults"), args.set), args.threshold, None
     report = evaluate_predictions(

@@ -211,3 +211,19 @@ def test_evaluate_cli_takes_a_model_set_and_a_distance_unit(study: tuple[Path, P
     assert "--distance-unit voxels needs --distance" in capsys.readouterr().err
     assert main([*args, "--model", str(tmp_path / "nowhere")]) == 2
     assert "nowhere does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_with_a_model_takes_its_operating_point_where_the_folder_has_none(
+        study: tuple[Path, Path], tmp_path: Path) -> None:
+    from test_detect import _run_folder
+
+    from cmbstudy.cli import main
+
+    ref, pred = study  # predictions at 0.9, written without prediction.json
+    run = _run_folder(tmp_path / "run")
+    (run / "operating_point.json").write_text(json.dumps({"threshold": 0.95, "min_voxels": 1, "source": "validation"}))
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--model", str(run), "--quiet",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["threshold"] == 0.95 and report["summary"]["n_pred"] == 0
