@@ -256,3 +256,21 @@ def test_the_calibrated_operating_point_travels_with_the_model(tmp_path: Path) -
     assert info["operating_point"]["source"] == "validation"
     again = detect_path(scan, tmp_path / "out2", model=calibrated, threshold=0.5, progress=False)
     assert [r.cmb_count for r in again.scans] == [0]  # --threshold keeps the calibrated minimum size
+
+
+def test_the_pdf_report_shows_every_detection(tmp_path: Path) -> None:
+    import re
+
+    from cmbstudy.figures.report import plot_detection_pdf
+
+    image = np.random.default_rng(0).normal(100, 5, (40, 41, 30)).astype(np.float32)
+    labels = np.zeros(image.shape, np.int32)
+    for i in range(20):  # 20 detections on 20 slices: 12 on the summary page, 8 continued, then the table
+        labels[5 + i, 10 + (i % 5) * 5, i + 2] = i + 1
+    table = pd.DataFrame({"lesion_id": range(1, 21), "z_vox": range(2, 22), "equivalent_diameter_mm": [2.5] * 20,
+                          "max_prob": [0.9] * 20, "location": ["lobar"] * 20})
+    header = {"count": 20, "category": ">=10", "scan": "x.nii.gz", "model": "m", "threshold": 0.5,
+              "intended_use": "research use only"}
+    pdf = plot_detection_pdf(image, labels, np.eye(4), header, table, tmp_path / "r.pdf").read_bytes()
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 3
+    assert select_report_slices(labels, image, max_panels=0) == list(range(2, 22))
