@@ -14,8 +14,8 @@ Awkward but readable inputs are accepted with a warning on the ``cmbstudy``
 logger: a 4D file with a singleton 4th axis is squeezed; an identity qform
 beside a valid sform (or the reverse) gives way to the valid one; integer data
 with a scaling slope are scaled (nibabel applies ``scl_slope``/``scl_inter``);
-NaN voxels of a scan are set to 0 when ``allow_nan`` (the caller then checks
-that none lies inside the brain, see
+NaN voxels of a scan are set to 0 by :func:`load_scan`, which says where they
+were (the caller then checks that none lies inside the brain, see
 :func:`cmbstudy.preprocessing.preprocess.preprocess_image`). A mask holding
 values other than 0 and 1 is refused: which non-zero label means a lesion is
 the annotator's choice, not the reader's.
@@ -49,7 +49,7 @@ from .outputs import *  # noqa: F403  (re-exported: writing results, see cmbstud
 __all__ = [
     "NIFTI_SUFFIXES",
     "load_image",
-    "nonfinite_mask",
+    "load_scan",
     "load_mask",
     "check_same_grid",
     "voxel_sizes",
@@ -165,49 +165,54 @@ def _squeeze_to_3d(img: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
     return data
 
 
-def load_image(path: str | Path, what: str = "image", allow_zero: bool = False,
-               allow_nan: bool = False) -> nib.Nifti1Image:
+def load_scan(path: str | Path, what: str = "scan", allow_zero: bool = False
+              ) -> tuple[nib.Nifti1Image, np.ndarray | None]:
+    """Read and validate a 3D NIfTI image, its NaN/Inf voxels set to 0, and where they were.
+
+    The file is read once. The caller decides about the NaN/Inf voxels (e.g.
+    :func:`cmbstudy.preprocessing.preprocess.preprocess_image` accepts them outside
+    the brain and refuses them inside it).
+
+    Returns:
+        The image with float32 data, and (X, Y, Z) bool of its NaN/Inf voxels, or None when it has none.
+
+    Raises:
+        InputError: missing, not NIfTI, corrupt gzip, not 3D, or all zero (unless ``allow_zero``).
+    """
+    path = Path(path)
+    img = _read(path, what)
+    data = _squeeze_to_3d(img, path, what).astype(np.float32)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        data = np.where(bad, np.float32(0.0), data)
+    if not allow_zero and not np.any(data):
+        raise InputError(f"{what} {path} is all zero: check that the right file was exported")
+    out = nib.Nifti1Image(data, img.affine, img.header)
+    out.set_data_dtype(np.float32)
+    out.set_filename(str(path))  # named in later messages (e.g. NaN inside the brain); nothing is written there
+    return out, (bad if bad.any() else None)
+
+
+def load_image(path: str | Path, what: str = "image", allow_zero: bool = False) -> nib.Nifti1Image:
     """Read and validate a 3D NIfTI image; returns it with float32 data.
 
     Args:
         path: a .nii or .nii.gz file.
         what: how the file is named in error messages ("image", "prediction", ...).
         allow_zero: accept an all-zero volume (e.g. a probability map with no detection).
-        allow_nan: set NaN/Inf voxels to 0 instead of refusing them (:func:`nonfinite_mask` says
-            where they were, so that the caller can refuse those inside the brain).
 
     Raises:
-        InputError: missing, not NIfTI, corrupt gzip, not 3D, NaN/Inf voxels (unless allowed), or all zero.
+        InputError: missing, not NIfTI, corrupt gzip, not 3D, NaN/Inf voxels (:func:`load_scan`
+            accepts them), or all zero.
     """
-    path = Path(path)
-    img = _read(path, what)
-    data = _squeeze_to_3d(img, path, what).astype(np.float32)
-    finite = np.isfinite(data)
-    n_bad = int(np.size(data) - np.count_nonzero(finite))
-    if n_bad and not allow_nan:
+    image, bad = load_scan(path, what, allow_zero=True)
+    if bad is not None:
         raise InputError(
-            f"{what} {path} has {n_bad} NaN/Inf voxels: replace them (e.g. with 0) before use"
+            f"{what} {path} has {int(bad.sum())} NaN/Inf voxels: replace them (e.g. with 0) before use"
         )
-    if n_bad:
-        data = np.where(finite, data, np.float32(0.0))
-    if not allow_zero and not np.any(data):
+    if not allow_zero and not np.any(np.asarray(image.dataobj)):
         raise InputError(f"{what} {path} is all zero: check that the right file was exported")
-    out = nib.Nifti1Image(data, img.affine, img.header)
-    out.set_data_dtype(np.float32)
-    out.set_filename(str(path))  # named in later messages (e.g. NaN inside the brain); nothing is written there
-    return out
-
-
-def nonfinite_mask(path: str | Path) -> np.ndarray | None:
-    """(X, Y, Z) bool, the NaN/Inf voxels of a 3D image file, or None when it has none.
-
-    Raises:
-        InputError: as :func:`load_image`.
-    """
-    path = Path(path)
-    data = _squeeze_to_3d(_read(path, "image"), path, "image")
-    bad = ~np.isfinite(data)
-    return bad if bad.any() else None
+    return image
 
 
 def load_mask(

@@ -31,7 +31,7 @@ from .datasets import (
     load_participants,
     load_subjects,
 )
-from .io import load_image, load_mask, nonfinite_mask, voxel_sizes
+from .io import load_mask, load_scan, voxel_sizes
 
 __all__ = [
     "MANIFEST_NAME",
@@ -176,8 +176,7 @@ def _check_subject(
     sid, rows = subject.subject_id, []
     image = None
     try:
-        image = load_image(subject.image_path, allow_nan=True)
-        bad = nonfinite_mask(subject.image_path)
+        image, bad = load_scan(subject.image_path, what="image")
         if bad is not None:
             rows.append(_nonfinite_row(subject, root, bad))
         sizes = voxel_sizes(image)

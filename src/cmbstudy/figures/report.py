@@ -186,11 +186,10 @@ def plot_detection_pdf(
     every = select_report_slices(scan.labels, scan.data, max_panels=0)
     path = Path(path)
     with PdfPages(path, metadata={"Title": f"CMB detection: {header['scan']}", "Creator": "cmbstudy"}) as pdf:
-        first = every[:MAX_PANELS] if scan.n else every
         note = (f"{scan.n} detection(s) on {len(every)} slice(s), every one circled in this report" if scan.n
                 else "No detection: evenly spaced slices shown")
-        pdf.savefig(_montage(scan, header, first, note), facecolor="white")
-        for start in range(MAX_PANELS, len(every) if scan.n else 0, MAX_PANELS):
+        pdf.savefig(_montage(scan, header, every[:MAX_PANELS], note), facecolor="white")
+        for start in range(MAX_PANELS, len(every), MAX_PANELS):  # without detection, every holds <= 8 slices
             chunk = every[start:start + MAX_PANELS]
             pdf.savefig(_montage(scan, header, chunk, f"slices {chunk[0]}-{chunk[-1]} (continued)"),
                         facecolor="white")

@@ -52,9 +52,8 @@ from ..data.aria_h import aria_h_category
 from ..data.io import (
     atomic_output_dir,
     check_output_dir,
-    load_image,
     load_mask,
-    nonfinite_mask,
+    load_scan,
     save_nifti,
     write_json,
 )
@@ -90,7 +89,8 @@ ReportWriter = Callable[[np.ndarray, np.ndarray, np.ndarray, Mapping[str, Any], 
 Locator = Callable[[nib.Nifti1Image, np.ndarray, np.ndarray | None], LesionLocations]
 
 MODALITIES = ("gre", "swi")
-LOCATION_NOTE = "unknown: no atlas registration was asked for (locate=False)"
+LOCATION_NOTE = "unknown: no atlas registration was asked for (--no-location)"
+NOTHING_TO_LOCATE = "no CMB detected: no atlas registration was needed"
 LOG_FILE = "log.txt"
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def detect_scan(
     dev = resolve_device(device)
     with _collecting() as notes:
         start = time.perf_counter()
-        image = load_image(scan, what="scan", allow_nan=True)
+        image, nonfinite = load_scan(scan)
         brain_img = load_mask(brain_mask, reference=image, what="brain mask") if brain_mask is not None else None
         method, brain_source = resolve_brain_extraction(brain_extraction, np.asarray(image.dataobj),
                                                         brain_img is not None)
@@ -229,14 +229,14 @@ def detect_scan(
             brain_source += f" ({Path(brain_mask).name})"
         log.info("%s: brain extraction %s", scan.name, brain_source)
         cfg = dataclasses.replace(profile.preprocess, brain_extraction=method)
-        volume = preprocess_image(image, cfg, brain_mask=brain_img, subject_id=sid, nonfinite=nonfinite_mask(scan))
+        volume = preprocess_image(image, cfg, brain_mask=brain_img, subject_id=sid, nonfinite=nonfinite)
         prep_done = time.perf_counter()
         prob = predict_volume(model.network, volume, profile.train.val_batch_size, dev, profile.train.patch_size)
         model_done = time.perf_counter()
         prob_input, lesions = detect_volume(prob, volume, point, profile.evaluation.connectivity)
         affine = np.asarray(image.affine, dtype=float)
         post_done = time.perf_counter()
-        locations, where = (None, {"method": LOCATION_NOTE})
+        locations, where = None, {"method": LOCATION_NOTE if locate is None else NOTHING_TO_LOCATE}
         if locate is not None and lesions.n:
             brain_input = volume.restore(volume.brain.astype(np.uint8), order=0) > 0
             found = locate(image, lesions.centroids, brain_input)

@@ -38,7 +38,7 @@ from ..data.datasets import Subject, load_subjects
 from ..data.io import (
     atomic_output_dir,
     check_output_dir,
-    load_image,
+    load_scan,
     save_nifti,
     write_json,
 )
@@ -48,7 +48,7 @@ from ..data.prediction_folder import (
     PREDICTIONS_TABLE,
     subject_stem,
 )
-from ..data.run_folder import load_run_operating_point, load_run_split
+from ..data.run_folder import load_run_split
 from ..device import resolve_device
 from ..errors import ConfigError, InputError
 from ..evaluation.lesions import (
@@ -67,7 +67,7 @@ from ..preprocessing.geometry import PreprocessedVolume
 from .model_store import DetectionModel, load_detection_model
 from .sliding_window import predict_volume
 
-__all__ = ["SPLITS", "PredictionSummary", "lesion_table", "run_operating_point", "detect_volume", "predict_dataset"]
+__all__ = ["SPLITS", "PredictionSummary", "lesion_table", "detect_volume", "predict_dataset"]
 
 SPLITS = ("all", "val", "train", "test")
 _TIMING_COLUMNS = ["subject_id", "cmb_count", "seconds_model", "seconds_post", "seconds_total"]
@@ -139,21 +139,6 @@ def _select_subjects(run_dir: Path | None, data_root: Path, split: str, subject_
     return subjects
 
 
-def run_operating_point(run_dir: Path, profile: Profile, threshold: float | None = None) -> OperatingPoint:
-    """The operating point a run predicts with: its calibrated one, else its profile's; ``threshold`` overrides.
-
-    Raises:
-        ConfigError: a threshold outside (0, 1].
-        InputError: an unreadable ``operating_point.json``.
-    """
-    stored = load_run_operating_point(run_dir)
-    point = (OperatingPoint.from_json(stored) if stored is not None else
-             OperatingPoint(profile.evaluation.threshold, profile.evaluation.min_voxels, "profile"))
-    if threshold is not None:
-        point = OperatingPoint(float(threshold), point.min_voxels, "--threshold")
-    return point
-
-
 def detect_volume(prob: np.ndarray, volume: PreprocessedVolume, point: OperatingPoint, connectivity: int
                   ) -> tuple[np.ndarray, Lesions]:
     """A preprocessed volume's probability on its input grid, and its lesions at ``point`` (brain rule applied).
@@ -198,7 +183,7 @@ def _subject_brain(subject: Subject, profile: Profile, choice: str) -> tuple[Pro
     if choice == "auto" and has_mask:
         method, reason = "mask", "auto: the dataset's brain mask"
     else:
-        data = np.asarray(load_image(subject.image_path, what="scan", allow_nan=True).dataobj) \
+        data = np.asarray(load_scan(subject.image_path)[0].dataobj) \
             if choice == "auto" else np.zeros(0)
         method, reason = resolve_brain_extraction(choice, data, has_mask)
     preprocess = dataclasses.replace(profile.preprocess, brain_extraction=method)

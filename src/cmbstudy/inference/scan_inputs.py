@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.datasets import load_subjects
-from ..data.io import NIFTI_SUFFIXES, load_image
+from ..data.io import NIFTI_SUFFIXES, load_scan
 from ..errors import ConfigError, InputError
 
 __all__ = ["ScanItem", "subject_label", "modality_from_name", "find_scans"]
@@ -65,11 +65,16 @@ def _bids_prefix(sid: str) -> Path:
     return Path(f"sub-{sid}") / "anat" / f"sub-{sid}"
 
 
+def _mask_of(path: Path, pattern: str) -> Path:
+    """The brain mask ``--brain-mask-pattern`` names for the scan ``path``, beside it."""
+    return path.parent / pattern.format(stem=_strip(path.name), subject=subject_label(path))
+
+
 def _file_item(path: Path, modality: str | None, pattern: str | None) -> ScanItem:
     stem, sid = _strip(path.name), subject_label(path)
     mask = None
     if pattern:
-        mask = path.parent / pattern.format(stem=stem, subject=sid)
+        mask = _mask_of(path, pattern)
         if not mask.is_file():
             raise InputError(f"--brain-mask-pattern {pattern!r}: {mask} does not exist for scan {path.name}")
     prefix = _bids_prefix(sid) if stem.startswith("sub-") else Path(stem) / stem
@@ -79,7 +84,7 @@ def _file_item(path: Path, modality: str | None, pattern: str | None) -> ScanIte
 def find_scans(scan: Path, modality: str | None, pattern: str | None) -> list[ScanItem]:
     """The scans of a file, a dataset root (``sub-*`` folders) or a plain folder of NIfTI files."""
     if scan.is_file() or not scan.exists():
-        load_image(scan, what="scan", allow_nan=True)  # validates early: missing, not NIfTI, corrupt, not 3D ...
+        load_scan(scan)  # validates early: missing, not NIfTI, corrupt, not 3D ...
         return [_file_item(scan, modality, pattern)]
     if any(p.is_dir() for p in scan.glob("sub-*")):
         if pattern:
@@ -89,9 +94,7 @@ def find_scans(scan: Path, modality: str | None, pattern: str | None) -> list[Sc
                        _bids_prefix(s.subject_id)) for s in load_subjects(scan)]
     else:
         paths = sorted(p for p in scan.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
-        masks = set()
-        if pattern:
-            masks = {p.parent / pattern.format(stem=_strip(p.name), subject=subject_label(p)) for p in paths}
+        masks = {_mask_of(p, pattern) for p in paths} if pattern else set()
         skipped = [p for p in paths if p in masks or _NOT_A_SCAN.search(_strip(p.name))]
         if skipped:
             log.info("%d file(s) in %s are masks or outputs, not scans: %s", len(skipped), scan,

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import PreprocessConfig
 from ..data.datasets import Subject
-from ..data.io import load_image, load_mask, nonfinite_mask, to_canonical, voxel_sizes
+from ..data.io import load_mask, load_scan, to_canonical, voxel_sizes
 from ..errors import ConfigError, InputError
 from .bias import n4_correct
 from .brain import BRAIN_EXTRACTION_METHODS, deepbet_mask, extract_brain
@@ -47,7 +47,7 @@ def preprocess_image(
         mask: binary CMB mask on the image grid, or None.
         subject_id: carried into the result.
         nonfinite: (X, Y, Z) bool on the image grid, voxels that were NaN/Inf in the file and are 0 in
-            ``image`` (:func:`cmbstudy.data.io.nonfinite_mask`); outside the brain they are accepted
+            ``image`` (:func:`cmbstudy.data.io.load_scan`); outside the brain they are accepted
             with a warning, inside it they are an error.
 
     Raises:
@@ -123,11 +123,10 @@ def preprocess_subject(subject: Subject, cfg: PreprocessConfig) -> PreprocessedV
     """Read a subject's files with :mod:`cmbstudy.data.io` and run :func:`preprocess_image`.
 
     Raises:
-        InputError: as :func:`cmbstudy.data.io.load_image` / :func:`~cmbstudy.data.io.load_mask`
+        InputError: as :func:`cmbstudy.data.io.load_scan` / :func:`~cmbstudy.data.io.load_mask`
             and :func:`preprocess_image`.
     """
-    image = load_image(subject.image_path, allow_nan=True)
-    nonfinite = nonfinite_mask(subject.image_path)
+    image, nonfinite = load_scan(subject.image_path, what="image")
     brain = None
     if subject.brain_mask_path is not None:
         brain = load_mask(subject.brain_mask_path, reference=image, what="brain mask")
