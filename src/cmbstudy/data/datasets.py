@@ -37,6 +37,7 @@ __all__ = [
     "VALDO_IMAGE",
     "VALDO_MASK",
     "VALDO_SITES",
+    "SMALL_DIAMETER_MM",
     "Subject",
     "load_subjects",
     "detect_layout",
@@ -57,6 +58,9 @@ _NIFTI = (".nii.gz", ".nii")
 CMB_MASK_ENTITY = "_label-CMB_mask"
 BRAIN_MASK_ENTITY = "_label-brain_mask"
 MIMIC_ENTITY = "_label-mimic_dseg"
+#: Largest diameter (mm) of a small CMB, the bound of the paper's Table 4: the synthetic cohort's
+#: ``lesions.tsv`` flags its lesions ``small`` by it, and the evaluation's small-lesion subset uses it.
+SMALL_DIAMETER_MM = 3.0
 
 # VALDO 2021 Task 2 file names, ``{id}`` being the full BIDS label such as "101".
 VALDO_IMAGE = "sub-{id}_space-T2S_desc-masked_T2S.nii.gz"

@@ -32,7 +32,11 @@ from scipy.optimize import linear_sum_assignment
 
 from ..errors import ConfigError
 
-__all__ = ["Match", "match_paper", "match_valdo", "pred_is_tp"]
+__all__ = ["Match", "VALDO_CODE_DEFAULT_DISTANCE", "match_paper", "match_valdo", "pred_is_tp"]
+
+#: The default threshold of the challenge's own evaluation code (voxel indices), which almost nothing
+#: meets; the study measures in mm instead (``evaluation.valdo_distance_mm``).
+VALDO_CODE_DEFAULT_DISTANCE = 0.1
 
 # Distances equal to the threshold up to floating-point rounding count as within it.
 _DISTANCE_TOLERANCE = 1e-9
@@ -130,7 +134,7 @@ def match_valdo(
 
     Source: ``valdo-eval-2021``, ``evaluation_comparison/pairwise_measures.py``
     (``assign_tp_fp_distance``, ``f1_count_element``), read for its semantics;
-    this is not its code. Its default threshold (0.1, in voxel indices) matches
+    this is not its code. Its default threshold (:data:`VALDO_CODE_DEFAULT_DISTANCE`, in voxel indices) matches
     almost nothing; the study's default, 5 mm, is this study's choice: about
     one CMB diameter (most CMBs are 2-5 mm) and one to two slice thicknesses
     of clinical T2*-GRE (3-5 mm).

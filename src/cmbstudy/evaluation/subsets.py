@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..data.datasets import SMALL_DIAMETER_MM
 from ..errors import ConfigError
 from .lesions import Lesions, equivalent_diameter_mm, find_lesions
 from .matching import Match
@@ -26,8 +27,6 @@ __all__ = [
     "compute_lesion_outcomes",
     "compute_recall_by_size",
 ]
-
-SMALL_DIAMETER_MM = 3.0  # paper Table 4: lesions <= 3 mm
 
 
 def compute_reference_diameters(ref: Lesions, voxel_mm3: float, lesion_table: pd.DataFrame | None) -> np.ndarray:

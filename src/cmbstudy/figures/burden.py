@@ -23,7 +23,11 @@ from .axes import new_axes
 if TYPE_CHECKING:  # types only: figures import no compute module
     from ..evaluation.stats import CountAgreement
 
-__all__ = ["plot_aria_h_confusion", "plot_count_scatter", "plot_count_difference"]
+__all__ = ["LIMITS_OF_AGREEMENT_SD", "plot_aria_h_confusion", "plot_count_scatter", "plot_count_difference"]
+
+#: Bland-Altman limits of agreement: the bias plus and minus this many standard deviations of the
+#: differences (the normal quantile holding 95 % of them).
+LIMITS_OF_AGREEMENT_SD = 1.96
 
 
 def _check_confusion(matrix: np.ndarray, name: str) -> np.ndarray:
@@ -118,7 +122,7 @@ def plot_count_difference(
     """Bland-Altman plot of CMB counts: predicted - reference against their mean, per subject.
 
     Lines: the mean difference (bias, ``gid`` "bias") and the limits of agreement
-    bias +/- 1.96 sd (``gid`` "loa", sample sd; left out with fewer than 2 subjects).
+    bias +/- :data:`LIMITS_OF_AGREEMENT_SD` sd (``gid`` "loa", sample sd; left out with fewer than 2 subjects).
 
     Args:
         true_counts, pred_counts: (n,) CMB counts per subject.
@@ -136,7 +140,7 @@ def plot_count_difference(
     ax.scatter(mean, diff, s=22, alpha=0.6, color="tab:blue", edgecolor="none")
     ax.axhline(bias, color="tab:red", gid="bias", label=f"bias {bias:+.2f}")
     if x.size > 1:
-        half = 1.96 * float(diff.std(ddof=1))
+        half = LIMITS_OF_AGREEMENT_SD * float(diff.std(ddof=1))
         for value in (bias - half, bias + half):
             ax.axhline(value, color="tab:red", linestyle="--", linewidth=0.8, gid="loa")
         ax.lines[-1].set_label(f"limits of agreement ±{half:.2f}")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..data.datasets import load_subjects
+from ..data.datasets import SMALL_DIAMETER_MM, load_subjects
 from ..data.io import load_image, load_mask
 
 if TYPE_CHECKING:  # types only: figures import no compute module
@@ -107,7 +107,7 @@ def plot_cohort(cats: pd.DataFrame, lesions: pd.DataFrame, participants: pd.Data
     axes[0].legend(fontsize=8)
     if len(lesions):
         axes[1].hist(lesions.diameter_mm, bins=np.arange(2, 10.5, 0.5), color="tab:red")
-        axes[1].axvline(3.0, color="k", ls=":", label="small (<= 3 mm)")
+        axes[1].axvline(SMALL_DIAMETER_MM, color="k", ls=":", label=f"small (<= {SMALL_DIAMETER_MM:g} mm)")
         axes[1].legend(fontsize=8)
     axes[1].set_xlabel("true CMB diameter (mm)")
     axes[1].set_title("CMB sizes")

@@ -36,6 +36,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..synth.anatomy import load_template_space
+from ..synth.susceptibility import REGION_MARGIN_MM
 
 __all__ = ["MARS_REGIONS", "UNKNOWN", "TemplateRegistration", "LesionLocations", "compute_mars_regions",
            "register_to_template", "assign_locations"]
@@ -93,7 +94,7 @@ class LesionLocations:
 def _region_volume(resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Template-grid region codes (0 outside, 1 + index in MARS_REGIONS), nearest code, distance (mm)."""
     t = load_template_space(resolution)
-    vox = max(1, int(round(2.0 / t.spacing)))  # the generator's 2 mm dilation of the deep nuclei
+    vox = max(1, int(round(REGION_MARGIN_MM / t.spacing)))  # the generator's dilation of the deep nuclei
     code = np.zeros(t.brain.shape, dtype=np.uint8)
     code[t.brain > 0.5] = 1
     code[ndimage.binary_dilation(t.deep_gm, iterations=vox)] = 2

@@ -16,7 +16,10 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 
-__all__ = ["ChannelAttention", "SpatialAttention", "CBAM"]
+__all__ = ["SPATIAL_KERNEL", "ChannelAttention", "SpatialAttention", "CBAM"]
+
+#: Side of the spatial attention's convolution (pixels), as in Woo et al. and the paper's Fig. 1b.
+SPATIAL_KERNEL = 7
 
 
 class ChannelAttention(nn.Module):
@@ -71,7 +74,7 @@ class SpatialAttention(nn.Module):
         ConfigError: ``kernel_size`` is even or not positive.
     """
 
-    def __init__(self, kernel_size: int = 7) -> None:
+    def __init__(self, kernel_size: int = SPATIAL_KERNEL) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError(f"CBAM spatial kernel must be odd and positive, got {kernel_size}")
@@ -99,7 +102,8 @@ class CBAM(nn.Module):
         min_hidden: the least hidden width of the channel MLP.
     """
 
-    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7, min_hidden: int = 8) -> None:
+    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = SPATIAL_KERNEL,
+                 min_hidden: int = 8) -> None:
         super().__init__()
         self.channel = ChannelAttention(channels, reduction, min_hidden)
         self.spatial = SpatialAttention(spatial_kernel)

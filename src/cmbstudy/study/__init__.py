@@ -5,19 +5,35 @@ The training runs and their results (:mod:`~cmbstudy.study.runs`,
 (:mod:`~cmbstudy.study.paper`); one module per table of the paper
 (:mod:`cmbstudy.study.tables`); the subjects and slices the figures show
 (:mod:`~cmbstudy.study.examples`, :mod:`~cmbstudy.study.explanations`); and the
-papermill runner that executes the notebooks and builds the book
-(:mod:`~cmbstudy.study.runner`).
+claims of the paper judged for the abstract (:mod:`~cmbstudy.study.verdicts`); the
+settings of a build beside the paper's (:mod:`~cmbstudy.study.settings_table`); and
+the papermill runner that executes the notebooks (:mod:`~cmbstudy.study.runner`)
+and builds the book (:mod:`~cmbstudy.study.book`).
 """
 
 from __future__ import annotations
 
-from . import examples, explanations, paper, runner, runs, tables, training_runs
+from . import (
+    book,
+    examples,
+    explanations,
+    paper,
+    runner,
+    runs,
+    settings_table,
+    tables,
+    training_runs,
+    verdicts,
+)
+from .book import *  # noqa: F403  (its __all__)
 from .examples import *  # noqa: F403  (its __all__)
 from .explanations import *  # noqa: F403  (its __all__)
 from .paper import *  # noqa: F403  (its __all__)
 from .runner import *  # noqa: F403  (its __all__)
 from .runs import *  # noqa: F403  (its __all__)
+from .settings_table import *  # noqa: F403  (its __all__)
 from .training_runs import *  # noqa: F403  (its __all__)
+from .verdicts import *  # noqa: F403  (its __all__)
 
 #: The stage's public names: those of its modules, in the order of the stage.
 __all__ = [
@@ -26,6 +42,9 @@ __all__ = [
     *training_runs.__all__,
     *examples.__all__,
     *explanations.__all__,
+    *verdicts.__all__,
+    *settings_table.__all__,
     *runner.__all__,
+    *(name for name in book.__all__ if name not in runner.__all__),
     "tables",
 ]

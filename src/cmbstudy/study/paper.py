@@ -24,6 +24,8 @@ import numpy as np
 from ..evaluation.scores import DETECTION_METRICS
 
 __all__ = [
+    "PAPER_N_SCANS",
+    "PAPER_SOURCES",
     "PAPER_DATASET_LABEL",
     "METRICS",
     "TABLE2",
@@ -36,11 +38,8 @@ __all__ = [
     "TABLE7",
     "TABLE8",
     "INFERENCE_SECONDS",
+    "AUTHORS_CODE",
 ]
-
-#: Column / row label of the paper's numbers in every comparison: its 72-subject test set, drawn
-#: from three sources (MICCAI 2021 VALDO, the Cavas cohort, Yongin Severance Hospital; section 3.1).
-PAPER_DATASET_LABEL = "paper (72-subject test set, 3 sources)"
 
 #: Detection metrics in the paper's order.
 METRICS: tuple[str, ...] = DETECTION_METRICS
@@ -94,6 +93,23 @@ TABLE6_CONFUSION: np.ndarray = np.array(
 )
 TABLE6_CONFUSION.setflags(write=False)
 
+#: Scans of the paper's data in all, as its section 3.1 states it (the sources below add up to more).
+PAPER_N_SCANS: int = 506
+
+#: The paper's sources (section 3.1), each with its scans, those of them with CMBs, its sequence and
+#: its scanners' field strengths (T). Cavas is the 154 scans with CMBs selected from its 270.
+PAPER_SOURCES: Mapping[str, Mapping[str, object]] = MappingProxyType({
+    "MICCAI 2021 VALDO": MappingProxyType(
+        {"scans": 72, "with_cmb": 50, "sequence": "2D and 3D T2*-GRE", "field_tesla": (1.5, 3.0)}),
+    "Cavas": MappingProxyType({"scans": 154, "with_cmb": 154, "sequence": "2D T2*-GRE", "field_tesla": (3.0,)}),
+    "Yongin Severance Hospital": MappingProxyType(
+        {"scans": 374, "with_cmb": 294, "sequence": "3D SWI", "field_tesla": (3.0,)}),
+})
+
+#: Column / row label of the paper's numbers in every comparison: its test set (the subjects of
+#: Table 6), drawn from the sources of :data:`PAPER_SOURCES`.
+PAPER_DATASET_LABEL = f"paper ({int(TABLE6_CONFUSION.sum())}-subject test set, {len(PAPER_SOURCES)} sources)"
+
 #: Fig. 4: Spearman rho of predicted vs reference counts, its 95% CI (Fisher z), subjects.
 FIG4_SPEARMAN: Mapping[str, float] = MappingProxyType({"rho": 0.93, "ci_low": 0.89, "ci_high": 0.96, "n": 72})
 
@@ -113,3 +129,9 @@ TABLE8: Mapping[str, Mapping[str, float]] = MappingProxyType({
 
 #: Inference time per subject on an RTX A5000 Ada, post-processing included (s).
 INFERENCE_SECONDS: float = 0.22
+
+#: Where the authors' public code departs from the paper, as read from it (the study follows the paper):
+#: its deep-supervision weights (final output first), batch size, epochs, and its per-slice match distance.
+AUTHORS_CODE: Mapping[str, object] = MappingProxyType({
+    "deep_supervision_weights": (0.65, 0.35), "batch_size": 1, "epochs": 3000, "match_distance_pixels": 4,
+})

@@ -18,8 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,10 +29,10 @@ import papermill as pm
 from ..config import Profile, load_profile, profile_to_dict, resolve_variant
 from ..data.io import check_output_dir, write_text_atomically
 from ..errors import CmbStudyError, ConfigError
+from .book import build_book, build_book_from
 from .runs import STATE_FILE, TIMINGS_FILE, training_instances
 
-__all__ = ["Step", "STEPS", "StudyError", "find_project_root", "run_study",
-           "build_book_from", "build_book"]
+__all__ = ["Step", "STEPS", "StudyError", "find_project_root", "run_study", "build_book_from", "build_book"]
 
 
 class StudyError(CmbStudyError):
@@ -55,6 +53,8 @@ class Step:
 
 _TRAINED = ("03_training",)
 STEPS: tuple[Step, ...] = (
+    Step("00_methods", (), "methods, with the settings that ran"),
+    Step("00_settings", (), "the resolved profile beside the paper's"),
     Step("01_synthetic_cohort", (), "synthetic cohort: physics, cohort table, classical detector",
          synthetic_only=True),
     Step("02_preprocessing", ("01_synthetic_cohort",), "N4, brain mask, crop, resample, z-score; cache"),
@@ -70,6 +70,9 @@ STEPS: tuple[Step, ...] = (
     Step("10_explainability", _TRAINED, "Figs. 5-6: Grad-CAM and CBAM attention"),
     Step("11_qualitative", _TRAINED, "Figs. 2-3: detections overlaid"),
     Step("12_beyond_the_paper", _TRAINED, "beyond the paper: mimics, sites, VALDO rule, timing"),
+    # the claims of every analysis notebook (OUT/claims/) judged in one table: the book's first page
+    Step("13_abstract", ("04_cross_validation", "05_method_comparison", "06_small_lesions", "07_cross_modality",
+                         "08_burden", "09_cbam_ablation", "10_explainability"), "abstract and verdict table"),
 )
 
 
@@ -368,32 +371,3 @@ def _book_instance(profile: Profile, instances: list[dict[str, Any]]) -> str | N
     """The run shown in the book: the main variant on all subjects, first fold."""
     main = [i for i in instances if i["variant"] == profile.study.main and i.get("modality") is None]
     return str(min(main, key=lambda i: int(i["fold"]))["name"]) if main else None
-
-
-def build_book_from(executed_dir: Path, book_dir: Path) -> Path:
-    """Copy executed notebooks into ``book/executed/`` and render the book; returns index.html."""
-    target = book_dir / "executed"
-    target.mkdir(exist_ok=True)
-    for notebook in sorted(Path(executed_dir).glob("[0-9][0-9]_*.ipynb")):
-        if not notebook.name.endswith(".failed.ipynb"):
-            shutil.copy2(notebook, target / notebook.name)
-    return build_book(book_dir)
-
-
-def build_book(book_dir: Path) -> Path:
-    """Render ``book_dir`` with Jupyter Book 1, warnings as errors; returns index.html.
-
-    Raises:
-        StudyError: the build failed (its log's last lines are in the message).
-    """
-    jb = Path(sys.executable).with_name("jupyter-book")
-    command = [str(jb) if jb.exists() else "jupyter-book", "build", str(book_dir),
-               "--builder", "html", "-W", "-n", "--keep-going"]
-    print(f"[study] book: {' '.join(command[1:])}", flush=True)
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise StudyError(f"the book build failed (exit {result.returncode}):\n{tail}")
-    index = book_dir / "_build" / "html" / "index.html"
-    print(f"[study] book: {index}", flush=True)
-    return index

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..config import Profile, SynthConfig, load_profile, profile_to_dict
 from ..data.aria_h import ARIA_H_CATEGORIES, aria_h_category
-from ..data.datasets import load_participants, load_subjects
+from ..data.datasets import SMALL_DIAMETER_MM, load_participants, load_subjects
 from ..data.io import atomic_output_dir, check_output_dir, save_nifti
 from ..errors import ConfigError
 from .acquisition import SITES, Site, make_geometry
@@ -124,7 +124,7 @@ def _lesion_table(scan: SubjectScan) -> pd.DataFrame:
         rows.append({"lesion_id": i, "x_vox": vox[0], "y_vox": vox[1], "z_vox": vox[2],
                      "x_mm": src.center_mm[0], "y_mm": src.center_mm[1], "z_mm": src.center_mm[2],
                      "diameter_mm": src.diameter_mm, "chi_ppm": src.chi_ppm, "location": src.location,
-                     "small": src.diameter_mm <= 3.0})
+                     "small": src.diameter_mm <= SMALL_DIAMETER_MM})
     cols = ["lesion_id", "x_vox", "y_vox", "z_vox", "x_mm", "y_mm", "z_mm", "diameter_mm", "chi_ppm", "location", "small"]
     return pd.DataFrame(rows, columns=cols)
 

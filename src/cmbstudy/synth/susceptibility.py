@@ -40,6 +40,12 @@ __all__ = [
     "place_air",
     "tube_occupancy",
     "draw_cmb_diameters",
+    "CMB_DIAMETER_MM",
+    "CMB_COMMON_DIAMETER_MM",
+    "CMB_COMMON_SHARE",
+    "CMB_CHI_PPM",
+    "CMB_CHI_MEDIAN_PPM",
+    "REGION_MARGIN_MM",
 ]
 
 # (chi ppm rel. CSF, proton density, R2* at 3 T in 1/s)
@@ -54,6 +60,18 @@ TISSUE: dict[str, tuple[float, float, float]] = {
 LOCATIONS: tuple[str, ...] = ("lobar", "deep", "infratentorial")
 _LOCATION_P = (0.6, 0.25, 0.15)
 AIR_CHI_PPM = -9.4
+#: Smallest and largest equal-volume diameter of a CMB (mm).
+CMB_DIAMETER_MM: tuple[float, float] = (2.0, 10.0)
+#: Diameter (mm) up to which the common CMBs are drawn uniformly, and their share; the rest lie above it.
+CMB_COMMON_DIAMETER_MM = 5.0
+CMB_COMMON_SHARE = 0.85
+#: Range of a CMB's susceptibility (ppm relative to CSF, before ``synth.cmb_chi_scale``) and the
+#: median of the log-normal draw clipped to it.
+CMB_CHI_PPM: tuple[float, float] = (0.1, 2.0)
+CMB_CHI_MEDIAN_PPM = 0.45
+#: Margin of the placement regions (mm): the deep grey nuclei widened by it make the deep zone, and
+#: lobar CMBs keep at least this far from the infratentorial region.
+REGION_MARGIN_MM = 2.0
 
 
 @dataclass(frozen=True)
@@ -96,7 +114,7 @@ class AirSphere:
 def _candidates(resolution: int) -> dict[str, np.ndarray]:
     """(N, 3) template-mm voxel centres for each placement class."""
     t = load_template_space(resolution)
-    vox = max(1, int(round(2.0 / t.spacing)))
+    vox = max(1, int(round(REGION_MARGIN_MM / t.spacing)))
     tissue = (t.brain > 0.9) & (t.csf < 0.2)
     supra = ~ndimage.binary_dilation(t.infratentorial, iterations=vox)
     deep_zone = ndimage.binary_dilation(t.deep_gm, iterations=vox)
@@ -258,10 +276,15 @@ def _vein_clearance(point: np.ndarray, segs: tuple) -> float:
 
 
 def draw_cmb_diameters(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Equal-volume diameters (mm): 85 % uniform in 2-5, the rest 5-10 skewed to small."""
-    small = rng.uniform(2.0, 5.0, n)
-    large = 5.0 + 5.0 * rng.beta(1.2, 2.5, n)
-    return np.where(rng.uniform(size=n) < 0.85, small, large)
+    """Equal-volume diameters (mm): 85 % uniform in 2-5, the rest 5-10 skewed to small.
+
+    The bounds and the share are :data:`CMB_DIAMETER_MM`, :data:`CMB_COMMON_DIAMETER_MM` and
+    :data:`CMB_COMMON_SHARE`.
+    """
+    (smallest, largest), common = CMB_DIAMETER_MM, CMB_COMMON_DIAMETER_MM
+    small = rng.uniform(smallest, common, n)
+    large = common + (largest - common) * rng.beta(1.2, 2.5, n)
+    return np.where(rng.uniform(size=n) < CMB_COMMON_SHARE, small, large)
 
 
 def _ovoid(rng: np.random.Generator, diameter: float) -> tuple[float, float, float]:
@@ -297,7 +320,7 @@ def place_cmbs(
                 continue
             if any(np.linalg.norm(p - np.array(o.center_mm)) < r + o.diameter_mm / 2 + 4.0 for o in out):
                 continue
-            chi = float(np.clip(rng.lognormal(np.log(0.45), 0.6), 0.1, 2.0) * chi_scale)
+            chi = float(np.clip(rng.lognormal(np.log(CMB_CHI_MEDIAN_PPM), 0.6), *CMB_CHI_PPM) * chi_scale)
             out.append(FocalSource("cmb", tuple(float(v) for v in p), _ovoid(rng, d), chi, loc))
             break
     return out

@@ -32,7 +32,10 @@ from ..layers import pad_to_multiple, prior_bias
 from ..registry import register_model
 from .fan2022 import IN_CHANNELS
 
-__all__ = ["NNUNetDynUNet", "make_nnunet_dynunet", "NNUNET_MAX_FEATURES", "DEEP_SUPR_NUM"]
+__all__ = ["NNUNetDynUNet", "make_nnunet_dynunet", "NNUNET_MAX_FEATURES", "NNUNET_KERNEL", "DEEP_SUPR_NUM"]
+
+#: Side of every convolution of a stage, as nnU-Net plans a 2D network.
+NNUNET_KERNEL = 3
 
 #: nnU-Net's cap on the features of a 2D stage.
 NNUNET_MAX_FEATURES = 512
@@ -83,7 +86,7 @@ class NNUNetDynUNet(nn.Module):
             spatial_dims=2,
             in_channels=in_channels,
             out_channels=1,
-            kernel_size=[3] * n_stages,
+            kernel_size=[NNUNET_KERNEL] * n_stages,
             strides=[1] + [2] * (n_stages - 1),
             upsample_kernel_size=[2] * (n_stages - 1),
             filters=filters,

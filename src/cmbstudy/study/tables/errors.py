@@ -25,11 +25,13 @@ from ...evaluation.evaluate import load_lesion_outcomes
 from ...synth.phantom import MIMIC_LABELS
 from ..examples import find_prediction_dir, load_subject_evaluation
 
-__all__ = ["NO_MIMIC", "EDGE_VOXELS", "BRAIN_EDGE", "SIZE_BINS_MM", "classify_false_positives",
+__all__ = ["NO_MIMIC", "MIMIC_DISTANCE_MM", "EDGE_VOXELS", "BRAIN_EDGE", "SIZE_BINS_MM", "classify_false_positives",
            "compute_fp_mimic_table", "summarize_fp_mimics", "summarize_error_kinds", "summarize_misses_by_size"]
 
 #: Category of a false positive with no mimic label within the distance.
 NO_MIMIC = "other (no mimic nearby)"
+#: A false positive not on a mimic is named after the nearest mimic voxel within this distance (mm).
+MIMIC_DISTANCE_MM = 3.0
 #: A false positive whose centroid lies this close to the brain's edge (in-plane voxels) is an edge one.
 EDGE_VOXELS = 2.0
 #: The kind of a false positive at the brain's edge (:func:`summarize_error_kinds`).
@@ -53,7 +55,7 @@ def classify_false_positives(
     fp: Sequence[int],
     mimic: np.ndarray,
     spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
-    max_distance_mm: float = 3.0,
+    max_distance_mm: float = MIMIC_DISTANCE_MM,
     names: Mapping[int, str] = MIMIC_LABELS,
 ) -> pd.DataFrame:
     """Name the mimic each false-positive component lies on or next to.
@@ -113,7 +115,8 @@ def classify_false_positives(
 
 
 def compute_fp_mimic_table(
-    pred_dirs: Sequence[Path], data_root: Path, max_distance_mm: float = 3.0, rule: str = "paper"
+    pred_dirs: Sequence[Path], data_root: Path, max_distance_mm: float = MIMIC_DISTANCE_MM,
+    rule: str = "paper",
 ) -> pd.DataFrame:
     """Every false positive of the predicted subjects, named after the nearest mimic (synthetic cohort).
 

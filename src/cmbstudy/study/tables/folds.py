@@ -112,8 +112,9 @@ def summarize_cross_validation(results_dir: Path | str, test_root: Path | str, p
             if missing else "")
     scores = cross_validation_scores(records) if records else None
     table = cross_validation_table(scores, label) if scores is not None else pd.DataFrame()
-    # a fold whose F1 is undefined (no reference and no detection) counts as 0 in the "mean ± sd" text
-    f1_text = format_mean_sd([r.evaluation["summary"]["f1"] or 0.0 for r in records]) if records else "n/a"
+    # the folds whose F1 is defined, as in the table's mean and SD rows
+    defined = scores["f1"].drop(index=["mean", "sd"]).dropna() if scores is not None else pd.Series(dtype=float)
+    f1_text = format_mean_sd(list(defined)) if len(defined) else "n/a"
     return CrossValidation(
         dataset=label, records=records, missing=tuple(missing), note=note, scores=scores, table=table,
         f1_mean=float(scores.loc["mean", "f1"]) if scores is not None else math.nan,

@@ -8,7 +8,7 @@ other modality (``RUN/eval-test.json``, paper rule).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -41,6 +41,7 @@ class CrossModality:
         fold: the fold the two runs were trained on.
         note: markdown on why the table is empty or incomplete ("" when it is complete).
         f1: training modality ("gre", "swi") -> our F1 on the other modality (NaN when absent).
+        scores: training modality -> our :func:`summary_scores` on the other one (absent: not run).
         table: Table 5 beside the paper's.
     """
 
@@ -49,6 +50,7 @@ class CrossModality:
     note: str
     f1: Mapping[str, float]
     table: pd.DataFrame
+    scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 def summarize_cross_modality(results_dir: Path | str, data_root: Path | str, test_root: Path | str,
@@ -72,4 +74,5 @@ def summarize_cross_modality(results_dir: Path | str, data_root: Path | str, tes
                         TABLE5[DIRECTIONS[m]]) for m in MODALITIES]
     f1 = {m: as_float(summaries[m]["f1"]) if summaries[m] else math.nan for m in MODALITIES}
     label = dataset_label(test_root)
-    return CrossModality(fold, label, note, f1, compare_with_paper(rows, label))
+    scores = {m: summary_scores(summaries[m]) for m in MODALITIES if summaries[m]}
+    return CrossModality(fold, label, note, f1, compare_with_paper(rows, label), scores)
