@@ -12,6 +12,14 @@ network on every slice, then restoration to the input grid, threshold,
 connected components and the lesion table (preprocessing excluded).
 Median of ``--repeats`` runs after one warm-up, on ``--device`` (auto: CUDA
 when available).
+
+It also prints the network's floating-point operations per slice (one forward
+pass, counted by ``torch.utils.flop_counter``; a training step counts three
+forwards' worth, forward and backward), the rate a training step reaches, and
+its fraction of the device's peak (``--peak-tflops``; on an H100 or H200 the
+dense bf16 peak of its datasheet by default). The large depthwise kernel is
+timed on its own, channels-last and not, since PyTorch's depthwise kernels are
+slow for large kernels.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import time
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from cmbstudy.config import load_profile
 from cmbstudy.device import autocast, resolve_device
@@ -87,6 +96,49 @@ def time_inference(model, n_slices: int, side: int, batch: int, device: torch.de
     return statistics.median(model_times), statistics.median(post_times)
 
 
+#: Dense bf16 tensor-core peak (TFLOP/s) of the datasheets, by a name the device reports.
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}
+
+
+def count_forward_flops(model, side: int, device: torch.device) -> int:
+    """Floating-point operations of one forward pass on one ``(1, 3, side, side)`` slice."""
+    model.to(device).eval()
+    x = torch.randn(1, 3, side, side, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def device_peak_tflops(device: torch.device) -> float | None:
+    """The dense bf16 peak of a known CUDA device (:data:`BF16_PEAK_TFLOPS`), else None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in BF16_PEAK_TFLOPS.items() if key in name), None)
+
+
+def time_depthwise(channels: int, kernel: int, batch: int, side: int, device: torch.device, repeats: int
+                   ) -> dict[str, float]:
+    """Median seconds of forward + backward of one depthwise ``kernel`` x ``kernel`` convolution, by memory format."""
+    seconds = {}
+    for name, memory in (("channels-last", torch.channels_last), ("contiguous", torch.contiguous_format)):
+        conv = torch.nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels).to(
+            device=device, memory_format=memory)
+        x = torch.randn(batch, channels, side, side, device=device, requires_grad=True).to(memory_format=memory)
+        times = []
+        for i in range(repeats + 1):
+            _sync(device)
+            tic = time.perf_counter()
+            with autocast(device):
+                out = conv(x)
+            out.float().sum().backward()
+            _sync(device)
+            if i:
+                times.append(time.perf_counter() - tic)
+        seconds[name] = statistics.median(times)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick")
@@ -94,6 +146,8 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=40, help="slices of the inference volume")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak for the fraction (default: the bf16 datasheet peak of an H100/H200)")
     args = parser.parse_args()
     profile = load_profile(args.profile)
     device = resolve_device(args.device)
@@ -105,12 +159,22 @@ def main() -> None:
     print(f"profile {profile.name}: {profile.model.name}, {n_params:,} parameters, device {device}, "
           f"torch threads {torch.get_num_threads()}")
     batch = profile.train.batch_size
+    peak = args.peak_tflops or device_peak_tflops(device)
     for side in sizes:
         sides = [side] + ([profile.train.crop_size] if 0 < profile.train.crop_size < side else [])
         for train_side in sides:
+            flops = count_forward_flops(model, train_side, device)
             step = time_train_step(model, loss_fn, batch, train_side, device, args.repeats)
+            rate = 3 * flops * batch / step / 1e12
+            share = f", {rate / peak:.1%} of a {peak:g} TFLOP/s peak" if peak else ""
             print(f"S={side:4d} train {train_side}x{train_side}, batch {batch}: "
-                  f"{step:.3f} s/step, {batch / step:.2f} slices/s")
+                  f"{step:.3f} s/step, {batch / step:.2f} slices/s; {flops / 1e9:.2f} GFLOP per slice forward, "
+                  f"{rate:.3f} TFLOP/s{share}")
+        depthwise = time_depthwise(profile.model.widths[0], profile.model.kernel_size, batch, side, device,
+                                   args.repeats)
+        print(f"S={side:4d} depthwise {profile.model.kernel_size}x{profile.model.kernel_size} on "
+              f"{profile.model.widths[0]} channels, batch {batch}, forward + backward: "
+              + ", ".join(f"{name} {seconds:.4f} s" for name, seconds in depthwise.items()))
         seconds_model, seconds_post = time_inference(
             model, args.slices, side, profile.train.val_batch_size, device, args.repeats
         )

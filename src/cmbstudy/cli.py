@@ -160,6 +160,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_study(args: argparse.Namespace) -> int:
     from .study.runner import run_study
 
+    if args.list_runs:
+        from .config import load_profile
+        from .study.runs import training_instances
+
+        print("run\tvariant\tfold\tmodality")
+        for run in training_instances(load_profile(args.profile, args.set)):
+            print(f"{run['name']}\t{run['variant']}\t{run['fold']}\t{run['modality'] or 'all'}")
+        return 0
     run_study(
         profile_name=args.profile,
         data_root=Path(args.data) if args.data else None,
@@ -168,6 +176,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         force=args.force,
         build_book=not args.no_book,
         steps=args.steps.split(",") if args.steps else None,
+        runs=args.run.split(",") if args.run else None,
     )
     return 0
 
@@ -303,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", default=None,
                    help="comma-separated notebook names to run, e.g. 01_synthetic_cohort,02_preprocessing "
                         "(default: all, in order)")
+    p.add_argument("--list-runs", action="store_true",
+                   help="print the training runs of the profile (one per line) and exit")
+    p.add_argument("--run", default=None,
+                   help="train only these runs (comma-separated names from --list-runs), with the steps they "
+                        "need; no analysis, no book: e.g. one run per job of a cluster array")
     _add_common(p, profile=True)
     p.set_defaults(func=_cmd_study)
 

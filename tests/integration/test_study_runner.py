@@ -142,3 +142,16 @@ def test_unknown_step_missing_notebook_and_missing_data_root(tmp_path: Path) -> 
     with pytest.raises(StudyError, match=r"05_method_comparison.ipynb missing from the checkout"):
         run_study("smoke", out=tmp_path / "r", build_book=False, project_root=root)
     assert not (tmp_path / "r" / "notebooks").exists()  # nothing ran
+
+
+def test_list_runs_prints_the_profiles_training_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from cmbstudy.cli import main
+    from cmbstudy.config import load_profile
+    from cmbstudy.study.runs import training_instances
+
+    assert main(["study", "--profile", "quick", "--list-runs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "run\tvariant\tfold\tmodality"
+    assert [line.split("\t")[0] for line in lines[1:]] == [r["name"] for r in training_instances(load_profile("quick"))]
+    assert main(["study", "--profile", "quick", "--set", "study.cv_folds=[0]", "--list-runs"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(lines) - 2  # folds 1 and 2 of the main network gone

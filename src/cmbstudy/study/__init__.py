@@ -21,6 +21,7 @@ from . import (
     runner,
     runs,
     settings_table,
+    state,
     tables,
     training_runs,
     verdicts,
@@ -32,6 +33,7 @@ from .paper import *  # noqa: F403  (its __all__)
 from .runner import *  # noqa: F403  (its __all__)
 from .runs import *  # noqa: F403  (its __all__)
 from .settings_table import *  # noqa: F403  (its __all__)
+from .state import *  # noqa: F403  (its __all__)
 from .training_runs import *  # noqa: F403  (its __all__)
 from .verdicts import *  # noqa: F403  (its __all__)
 
@@ -45,6 +47,7 @@ __all__ = [
     *verdicts.__all__,
     *settings_table.__all__,
     *runner.__all__,
+    *state.__all__,
     *(name for name in book.__all__ if name not in runner.__all__),
     "tables",
 ]

@@ -31,6 +31,7 @@ from ..data.io import check_output_dir, write_text_atomically
 from ..errors import CmbStudyError, ConfigError
 from .book import build_book, build_book_from
 from .runs import STATE_FILE, TIMINGS_FILE, training_instances
+from .state import RECORD_SUFFIX, load_instance_records, load_state
 
 __all__ = ["Step", "STEPS", "StudyError", "find_project_root", "run_study", "build_book_from", "build_book"]
 
@@ -118,17 +119,6 @@ def _step_parameters(declared: dict[str, Any], context: dict[str, Any]) -> dict[
     return {key: value for key, value in context.items() if key in declared}
 
 
-def _load_state(path: Path) -> dict[str, Any]:
-    if path.is_file():
-        try:
-            state = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return {"steps": {}}
-        if isinstance(state, dict) and isinstance(state.get("steps"), dict):
-            return state
-    return {"steps": {}}
-
-
 def _run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path, label: str = "") -> None:
     executed.parent.mkdir(parents=True, exist_ok=True)
     partial = executed.with_name(f".{executed.stem}.partial.ipynb")
@@ -195,6 +185,7 @@ def run_study(
     build_book: bool = True,
     steps: Sequence[str] | None = None,
     project_root: Path | None = None,
+    runs: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Execute the study's notebooks in order, then render the book.
 
@@ -216,18 +207,29 @@ def run_study(
         build_book: render the book after the notebooks.
         steps: run only these steps (and nothing else); default all.
         project_root: the checkout with notebooks/ and book/ (default: found from cwd).
+        runs: train only these runs (names of :func:`~cmbstudy.study.runs.training_instances`):
+            the training step and the steps it depends on, no analysis and no book. The runs do not
+            depend on each other, so a cluster can train one per job; the study then skips them.
 
     Returns:
         Seconds per step actually run (skipped steps are absent; a step with instances
         counts the instances run now).
 
     Raises:
-        ConfigError: unknown profile or step. StudyError: a requested notebook is missing,
+        ConfigError: unknown profile, step or run. StudyError: a requested notebook is missing,
         or a notebook or the book failed.
     """
     profile = load_profile(profile_name, overrides)
     root = project_root or find_project_root()
     out = Path(out).resolve()
+    if runs is not None:
+        known = [str(i["name"]) for i in training_instances(profile)]
+        unknown = sorted(set(runs) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown run(s) {unknown} of profile {profile_name}; "
+                              f"`cmbstudy study --list-runs` lists them: {', '.join(known)}")
+        training = next(step for step in STEPS if step.instances is not None)
+        steps, build_book = [*training.depends_on, training.name], False
     wanted = _check_request(profile_name, data_root, steps, root)
     executed_dir = out / "notebooks"
     check_output_dir(out, overwrite=True)  # a file in the way is an OutputError; results are reused
@@ -244,7 +246,8 @@ def run_study(
         "seed": profile.seed,
         "device": "auto",
     }
-    run = _StudyRun(profile, root, out, executed_dir, _load_state(out / STATE_FILE), _source_hash(), force)
+    run = _StudyRun(profile, root, out, executed_dir, load_state(out / STATE_FILE), _source_hash(), force,
+                    only_runs=None if runs is None else tuple(runs))
     for step in STEPS:
         if step.name not in wanted:
             continue
@@ -293,6 +296,7 @@ class _StudyRun:
     state: dict[str, Any]
     source_hash: str
     force: bool
+    only_runs: tuple[str, ...] | None = None  # train only these instances (None: all)
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
@@ -331,17 +335,18 @@ class _StudyRun:
         base = self._base_key(step, source)
         previous = self.state["steps"].get(step.name, {})
         instances = step.instances(self.profile)
-        done = dict(previous.get("instances", {}))
+        done = {**previous.get("instances", {}), **load_instance_records(self.executed_dir / step.name)}
         entry = {"key": None, "seconds": 0.0, "instances": done, "finished": previous.get("finished")}
         self.state["steps"][step.name] = entry
-        keys, ran = [], 0.0
+        ran = 0.0
         free = {k: v for k, v in parameters.items() if k not in ("profile", "overrides")}
-        for number, instance in enumerate(instances, start=1):
+        keys = [_hash({**base, "parameters": {**free, **_instance_parameters(instance)},
+                       "profile": _instance_profile(self.profile, instance)}) for instance in instances]
+        for number, (instance, key) in enumerate(zip(instances, keys), start=1):
             name = str(instance["name"])
+            if self.only_runs is not None and name not in self.only_runs:
+                continue
             own = {**parameters, **_step_parameters(declared, _instance_parameters(instance))}
-            key = _hash({**base, "parameters": {**free, **_instance_parameters(instance)},
-                         "profile": _instance_profile(self.profile, instance)})
-            keys.append(key)
             executed = self.executed_dir / step.name / f"{name}.ipynb"
             label = f"{step.name} [{number}/{len(instances)}] {name}"
             if not self.force and executed.is_file() and done.get(name, {}).get("key") == key:
@@ -353,11 +358,16 @@ class _StudyRun:
             seconds = time.perf_counter() - start
             ran += seconds
             done[name] = {"key": key, "seconds": round(seconds, 1), "finished": _now()}
+            # beside the executed copy too: jobs training runs at once each write their own record
+            write_text_atomically(executed.with_suffix(RECORD_SUFFIX), json.dumps(done[name], sort_keys=True))
             entry["seconds"] = round(sum(done[i["name"]]["seconds"] for i in instances if i["name"] in done), 1)
             _write_timings(self.out, self.state)
             self.progress(f"{label}: done in {seconds:.0f} s")
-        entry["key"] = _hash(keys)
-        entry["seconds"] = round(sum(done[i["name"]]["seconds"] for i in instances), 1)
+        # complete (the analyses downstream may be skipped) only when every run holds its current key,
+        # whether trained now, earlier, or one per job with --run
+        complete = all(done.get(str(i["name"]), {}).get("key") == key for i, key in zip(instances, keys))
+        entry["key"] = _hash(keys) if complete else None
+        entry["seconds"] = round(sum(done[i["name"]]["seconds"] for i in instances if i["name"] in done), 1)
         if ran:
             entry["finished"] = _now()
             self.timings[step.name] = ran
