@@ -14,7 +14,8 @@ significant digits, and the values that come straight out of training (losses, p
 the same seed gives the same numbers on one machine, while other CPUs round their kernels
 differently in the last bits.
 
-Left out: times and devices, and the Grad-CAM focus of notebook 10. The smoke networks train for
+Left out: times and devices, glued objects (styled tables, whose text is a repr with a memory
+address; the numbers in them are glued or stored on their own), and the Grad-CAM focus of notebook 10. The smoke networks train for
 two epochs, so their Grad-CAM maps sit near zero and flip sign under weight differences of 1e-11,
 which two identical runs can show; at the quick profile the focus is a result, at smoke it is noise.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -32,6 +34,8 @@ import numpy as np
 
 # glued values that measure time, name the machine, or are the Grad-CAM focus of a 2-epoch network
 _VOLATILE = ("second", "minute", "device", "time", "focus_with", "focus_without")
+# a glued object (a styled table) has no text of its own, only its repr with a memory address
+_OBJECT_REPR = re.compile(r"^<.* at 0x[0-9a-f]+>$")
 _DIGITS = 6
 _TRAINED_DIGITS = 4
 
@@ -73,7 +77,8 @@ def _glued(path: Path) -> dict[str, str]:
             name = meta.get("name")
             if name and not any(word in name for word in _VOLATILE):
                 text = "".join(output["data"].get(meta.get("mime_prefix", "") + "text/plain", ""))
-                out[name] = _glued_number(text)
+                if not _OBJECT_REPR.match(text):
+                    out[name] = _glued_number(text)
     return out
 
 
