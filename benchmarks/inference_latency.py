@@ -47,6 +47,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def median_seconds(step, device: torch.device, repeats: int) -> float:
+    """Median seconds of ``step()`` over ``repeats`` runs after one warm-up, the device synchronised around each."""
+    times = []
+    for i in range(repeats + 1):
+        _sync(device)
+        tic = time.perf_counter()
+        step()
+        _sync(device)
+        if i:
+            times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
 def time_train_step(model, loss_fn, batch: int, side: int, device: torch.device, repeats: int) -> float:
     """Median seconds of one optimisation step on ``(batch, 3, side, side)`` random input."""
     memory = torch.channels_last  # NHWC: 4x faster depthwise 13x13 on CPU too
@@ -54,20 +67,16 @@ def time_train_step(model, loss_fn, batch: int, side: int, device: torch.device,
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 3, side, side, device=device).to(memory_format=memory)
     y = (torch.rand(batch, 1, side, side, device=device) > 0.995).float()
-    times = []
-    for i in range(repeats + 1):
-        _sync(device)
-        tic = time.perf_counter()
+
+    def step() -> None:
         with autocast(device):
             outputs = model(x)
         loss = loss_fn([o.float() for o in outputs], y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        _sync(device)
-        if i:
-            times.append(time.perf_counter() - tic)
-    return statistics.median(times)
+
+    return median_seconds(step, device, repeats)
 
 
 def time_inference(model, n_slices: int, side: int, batch: int, device: torch.device, repeats: int) -> tuple[float, float]:
@@ -125,17 +134,13 @@ def time_depthwise(channels: int, kernel: int, batch: int, side: int, device: to
         conv = torch.nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels).to(
             device=device, memory_format=memory)
         x = torch.randn(batch, channels, side, side, device=device, requires_grad=True).to(memory_format=memory)
-        times = []
-        for i in range(repeats + 1):
-            _sync(device)
-            tic = time.perf_counter()
+
+        def step() -> None:
             with autocast(device):
                 out = conv(x)
             out.float().sum().backward()
-            _sync(device)
-            if i:
-                times.append(time.perf_counter() - tic)
-        seconds[name] = statistics.median(times)
+
+        seconds[name] = median_seconds(step, device, repeats)
     return seconds
 
 

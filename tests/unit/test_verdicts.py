@@ -18,6 +18,7 @@ from cmbstudy.study.settings_table import (
     format_setting,
     settings_values,
 )
+from cmbstudy.study.tables.burden import compute_agreement
 from cmbstudy.study.verdicts import (
     CANNOT_TELL,
     CLAIM_FILES,
@@ -97,12 +98,13 @@ def test_table3_uses_the_fold_mean_and_its_t_interval() -> None:
 
 def test_burden_claims_use_wilson_and_fisher_intervals() -> None:
     counts = CountAgreement(rho=0.9, ci_low=0.85, ci_high=0.95, p=0.001, n=72, fit=None, confidence=0.95)
-    table6, fig4 = burden_claims(SimpleNamespace(confusion=TABLE6_CONFUSION, counts=counts))
+    paper = compute_agreement(TABLE6_CONFUSION)
+    table6, fig4 = burden_claims(SimpleNamespace(confusion=TABLE6_CONFUSION, counts=counts, paper=paper))
     hits, n = int(np.trace(TABLE6_CONFUSION)), int(TABLE6_CONFUSION.sum())
     assert table6.estimate == pytest.approx(hits / n) and table6.verdict == REPLICATES
     assert table6.ci_low < hits / n < table6.ci_high
     assert fig4.verdict == REPLICATES  # 0.93 inside [0.85, 0.95]
-    empty = burden_claims(SimpleNamespace(confusion=np.zeros((4, 4), dtype=int), counts=counts))[0]
+    empty = burden_claims(SimpleNamespace(confusion=np.zeros((4, 4), dtype=int), counts=counts, paper=paper))[0]
     assert empty.verdict == CANNOT_TELL
 
 

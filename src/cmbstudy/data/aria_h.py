@@ -7,7 +7,7 @@ cross-validation splits are stratified by them and the evaluation compares them.
 
 from __future__ import annotations
 
-__all__ = ["ARIA_H_CATEGORIES", "aria_h_category"]
+__all__ = ["ARIA_H_CATEGORIES", "aria_h_category", "format_aria_h_categories"]
 
 ARIA_H_CATEGORIES: tuple[str, ...] = ("0", "1-4", "5-9", ">=10")
 
@@ -28,3 +28,8 @@ def aria_h_category(count: int) -> str:
     if count <= 9:
         return "5-9"
     return ">=10"
+
+
+def format_aria_h_categories(separator: str) -> str:
+    """The categories as prose prints them, with an en dash and a sign: "0 / 1–4 / 5–9 / ≥10"."""
+    return separator.join(ARIA_H_CATEGORIES).replace(">=", "≥").replace("-", "–")

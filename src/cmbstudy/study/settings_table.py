@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import config
 from ..config import Profile
-from ..data.aria_h import ARIA_H_CATEGORIES
+from ..data.aria_h import format_aria_h_categories
 from ..data.manifest import load_manifest
 from ..evaluation.subsets import SMALL_DIAMETER_MM
 from ..synth import susceptibility as chi
@@ -136,7 +136,7 @@ def compute_quoted_values() -> dict[str, Any]:
         "synth.cmb_chi_median_ppm": format_setting(chi.CMB_CHI_MEDIAN_PPM),
         "synth.region_margin_mm": format_setting(chi.REGION_MARGIN_MM),
         "synth.test_category_counts": _joined(tuple(PAPER_TEST_CATEGORY_COUNTS.values()), " / "),
-        "aria_h_categories": " / ".join(ARIA_H_CATEGORIES).replace(">=", "≥").replace("-", "–"),
+        "aria_h_categories": format_aria_h_categories(" / "),
         "small_diameter_mm": format_setting(SMALL_DIAMETER_MM),
         "valdo.n_scans": load_manifest()["datasets"]["valdo2021-cmb"]["expected_subjects"],
         "paper_data.n_scans": PAPER_N_SCANS,

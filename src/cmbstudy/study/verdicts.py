@@ -30,17 +30,10 @@ from scipy import stats as scipy_stats
 
 from ..data.outputs import write_text_atomically
 from ..evaluation.stats import bootstrap_ci
-from ..formatting import as_float
-from .paper import (
-    FIG4_SPEARMAN,
-    TABLE2,
-    TABLE3_MEAN_SD,
-    TABLE4,
-    TABLE5,
-    TABLE6_CONFUSION,
-    TABLE7,
-    TABLE8,
-)
+from ..evaluation.subsets import SMALL_DIAMETER_MM
+from ..formatting import as_float, format_value
+from .paper import FIG4_SPEARMAN, TABLE2, TABLE3_MEAN_SD, TABLE4, TABLE5, TABLE7, TABLE8
+from .tables.comparison import row_scores
 from .tables.format import ABOVE, BELOW, method_label, ordering_verdict
 
 __all__ = [
@@ -127,8 +120,7 @@ def order_verdict(first: Mapping[str, float] | None, second: Mapping[str, float]
 
 
 def _fmt(value: float, digits: int = 3) -> str:
-    value = as_float(value)
-    return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
+    return format_value(as_float(value), digits)
 
 
 def _with_ci(estimate: float, low: float, high: float, digits: int = 3) -> str:
@@ -139,20 +131,18 @@ def _with_ci(estimate: float, low: float, high: float, digits: int = 3) -> str:
     return f"{_fmt(estimate, digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
 
 
-def _scores(table: pd.DataFrame, label: str | None, metric: str = "f1") -> dict[str, float] | None:
-    if label is None or label not in table.index:
-        return None
-    return {c: as_float(table.loc[label, c]) for c in (metric, f"{metric}_ci_low", f"{metric}_ci_high")}
+def _estimate_and_bounds(scores: Mapping[str, float], metric: str) -> list[float]:
+    return [as_float(scores.get(k, math.nan)) for k in (metric, f"{metric}_ci_low", f"{metric}_ci_high")]
 
 
 def _ordering_claim(source: str, claim: str, metric: str, paper: str, first: Mapping[str, float] | None,
                     second: Mapping[str, float] | None, first_label: str, second_label: str,
                     higher_is_better: bool = True, note: str = "") -> Claim:
     first, second = first or {}, second or {}
-    bounds = [as_float(first.get(k, math.nan)) for k in (metric, f"{metric}_ci_low", f"{metric}_ci_high")]
+    bounds = _estimate_and_bounds(first, metric)
     digits = 2 if metric == "fp_per_subject" else 3
     ours = (f"{first_label} {_with_ci(*bounds, digits=digits)} vs {second_label} "
-            f"{_with_ci(*(as_float(second.get(k, math.nan)) for k in (metric, f'{metric}_ci_low', f'{metric}_ci_high')), digits=digits)}")
+            f"{_with_ci(*_estimate_and_bounds(second, metric), digits=digits)}")
     verdict = order_verdict(first, second, metric, higher_is_better)
     if not first or not second:
         note = note or "a run of the comparison is missing"
@@ -167,12 +157,12 @@ def comparison_claims(comparison: Any) -> list[Claim]:
     paper_best = max((m for m in paper_table if m != main), key=lambda m: paper_table[m]["f1"])
     table, main_label = comparison.table, method_label(main)
     best = comparison.best_baseline if comparison.best_baseline in table.index else None
-    what = "lesions of at most 3 mm" if small else "all lesions"
+    what = f"lesions of at most {SMALL_DIAMETER_MM:g} mm" if small else "all lesions"
     note = "" if best else "no baseline was trained by this profile"
     return [_ordering_claim(
         source, f"RLK-UNet + CBAM has a higher F1 than the best baseline ({what})", "f1",
         f"{_fmt(paper_table[main]['f1'])} vs {_fmt(paper_table[paper_best]['f1'])} ({method_label(paper_best)})",
-        _scores(table, main_label), _scores(table, best), "ours", best or "no baseline", note=note)]
+        row_scores(table, main_label), row_scores(table, best), "ours", best or "no baseline", note=note)]
 
 
 def _mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
@@ -218,19 +208,15 @@ def cross_modality_claims(modality: Any) -> list[Claim]:
                             "f1", paper, swi, gre, "SWI -> GRE", "GRE -> SWI", note=note)]
 
 
-def _diagonal_share(confusion: np.ndarray) -> tuple[int, int]:
-    confusion = np.asarray(confusion)
-    return int(np.trace(confusion)), int(confusion.sum())
-
-
 def burden_claims(burden: Any) -> list[Claim]:
     """Table 6 and Fig. 4 (:class:`~cmbstudy.study.tables.burden.Burden`): ARIA-H agreement and count correlation.
 
     The agreement's interval is Wilson's for a proportion (scipy's ``binomtest``);
     the correlation's is the Fisher-z interval of Spearman's rho.
     """
-    hits, n = _diagonal_share(burden.confusion)
-    paper_hits, paper_n = _diagonal_share(TABLE6_CONFUSION)
+    confusion = np.asarray(burden.confusion)
+    hits, n = int(np.trace(confusion)), int(confusion.sum())
+    paper_share = burden.paper["agreement"]
     if n:
         interval = scipy_stats.binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
         share, low, high = hits / n, float(interval.low), float(interval.high)
@@ -240,8 +226,8 @@ def burden_claims(burden: Any) -> list[Claim]:
     rho, rho_low, rho_high = (as_float(v) for v in (counts.rho, counts.ci_low, counts.ci_high))
     return [
         Claim("Table 6", "share of subjects in the right ARIA-H category", VALUE, "agreement",
-              _fmt(paper_hits / paper_n), _with_ci(share, low, high), share, low, high,
-              value_verdict(paper_hits / paper_n, low, high), "" if n else "no run to score"),
+              _fmt(paper_share), _with_ci(share, low, high), share, low, high,
+              value_verdict(paper_share, low, high), "" if n else "no run to score"),
         Claim("Fig. 4", "Spearman correlation of predicted and reference counts per subject", VALUE, "rho",
               _fmt(FIG4_SPEARMAN["rho"], 2), _with_ci(rho, rho_low, rho_high), rho, rho_low, rho_high,
               value_verdict(FIG4_SPEARMAN["rho"], rho_low, rho_high)),

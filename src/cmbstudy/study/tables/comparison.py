@@ -37,7 +37,7 @@ from .methods import (
     load_method_results,
 )
 
-__all__ = ["MethodComparison", "compare_methods", "RecallBySize", "compute_recall_table"]
+__all__ = ["MethodComparison", "compare_methods", "row_scores", "RecallBySize", "compute_recall_table"]
 
 _PAPER_TABLES = {"all": TABLE2, "small": TABLE4}
 # the ordering sentence of each table by verdict, and the text that stands for a missing best baseline
@@ -113,7 +113,8 @@ def _f1(table: pd.DataFrame, label: str | None) -> float:
     return float(table.loc[label, "f1"]) if label is not None and label in table.index else math.nan
 
 
-def _row_scores(table: pd.DataFrame, label: str | None) -> dict[str, float] | None:
+def row_scores(table: pd.DataFrame, label: str | None) -> dict[str, float] | None:
+    """F1 and its interval of the row ``label`` of a method table (None when the row is absent)."""
     if label is None or label not in table.index:
         return None
     return {c: float(table.loc[label, c]) for c in ("f1", "f1_ci_low", "f1_ci_high")}
@@ -147,8 +148,8 @@ def compare_methods(results_dir: Path | str, data_root: Path | str, test_root: P
     table = compute_method_table(results, paper, subset=subset, missing=missing)
     main, main_label = profile.study.main, method_label(profile.study.main)
     best = find_best_baseline(table, main_label)
-    ours = _row_scores(table, main_label)
-    verdict = ordering_verdict(ours, _row_scores(table, best))
+    ours = row_scores(table, main_label)
+    verdict = ordering_verdict(ours, row_scores(table, best))
     no_comparison, no_best = _NO_BASELINE[subset]
     ordering = _ORDERING[subset].get(verdict, _ORDERING[subset][None]) if best else no_comparison
     paper_best = max((m for m in paper if m != main), key=lambda m: paper[m]["f1"])
@@ -159,7 +160,7 @@ def compare_methods(results_dir: Path | str, data_root: Path | str, test_root: P
         table=table, shown=format_method_table(table, label), missing_note=_missing_note(missing, results),
         classical_note=classical_note, ours_f1=_f1(table, main_label), best_baseline=best or no_best,
         best_baseline_f1=_f1(table, best), classical_f1=_f1(table, method_label(CLASSICAL)), ordering=ordering,
-        verdict=verdict, above_floor=ordering_verdict(ours, _row_scores(table, method_label(CLASSICAL))),
+        verdict=verdict, above_floor=ordering_verdict(ours, row_scores(table, method_label(CLASSICAL))),
         paper_ours_f1=float(paper.get(main, {}).get("f1", math.nan)), paper_best=method_label(paper_best),
         paper_best_f1=float(paper[paper_best]["f1"]), n_reference=n_reference,
     )
