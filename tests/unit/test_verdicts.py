@@ -126,7 +126,12 @@ def test_gradcam_claim_is_a_paired_difference() -> None:
     [claim] = explanation_claims(SimpleNamespace(focus=focus))
     assert claim.estimate == pytest.approx(0.3) and claim.verdict == REPLICATES
     [claim] = explanation_claims(SimpleNamespace(focus=focus.loc[["with CBAM"]]))
-    assert claim.verdict == CANNOT_TELL
+    assert claim.verdict == CANNOT_TELL and claim.note == "an arm was not trained"
+    # an all-zero map (NaN share) in one arm leaves that slice out of the pairs, and says so
+    focus.loc[("without CBAM", 3), "cam_mass_fraction"] = np.nan
+    [claim] = explanation_claims(SimpleNamespace(focus=focus))
+    assert math.isfinite(claim.estimate) and claim.verdict == REPLICATES
+    assert claim.note == "1 of 20 slices left out: a Grad-CAM map there is all zero"
 
 
 def test_claims_round_trip_through_their_files_in_the_papers_order(tmp_path) -> None:

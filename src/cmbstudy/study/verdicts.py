@@ -275,22 +275,32 @@ def explanation_claims(explained: Any, n_resamples: int = 1000, seed: int = 0) -
     Ours is the mean, over test slices with a lesion, of the difference in the
     share of Grad-CAM mass near the lesions (with minus without CBAM), with a
     paired bootstrap interval over slices; it replicates when the interval lies
-    above zero, does not when below. The paper shows this qualitatively.
+    above zero, does not when below. The paper shows this qualitatively. A slice
+    where either arm's Grad-CAM map is all zero (its share is undefined, NaN)
+    leaves the pairs; the note says how many.
     """
     focus = explained.focus
     arms = set(focus.index.get_level_values("model")) if len(focus) else set()
-    if not {"with CBAM", "without CBAM"} <= arms:
-        estimate = low = high = math.nan
-    else:
+    estimate = low = high = math.nan
+    note = "an arm was not trained"
+    if {"with CBAM", "without CBAM"} <= arms:
         with_cbam = focus.xs("with CBAM", level="model")["cam_mass_fraction"].to_numpy(dtype=float)
         without = focus.xs("without CBAM", level="model")["cam_mass_fraction"].to_numpy(dtype=float)
-        estimate, low, high = bootstrap_ci(with_cbam - without, np.mean, n_resamples=n_resamples, seed=seed)
+        difference = with_cbam - without  # the arms explain the same slices, in the same order
+        paired = np.isfinite(difference)
+        dropped = int((~paired).sum())
+        note = (f"{dropped} of {len(difference)} slices left out: a Grad-CAM map there is all zero"
+                if dropped else "")
+        if paired.any():
+            estimate, low, high = bootstrap_ci(difference[paired], np.mean, n_resamples=n_resamples, seed=seed)
+        else:
+            note = "no slice where both arms have a Grad-CAM map"
     verdict = CANNOT_TELL
     if math.isfinite(low) and math.isfinite(high):
         verdict = REPLICATES if low > 0 else DOES_NOT_REPLICATE if high < 0 else CANNOT_TELL
     return [Claim("Figs. 5-6", "with CBAM, more of the Grad-CAM map lies on the lesions", ORDERING, "cam_focus",
                   "shown, not measured", f"with minus without {_with_ci(estimate, low, high)}", estimate, low, high,
-                  verdict, "" if math.isfinite(estimate) else "an arm was not trained")]
+                  verdict, note)]
 
 
 def _claims_dir(results_dir: Path | str) -> Path:
