@@ -97,7 +97,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         modality=args.modality,
         exclude=load_test_split(Path(args.test_split)) if args.test_split else (),
     )
-    print(result)
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        print(result)
+        return 0
+    if dist.get_rank() == 0:  # under torchrun: one report, from the rank that wrote the run
+        print(result)
+    dist.destroy_process_group()
     return 0
 
 
@@ -177,6 +184,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
         build_book=not args.no_book,
         steps=args.steps.split(",") if args.steps else None,
         runs=args.run.split(",") if args.run else None,
+        jobs=args.jobs,
+        threads=args.threads,
     )
     return 0
 
@@ -256,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="manifest entry (default: detect from layout)")
     p.set_defaults(func=_cmd_data_check)
 
-    p = sub.add_parser("train", help="train one fold")
+    p = sub.add_parser("train", help="train one fold (in N processes: torchrun --nproc_per_node=N -m cmbstudy train ...)")
     p.add_argument("--data", default=None, help=f"dataset root (default: ${DATA_ENV_VAR})")
     p.add_argument("--fold", type=int, required=True, help="fold index, 0-based")
     p.add_argument("--out", required=True, help="run folder to create")
@@ -312,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", default=None,
                    help="comma-separated notebook names to run, e.g. 01_synthetic_cohort,02_preprocessing "
                         "(default: all, in order)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="training runs at once on this machine (default 1); each gets the cores divided by N")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of each training run (default: the cores divided by --jobs); "
+                        "the same value repeats a run to the bit")
     p.add_argument("--list-runs", action="store_true",
                    help="print the training runs of the profile (one per line) and exit")
     p.add_argument("--run", default=None,

@@ -1,6 +1,6 @@
 """Frozen configuration dataclasses and the YAML profiles that fill them.
 
-A profile (``smoke``, ``quick``, ``paper``) is a YAML file in
+A profile (``smoke``, ``quick``, ``gpu``, ``paper``) is a YAML file in
 ``cmbstudy/profiles/`` with one mapping per section below. Unknown keys are
 rejected with an error naming them, so a typo never silently falls back to a
 default. ``--set section.key=value`` overrides single fields from the command
@@ -41,7 +41,7 @@ __all__ = [
     "dataclass_from_mapping",
 ]
 
-PROFILE_NAMES: tuple[str, ...] = ("smoke", "quick", "paper")
+PROFILE_NAMES: tuple[str, ...] = ("smoke", "quick", "gpu", "paper")
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,9 @@ class TrainConfig:
     lesion_slice_fraction: float = 0.5  # share of sampled slices that contain a lesion
     slices_per_epoch: int = 200  # slices drawn per epoch (0: the number of brain slices, still at lesion_slice_fraction)
     deep_supervision_weights: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)  # final output first
-    num_workers: int = 0  # DataLoader workers
+    num_workers: int = 0  # DataLoader workers (batches are pinned in memory on CUDA)
+    compile: bool = False  # torch.compile the training step's network (CUDA only; eager on the CPU)
+    cudnn_benchmark: bool = True  # let cuDNN time its convolution algorithms on the first batches (CUDA)
     restart_mult: int = 1  # factor by which each cosine period grows after a restart (T_mult)
     min_lr: float = 0.0  # learning rate at the end of each cosine period (eta_min)
     crop_size: int = 0  # square training crop around lesions (voxels; 0 or >= preprocess.size: full slice)

@@ -37,7 +37,7 @@ def test_profile_values_come_from_the_yaml() -> None:
 
 
 def test_unknown_profile_name() -> None:
-    with pytest.raises(ConfigError, match="unknown profile 'fast': use one of smoke, quick, paper"):
+    with pytest.raises(ConfigError, match="unknown profile 'fast': use one of smoke, quick, gpu, paper"):
         load_profile("fast")
 
 

@@ -36,6 +36,7 @@ ALLOWED: dict[str, str] = {
     r"\b95\s?% (bootstrap )?(CIs?|(confidence )?intervals?|confidence band|percentile intervals?)": (
         "the confidence level of every interval of the study, the field's convention, named with the interval"),
     r"\b1/(2|4|8|16)\b": "a stage of the U-Net named by its scale (the input halved per stage)",
+    r"\bbf16\b": "a floating-point format's name (bfloat16)",
 }
 
 _FENCE = re.compile(r"^(`{3,}|~{3,}).*?^\1\s*$", re.S | re.M)

@@ -155,7 +155,7 @@ def test_the_abstract_states_the_profile_that_ran_and_the_counts() -> None:
     claims = comparison_claims(comparison(scores(0.6, 0.55, 0.65), scores(0.3, 0.25, 0.35)))
     text = make_abstract(claims, profile, "synthetic training cohort", "synthetic test cohort", 4)
     assert "The smoke profile ran" in text and "3 epochs" in text and f"batch {profile.train.batch_size}" in text
-    assert "Of 1 claims of the paper, 1 replicate" in text and "4 subjects" in text
+    assert "Of 1 claim of the paper, 1 replicates on this build, 0 do not" in text and "4 subjects" in text
 
 
 def test_every_setting_is_described_and_the_paper_column_is_the_paper_profile() -> None:

@@ -5,7 +5,9 @@ depends on changed since its last successful run: its notebook, its
 parameters, the package's source, and the steps it depends on (a content hash,
 kept in ``OUT/study_state.json``). The training step runs its notebook once per
 training run of :func:`cmbstudy.study.runs.training_instances`, each with its own
-hash, so adding a run or changing one variant retrains only what changed. A failing step names the notebook and the
+hash, so adding a run or changing one variant retrains only what changed. With ``jobs`` above 1 the
+training runs go N at a time, each notebook in its own kernel with its share of the cores (the runs
+do not depend on each other). A failing step names the notebook and the
 cell, and leaves the executed copy (with the traceback) for inspection. The
 executed notebooks are copied into ``book/executed/`` and rendered by Jupyter
 Book 1 (Sphinx), which builds offline; Jupyter Book 2 downloads its theme at
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -138,6 +142,54 @@ def _run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd:
     executed.with_name(f"{executed.stem}.failed.ipynb").unlink(missing_ok=True)
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch when a kernel starts
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_job(jobs: int, threads: int | None) -> int | None:
+    """torch threads of each training run: ``threads``, else the cores split over ``jobs`` (None: torch's default).
+
+    A run's weights depend on its thread count at the level of rounding (sums taken in
+    another order), not on what runs beside it; a run repeated with the same thread
+    count gives the same result.
+
+    Raises:
+        ConfigError: jobs or threads below 1.
+    """
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: the training runs at once must be at least 1")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads}: each training run needs at least 1 thread")
+    if threads is not None:
+        return threads
+    return None if jobs == 1 else max(1, available_cores() // jobs)
+
+
+def _run_notebook_in_job(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path, label: str,
+                         threads: int | None) -> float:
+    """:func:`_run_notebook` in a worker process whose kernels get ``threads`` torch threads; returns its seconds."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    if threads is not None:
+        os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
+    start = time.perf_counter()
+    try:
+        _run_notebook(source, executed, parameters, cwd, label)
+    finally:  # the analysis notebooks after the runs keep torch's default
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return time.perf_counter() - start
+
+
 def _instance_parameters(instance: dict[str, Any]) -> dict[str, Any]:
     modality = instance.get("modality")
     return {"variant": instance["variant"], "fold": int(instance["fold"]),
@@ -186,6 +238,8 @@ def run_study(
     steps: Sequence[str] | None = None,
     project_root: Path | None = None,
     runs: Sequence[str] | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> dict[str, float]:
     """Execute the study's notebooks in order, then render the book.
 
@@ -210,6 +264,9 @@ def run_study(
         runs: train only these runs (names of :func:`~cmbstudy.study.runs.training_instances`):
             the training step and the steps it depends on, no analysis and no book. The runs do not
             depend on each other, so a cluster can train one per job; the study then skips them.
+        jobs: training runs at once on this machine, each in its own kernel.
+        threads: torch threads of each training run (default: the cores divided by ``jobs``;
+            with one job, torch's own default). Give the same value to repeat a run to the bit.
 
     Returns:
         Seconds per step actually run (skipped steps are absent; a step with instances
@@ -220,6 +277,7 @@ def run_study(
         or a notebook or the book failed.
     """
     profile = load_profile(profile_name, overrides)
+    run_threads = threads_per_job(jobs, threads)
     root = project_root or find_project_root()
     out = Path(out).resolve()
     if runs is not None:
@@ -247,7 +305,7 @@ def run_study(
         "device": "auto",
     }
     run = _StudyRun(profile, root, out, executed_dir, load_state(out / STATE_FILE), _source_hash(), force,
-                    only_runs=None if runs is None else tuple(runs))
+                    only_runs=None if runs is None else tuple(runs), jobs=jobs, threads=run_threads)
     for step in STEPS:
         if step.name not in wanted:
             continue
@@ -297,6 +355,8 @@ class _StudyRun:
     source_hash: str
     force: bool
     only_runs: tuple[str, ...] | None = None  # train only these instances (None: all)
+    jobs: int = 1  # training runs at once
+    threads: int | None = None  # torch threads of each training run (None: torch's default)
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
@@ -342,6 +402,7 @@ class _StudyRun:
         free = {k: v for k, v in parameters.items() if k not in ("profile", "overrides")}
         keys = [_hash({**base, "parameters": {**free, **_instance_parameters(instance)},
                        "profile": _instance_profile(self.profile, instance)}) for instance in instances]
+        pending: list[_Pending] = []
         for number, (instance, key) in enumerate(zip(instances, keys), start=1):
             name = str(instance["name"])
             if self.only_runs is not None and name not in self.only_runs:
@@ -352,17 +413,19 @@ class _StudyRun:
             if not self.force and executed.is_file() and done.get(name, {}).get("key") == key:
                 self.progress(f"{label}: inputs unchanged, skipped")
                 continue
-            self.progress(f"{label} ...")
-            start = time.perf_counter()
-            _run_notebook(source, executed, own, cwd=self.out, label=f" (instance {name})")
-            seconds = time.perf_counter() - start
+            pending.append(_Pending(name, key, label, executed, own))
+
+        def finished(job: _Pending, seconds: float) -> None:
+            nonlocal ran
             ran += seconds
-            done[name] = {"key": key, "seconds": round(seconds, 1), "finished": _now()}
+            done[job.name] = {"key": job.key, "seconds": round(seconds, 1), "finished": _now()}
             # beside the executed copy too: jobs training runs at once each write their own record
-            write_text_atomically(executed.with_suffix(RECORD_SUFFIX), json.dumps(done[name], sort_keys=True))
+            write_text_atomically(job.executed.with_suffix(RECORD_SUFFIX), json.dumps(done[job.name], sort_keys=True))
             entry["seconds"] = round(sum(done[i["name"]]["seconds"] for i in instances if i["name"] in done), 1)
             _write_timings(self.out, self.state)
-            self.progress(f"{label}: done in {seconds:.0f} s")
+            self.progress(f"{job.label}: done in {seconds:.0f} s")
+
+        self._run_pending(source, pending, finished)
         # complete (the analyses downstream may be skipped) only when every run holds its current key,
         # whether trained now, earlier, or one per job with --run
         complete = all(done.get(str(i["name"]), {}).get("key") == key for i, key in zip(instances, keys))
@@ -375,6 +438,56 @@ class _StudyRun:
         book_copy = _book_instance(self.profile, instances)
         if book_copy is not None and (self.executed_dir / step.name / f"{book_copy}.ipynb").is_file():
             shutil.copy2(self.executed_dir / step.name / f"{book_copy}.ipynb", self.executed_dir / f"{step.name}.ipynb")
+
+
+    def _run_pending(self, source: Path, pending: Sequence[_Pending],
+                     finished: Callable[[_Pending, float], None]) -> None:
+        """Run the notebooks of ``pending``, ``self.jobs`` at a time; ``finished`` records each as it ends.
+
+        When one fails, no new one starts; those running finish (and are recorded),
+        then the first failure is raised.
+        """
+        threads = f" on {self.threads} thread(s) each" if self.threads is not None else ""
+        if self.jobs == 1 or len(pending) <= 1:
+            for job in pending:
+                self.progress(f"{job.label}{threads} ...")
+                finished(job, _run_notebook_in_job(source, job.executed, job.parameters, self.out,
+                                                   f" (instance {job.name})", self.threads))
+            return
+        self.progress(f"{len(pending)} training runs, {self.jobs} at a time{threads}")
+        queue, running, failures = list(pending), {}, []
+        # spawn: each worker starts clean (no inherited torch threads or open kernels)
+        with ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            while queue or running:
+                while queue and len(running) < self.jobs and not failures:
+                    job = queue.pop(0)
+                    self.progress(f"{job.label} ...")
+                    future: Future = pool.submit(_run_notebook_in_job, source, job.executed, job.parameters,
+                                                 self.out, f" (instance {job.name})", self.threads)
+                    running[future] = job
+                if not running:
+                    break
+                ended, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in ended:
+                    job = running.pop(future)
+                    try:
+                        finished(job, future.result())
+                    except CmbStudyError as exc:
+                        failures.append(exc)
+                        self.progress(f"{job.label}: failed")
+        if failures:
+            raise failures[0]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A training run to execute: its name, skip key, progress label, executed copy and parameters."""
+
+    name: str
+    key: str
+    label: str
+    executed: Path
+    parameters: dict[str, Any]
 
 
 def _book_instance(profile: Profile, instances: list[dict[str, Any]]) -> str | None:

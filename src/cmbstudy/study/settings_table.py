@@ -111,13 +111,13 @@ def _joined(values: Sequence[Any], separator: str) -> str:
 def compute_quoted_values() -> dict[str, Any]:
     """The values the book's markdown pages quote, by glue key, each read from where the code keeps it.
 
-    The shipped profiles' fields (``smoke.*``, ``quick.*``; the paper profile's are
+    The shipped profiles' fields (``smoke.*``, ``quick.*``, ``gpu.*``; the paper profile's are
     :func:`settings_values` under ``paper.*``) and the runs each trains, the synthetic
     cohort's physics, the ARIA-H categories, the small-lesion bound, the VALDO set's
     size from ``data_manifest.yaml``, and the paper's data (:mod:`cmbstudy.study.paper`).
     """
     values: dict[str, Any] = {}
-    for name in ("smoke", "quick", "paper"):
+    for name in ("smoke", "quick", "gpu", "paper"):
         profile = config.load_profile(name)
         if name != "paper":
             values.update(settings_values(profile, name))

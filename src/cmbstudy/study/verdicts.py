@@ -380,8 +380,10 @@ def make_abstract(claims: Sequence[Claim], profile: Any, training_data: str, tes
         f"a threshold or a setting has seen. The {profile_name} profile ran: {train.epochs} epochs per "
         f"training run, batch {train.batch_size}, a peak learning rate of {train.lr:g}, slices of "
         f"{profile.preprocess.size} × {profile.preprocess.size} voxels. {headline}"
-        f"Of {len(claims)} claims of the paper, {counts[REPLICATES]} replicate on this build, "
-        f"{counts[DOES_NOT_REPLICATE]} do not, and for {counts[CANNOT_TELL]} we cannot tell."
+        f"Of {len(claims)} {'claim' if len(claims) == 1 else 'claims'} of the paper, {counts[REPLICATES]} "
+        f"{'replicates' if counts[REPLICATES] == 1 else 'replicate'} on this build, "
+        f"{counts[DOES_NOT_REPLICATE]} {'does' if counts[DOES_NOT_REPLICATE] == 1 else 'do'} not, "
+        f"and for {counts[CANNOT_TELL]} we cannot tell."
     )
 
 

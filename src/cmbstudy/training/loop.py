@@ -23,6 +23,9 @@ torch / numpy / Python random states, and the sampler is a function of (seed,
 epoch, pools) (:mod:`cmbstudy.training.plan`), so a resumed run gives the same
 weights as an uninterrupted one on the same device. The files written are those of
 :mod:`cmbstudy.data.run_folder`.
+
+Under ``torchrun`` the network trains in DistributedDataParallel, with the
+batch, learning-rate and rank-0 rules of :mod:`cmbstudy.training.distributed`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.special import expit
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -61,6 +65,7 @@ from ..inference.sliding_window import predict_logits
 from ..models.layers import is_volumetric
 from ..models.losses import make_loss
 from ..preprocessing.geometry import PreprocessedVolume, volume_voxel_mm
+from .distributed import Distributed, ShareSampler, current
 from .mining import mine_hard_negatives, mining_subjects
 from .sampling_2p5d import SliceDataset
 from .sampling_3d import PatchDataset
@@ -179,6 +184,33 @@ def _better(f1: float, loss: float, best: Mapping[str, float] | None) -> bool:
     return key(-loss) > key(-best["loss"])
 
 
+class _OwnLoss(torch.nn.Module):
+    """``forward(x, target)`` is the network's ``training_loss``, so that DDP sees the forward pass."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.network.training_loss(x, target)
+
+
+def _training_module(model: torch.nn.Module, place: Distributed, device: torch.device,
+                     compile_step: bool = False) -> torch.nn.Module:
+    """What a training step calls: the network (or its own loss), in DDP when there are several processes.
+
+    With ``compile_step`` on CUDA it is compiled (``torch.compile``, after DDP as torch
+    recommends); on the CPU it stays eager, since compiling there needs a C++ toolchain
+    and pays only for long runs.
+    """
+    module = _OwnLoss(model) if callable(getattr(model, "training_loss", None)) else model
+    if place.active:
+        module = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile_step and device.type == "cuda":
+        module = torch.compile(module)
+    return module
+
+
 @dataclass
 class _Session:
     """What one call of :func:`fit` trains with, and what it has done so far."""
@@ -192,6 +224,8 @@ class _Session:
     memory: torch.memory_format
     sampler_seed: int
     history: list[dict[str, Any]]
+    place: Distributed = dataclasses.field(default_factory=Distributed)
+    step_module: torch.nn.Module | None = None  # the network, its own loss, or either in DDP
     best: dict[str, float] | None = None
     start_epoch: int = 0
     hard_negatives: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4), np.int64))
@@ -207,9 +241,15 @@ def _make_dataset(model: torch.nn.Module, volumes: Sequence[PreprocessedVolume],
 
 
 def _start(session: _Session, out: Path, resume: bool, train_seed: int) -> None:
-    """Load ``checkpoint_last.pt`` into the session (resume), or seed the random generators."""
+    """Load ``checkpoint_last.pt`` into the session (resume), or seed the random generators.
+
+    Rank 0 (and a single process) seeds torch with ``train_seed``; rank ``r > 0`` with a seed
+    derived from ``(train_seed, r)``, so that the ranks' stochastic depth is independent.
+    """
+    place = session.place
     if not resume:
-        torch.manual_seed(train_seed)
+        torch.manual_seed(train_seed if place.main else
+                          int(np.random.SeedSequence([train_seed, place.rank]).generate_state(1)[0]))
         np.random.seed(train_seed % 2**32)
         random.seed(train_seed)
         return
@@ -217,13 +257,17 @@ def _start(session: _Session, out: Path, resume: bool, train_seed: int) -> None:
     if not path.is_file():
         raise InputError(f"{path} does not exist: nothing to resume; start without --resume")
     state = torch.load(path, map_location="cpu", weights_only=True)
+    saved_world = int(state.get("world", 1))
+    if saved_world != place.world:
+        raise ConfigError(f"{path} was written by a run in {saved_world} process(es); resume it with as many "
+                          f"(this is {place.world})")
     session.model.load_state_dict(state["model"])
     session.optimizer.load_state_dict(state["optimizer"])
     session.scheduler.load_state_dict(state["scheduler"])
     session.history, session.best, session.start_epoch = list(state["history"]), state["best"], int(state["epoch"]) + 1
     session.hard_negatives = np.asarray(state.get("hard_negatives", np.zeros((0, 4))), dtype=np.int64).reshape(-1, 4)
     session.dataset.set_hard_negatives(session.hard_negatives)
-    _set_rng_state(state["rng"])
+    _set_rng_state(state["rng_ranks"][place.rank] if place.active else state["rng"])
 
 
 def _mine(session: _Session, train_volumes: Sequence[PreprocessedVolume], profile: Profile, epoch: int) -> None:
@@ -234,38 +278,53 @@ def _mine(session: _Session, train_volumes: Sequence[PreprocessedVolume], profil
     if (epoch - cfg.mine_after) % cfg.mine_after:
         return
     indices = mining_subjects(len(train_volumes), cfg.mine_subjects, session.sampler_seed, epoch)
-    session.hard_negatives = mine_hard_negatives(session.model, train_volumes, indices, profile, session.device)
+    session.hard_negatives = session.place.on_main(
+        lambda: mine_hard_negatives(session.model, train_volumes, indices, profile, session.device))
     session.dataset.set_hard_negatives(session.hard_negatives)
 
 
 def _train_epoch(session: _Session, epoch: int, epochs: int, batch_size: int, num_workers: int,
                  progress: bool) -> float:
-    """One pass over the epoch's samples; returns the mean training loss per sample."""
+    """One pass over the epoch's samples; returns the mean training loss per sample.
+
+    Each process loads its share of every global batch (:class:`ShareSampler`). The
+    profile's loss is computed on the global batch, gathered from every rank; a
+    network's own ``training_loss`` on each rank's share, averaged by DDP.
+    """
     session.dataset.set_epoch(epoch)
+    place, dev = session.place, session.device
     loader = DataLoader(
-        session.dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        session.dataset, batch_sampler=ShareSampler(len(session.dataset), batch_size, place),
+        num_workers=num_workers, pin_memory=dev.type == "cuda", persistent_workers=False,
+        # the loader draws its workers' base seed from this generator, not from torch's global one
         generator=torch.Generator().manual_seed(session.sampler_seed + epoch),
     )
-    model, dev = session.model, session.device
-    model_loss = getattr(model, "training_loss", None)
-    model.train()
+    step = session.step_module if session.step_module is not None else session.model
+    inner = getattr(step, "_orig_mod", step)  # torch.compile's wrapper
+    own_loss = isinstance(getattr(inner, "module", inner), _OwnLoss)  # DDP's wrapper
+    session.model.train()
     total, seen = 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress, leave=False)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not (progress and place.main),
+               leave=False)
     for batch in bar:
-        x = batch["image"].to(dev, memory_format=session.memory)
-        y = batch["mask"].to(dev)
-        if callable(model_loss):  # the network's own loss (two-stage and multi-task baselines)
+        x = batch["image"].to(dev, memory_format=session.memory, non_blocking=True)
+        y = batch["mask"].to(dev, non_blocking=True)
+        if own_loss:  # the network's own loss (two-stage and multi-task baselines)
             with autocast(dev):
-                loss = model_loss(x, y).float()
+                loss = step(x, y).float()
+            logged, n = place.mean(loss.detach().item()), x.shape[0] * place.world
         else:
             with autocast(dev):
-                outputs = model(x)
-            outputs = [o.float() for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
-            loss = session.loss_fn(outputs, y)
+                outputs = step(x)
+            outputs = [place.gather_batch(o.float(), grad=True)
+                       for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+            target = place.gather_batch(y, grad=False)
+            loss = session.loss_fn(outputs, target)
+            logged, n = loss.detach().item(), target.shape[0]
         session.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         session.optimizer.step()
-        total, seen = total + loss.detach().item() * x.shape[0], seen + x.shape[0]
+        total, seen = total + logged * n, seen + n
         bar.set_postfix(loss=f"{total / seen:.4f}")
     session.scheduler.step()
     return total / max(seen, 1)
@@ -278,7 +337,11 @@ def _save_best(session: _Session, out: Path, epoch: int, val: Mapping[str, float
 
 
 def _save_last(session: _Session, out: Path, epoch: int, fold: int) -> None:
-    """``history.csv`` and ``checkpoint_last.pt`` after ``epoch``."""
+    """``history.csv`` and ``checkpoint_last.pt`` after ``epoch`` (rank 0; with every rank's random state)."""
+    place = session.place
+    rng_ranks = place.gather_objects(_rng_state())
+    if not place.main:
+        return
     frame = pd.DataFrame(session.history).reindex(columns=list(HISTORY_COLUMNS))
     write_atomically(out / HISTORY, lambda tmp: frame.to_csv(tmp, index=False))
     state = {
@@ -286,7 +349,10 @@ def _save_last(session: _Session, out: Path, epoch: int, fold: int) -> None:
         "scheduler": session.scheduler.state_dict(), "epoch": epoch, "history": session.history,
         "best": session.best, "rng": _rng_state(), "hard_negatives": session.hard_negatives.tolist(),
         "sampler": {"seed": session.sampler_seed, "next_epoch": epoch + 1}, "fold": fold,
+        "world": place.world,
     }
+    if place.active:
+        state["rng_ranks"] = rng_ranks
     write_atomically(out / CHECKPOINT_LAST, lambda tmp: torch.save(state, tmp))
 
 
@@ -333,8 +399,13 @@ def fit(
     method is trained on that (under autocast) instead of ``loss_fn(model(x), target)``;
     ``loss_fn`` then only gives the validation loss.
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the step runs in DistributedDataParallel
+    (:mod:`cmbstudy.training.distributed`); rank 0 validates and writes, and every
+    rank returns rank 0's result.
+
     Raises:
-        ConfigError: epochs or batch size below 1.
+        ConfigError: epochs or batch size below 1, a global batch that does not split over the ranks,
+            or a resume with another number of processes.
         InputError: resume without ``checkpoint_last.pt`` in ``out``.
     """
     cfg, out = profile.train, Path(out)
@@ -343,8 +414,12 @@ def fit(
             f"train.epochs={cfg.epochs} and train.batch_size={cfg.batch_size} must be >= 1, "
             f"train.val_every={cfg.val_every} >= 0"
         )
-    out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
+    place = current(dev)
+    dev = place.device(dev)
+    place.check_batch(cfg.batch_size)  # raises unless the global batch splits evenly over the ranks
+    if place.main:
+        out.mkdir(parents=True, exist_ok=True)
     # NHWC: 2x faster training of depthwise 13x13 on CPU too; 3D networks keep the default layout
     memory = torch.contiguous_format if is_volumetric(model) else torch.channels_last
     model.to(device=dev, memory_format=memory)
@@ -354,8 +429,14 @@ def fit(
     session = _Session(
         model=model, dataset=_make_dataset(model, train_volumes, profile, sampler_seed), optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg), loss_fn=make_loss(cfg) if loss_fn is None else loss_fn,
-        device=dev, memory=memory, sampler_seed=sampler_seed, history=[],
+        device=dev, memory=memory, sampler_seed=sampler_seed, history=[], place=place,
+        step_module=_training_module(model, place, dev, cfg.compile),
     )
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    if place.active and len(session.dataset) < cfg.batch_size:
+        raise ConfigError(f"an epoch holds {len(session.dataset)} samples, fewer than the global batch "
+                          f"train.batch_size={cfg.batch_size}: with {place.world} processes nothing would train")
     _start(session, out, resume, train_seed)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     for epoch in range(session.start_epoch, cfg.epochs):
@@ -366,7 +447,7 @@ def fit(
         row["train_loss"] = _train_epoch(session, epoch, cfg.epochs, cfg.batch_size, cfg.num_workers, progress)
         row.update({f"crops_{kind}": count for kind, count in session.dataset.plan.counts().items()})
         row["hard_pool"] = len(session.hard_negatives)
-        if cfg.val_every > 0 and ((epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1):
+        if cfg.val_every > 0 and ((epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1) and place.main:
             val = validate(model, val_volumes, references, profile, dev, session.loss_fn)
             row.update({f"val_{k}": val[k] for k in DETECTION_METRICS})
             row["val_loss"] = val["loss"]
@@ -375,7 +456,7 @@ def fit(
         row["seconds"] = time.perf_counter() - tic
         session.history.append(row)
         _save_last(session, out, epoch, fold)
-    if cfg.val_every == 0 and session.history:  # no validation: the last epoch is the checkpoint used
+    if cfg.val_every == 0 and session.history and place.main:  # no validation: the last epoch is the checkpoint
         last = session.history[-1]["epoch"]
         _save_best(session, out, last, {k: math.nan for k in (*DETECTION_METRICS, "loss")}, fold)
-    return _write_result(session, out, profile, fold, n_params)
+    return place.on_main(lambda: _write_result(session, out, profile, fold, n_params))

@@ -37,6 +37,7 @@ from ..errors import ConfigError, InputError, OutputError
 from ..models import model_from_config
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
 from .calibrate import calibrate_run
+from .distributed import current
 from .loop import RunResult, fit, training_seed
 
 __all__ = ["train_fold"]
@@ -121,22 +122,30 @@ def train_fold(
     subject has one. Preprocessed volumes come from the shared cache
     (:func:`cmbstudy.preprocessing.cache.default_cache_dir`).
 
+    Under ``torchrun`` every process calls this; rank 0 alone checks and writes the
+    run folder and fills the preprocessing cache (:mod:`cmbstudy.training.distributed`).
+
     Raises:
         ConfigError: fold out of range, more folds than subjects, a changed profile on resume.
         InputError: unreadable dataset, a subject without a CMB mask, nothing to resume.
         OutputError: ``out`` holds results and neither ``overwrite`` nor ``resume`` is set.
     """
     out = Path(out)
+    place = current(resolve_device(device))
     if model_name is not None:
         profile = dataclasses.replace(profile, model=dataclasses.replace(profile.model, name=model_name))
-    if resume:
-        if not (out / CHECKPOINT_LAST).is_file():
-            raise InputError(f"{out / CHECKPOINT_LAST} does not exist: nothing to resume")
-        _check_resume_profile(out, profile)
-    else:
-        check_output_dir(out, overwrite)
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
+
+    def check_out() -> None:
+        if resume:
+            if not (out / CHECKPOINT_LAST).is_file():
+                raise InputError(f"{out / CHECKPOINT_LAST} does not exist: nothing to resume")
+            _check_resume_profile(out, profile)
+        else:
+            check_output_dir(out, overwrite)
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+
+    place.on_main(check_out)
     subjects = _training_subjects(Path(data_root), modality, profile.train.n_folds, exclude)
     ids = [s.subject_id for s in subjects]
     strata = aria_h_strata(Path(data_root), ids)
@@ -145,10 +154,16 @@ def train_fold(
     by_id = {s.subject_id: s for s in subjects}
     train_subjects = [by_id[i] for i in split["train"]]
     val_subjects = [by_id[i] for i in split["val"]]
-    # read and preprocess every subject before the run folder is made: a bad file leaves nothing behind
-    volumes = load_preprocessed(train_subjects + val_subjects, profile.preprocess, default_cache_dir(out), progress)
+    # read and preprocess every subject before the run folder is made: a bad file leaves nothing behind;
+    # rank 0 fills the cache, the other ranks then read it
+    loaded: dict[str, list] = {}
+    subjects_used, cache = train_subjects + val_subjects, default_cache_dir(out)
+    place.on_main(lambda: loaded.setdefault("volumes", load_preprocessed(subjects_used, profile.preprocess, cache,
+                                                                          progress)) and None)
+    volumes = loaded["volumes"] if place.main else load_preprocessed(subjects_used, profile.preprocess, cache, False)
     references = [np.asarray(load_mask(s.mask_path).dataobj) for s in val_subjects]
-    _write_provenance(out, profile, data_root, splits, fold, strata is not None, modality, exclude)
+    place.on_main(lambda: _write_provenance(out, profile, data_root, splits, fold, strata is not None, modality,
+                                            exclude))
     init_seed = int(np.random.SeedSequence([training_seed(profile), fold, 0]).generate_state(1)[0])
     torch.manual_seed(init_seed)
     model = model_from_config(profile.model)
@@ -156,8 +171,13 @@ def train_fold(
         model, volumes[: len(train_subjects)], volumes[len(train_subjects):], references, profile, out,
         fold=fold, device=device, resume=resume, progress=progress,
     )
-    # the operating point of the checkpoint the run keeps, chosen on its validation subjects
-    best = torch.load(out / CHECKPOINT_BEST, map_location="cpu", weights_only=True)
-    model.load_state_dict(best["model"])
-    point = calibrate_run(model, volumes[len(train_subjects):], references, profile, resolve_device(device), out)
-    return dataclasses.replace(result, operating_point=point.to_json())
+    # the operating point of the checkpoint the run keeps, chosen on its validation subjects (rank 0)
+
+    def calibrate() -> dict:
+        best = torch.load(out / CHECKPOINT_BEST, map_location="cpu", weights_only=True)
+        model.load_state_dict(best["model"])
+        point = calibrate_run(model, volumes[len(train_subjects):], references, profile,
+                              place.device(resolve_device(device)), out)
+        return point.to_json()
+
+    return dataclasses.replace(result, operating_point=place.on_main(calibrate))

@@ -1,0 +1,64 @@
+"""`cmbstudy study --jobs 2`: two training runs at once, each with the result it has when it runs alone."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from cmbstudy.errors import ConfigError
+from cmbstudy.study.runner import run_study, threads_per_job
+from cmbstudy.study.state import RECORD_SUFFIX
+
+REPO = Path(__file__).resolve().parents[2]
+RUNS = ["rlk_unet_cbam-fold0", "without_cbam-fold0"]
+TRAINING = "03_training"
+
+
+def _interval(executed: Path) -> tuple[datetime, datetime]:
+    meta = nbformat.read(executed, as_version=4).metadata["papermill"]
+    return datetime.fromisoformat(meta["start_time"]), datetime.fromisoformat(meta["end_time"])
+
+
+def _model(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint_best.pt", map_location="cpu", weights_only=True)["model"]
+
+
+def test_threads_per_job_splits_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("cmbstudy.study.runner.available_cores", lambda: 8)
+    assert threads_per_job(1, None) is None  # one job: torch's own default
+    assert threads_per_job(3, None) == 2
+    assert threads_per_job(16, None) == 1
+    assert threads_per_job(4, 3) == 3
+    with pytest.raises(ConfigError, match="--jobs 0: the training runs at once must be at least 1"):
+        threads_per_job(0, None)
+    with pytest.raises(ConfigError, match="--threads 0: each training run needs at least 1 thread"):
+        threads_per_job(2, 0)
+
+
+@pytest.mark.slow
+def test_two_jobs_at_once_give_each_runs_result_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    together, alone = tmp_path / "together", tmp_path / "alone"
+    run_study("smoke", out=together, runs=RUNS, jobs=2, project_root=REPO)
+    assert "2 training runs, 2 at a time on 1 thread(s) each" in capsys.readouterr().out
+    executed = together / "notebooks" / TRAINING
+    first, second = (_interval(executed / f"{name}.ipynb") for name in RUNS)
+    assert first[0] < second[1] and second[0] < first[1]  # they ran at the same time
+    for name in RUNS:
+        assert json.loads((executed / name).with_suffix(RECORD_SUFFIX).read_text())["key"]
+
+    run_study("smoke", out=alone, runs=RUNS[:1], threads=1, project_root=REPO)
+    a, b = (_model(out / "runs" / RUNS[0]) for out in (together, alone))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    scores = [json.loads((out / "runs" / RUNS[0] / "eval-test.json").read_text())["summary"]
+              for out in (together, alone)]
+    assert scores[0] == scores[1]
+    # the other run is a different network: the comparison above can fail
+    other = _model(together / "runs" / RUNS[1])
+    assert other.keys() != a.keys() or any(not torch.equal(other[k], a[k]) for k in a)
