@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cmbstudy.errors import ConfigError
-from cmbstudy.study.runner import run_study, threads_per_job
+from cmbstudy.study.jobs import threads_per_job
+from cmbstudy.study.runner import run_study
 from cmbstudy.study.state import RECORD_SUFFIX
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ def _model(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_threads_per_job_splits_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("cmbstudy.study.runner.available_cores", lambda: 8)
+    monkeypatch.setattr("cmbstudy.study.jobs.available_cores", lambda: 8)
     assert threads_per_job(1, None) is None  # one job: torch's own default
     assert threads_per_job(3, None) == 2
     assert threads_per_job(16, None) == 1

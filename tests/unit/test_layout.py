@@ -15,7 +15,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 # the middle stage, training validates through inference, and inference finds lesions through
 # evaluation; explain sits beside them. ``figures`` draws what the others computed.
 LAYERS: dict[str, int] = {
-    "cli": 7, "study": 6, "figures": 5,
+    "__main__": 8, "cli": 7, "study": 6, "figures": 5,  # __main__: ``python -m cmbstudy`` (and torchrun)
     "training": 4, "inference": 3, "explain": 3, "evaluation": 2,
     "models": 1, "preprocessing": 1, "synth": 1, "device": 1,
     "data": 0, "config": -1, "errors": -2, "formatting": -2, "arrays": -1, "__init__": -3,

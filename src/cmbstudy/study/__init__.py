@@ -7,7 +7,8 @@ The training runs and their results (:mod:`~cmbstudy.study.runs`,
 (:mod:`~cmbstudy.study.examples`, :mod:`~cmbstudy.study.explanations`); and the
 claims of the paper judged for the abstract (:mod:`~cmbstudy.study.verdicts`); the
 settings of a build beside the paper's (:mod:`~cmbstudy.study.settings_table`); and
-the papermill runner that executes the notebooks (:mod:`~cmbstudy.study.runner`)
+the papermill runner that executes the notebooks (:mod:`~cmbstudy.study.runner`, with
+:mod:`~cmbstudy.study.jobs` running training runs several at a time)
 and builds the book (:mod:`~cmbstudy.study.book`).
 """
 

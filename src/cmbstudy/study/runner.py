@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import os
 import shutil
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,16 +29,13 @@ import papermill as pm
 
 from ..config import Profile, load_profile, profile_to_dict, resolve_variant
 from ..data.io import check_output_dir, write_text_atomically
-from ..errors import CmbStudyError, ConfigError
+from ..errors import ConfigError
 from .book import build_book, build_book_from
+from .jobs import Pending, StudyError, run_notebook, run_pending, threads_per_job
 from .runs import STATE_FILE, TIMINGS_FILE, training_instances
 from .state import RECORD_SUFFIX, load_instance_records, load_state
 
 __all__ = ["Step", "STEPS", "StudyError", "find_project_root", "run_study", "build_book_from", "build_book"]
-
-
-class StudyError(CmbStudyError):
-    """A study step or the book build failed."""
 
 
 @dataclass(frozen=True)
@@ -121,73 +115,6 @@ def _hash(payload: Any) -> str:
 def _step_parameters(declared: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     """Only the parameters the notebook declares in its ``parameters`` cell."""
     return {key: value for key, value in context.items() if key in declared}
-
-
-def _run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path, label: str = "") -> None:
-    executed.parent.mkdir(parents=True, exist_ok=True)
-    partial = executed.with_name(f".{executed.stem}.partial.ipynb")
-    try:
-        pm.execute_notebook(
-            str(source), str(partial), parameters=parameters, kernel_name="python3",
-            cwd=str(cwd), progress_bar=False, log_output=False,
-        )
-    except pm.PapermillExecutionError as exc:
-        failed = executed.with_name(f"{executed.stem}.failed.ipynb")
-        os.replace(partial, failed)
-        raise StudyError(
-            f"notebook {source.name}{label} failed in cell {exc.exec_count} (index {exc.cell_index}): "
-            f"{exc.ename}: {exc.evalue}; the executed copy with the traceback is {failed}"
-        ) from exc
-    os.replace(partial, executed)
-    executed.with_name(f"{executed.stem}.failed.ipynb").unlink(missing_ok=True)
-
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch when a kernel starts
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (its affinity mask, else the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no affinity on this platform
-        return max(1, os.cpu_count() or 1)
-
-
-def threads_per_job(jobs: int, threads: int | None) -> int | None:
-    """torch threads of each training run: ``threads``, else the cores split over ``jobs`` (None: torch's default).
-
-    A run's weights depend on its thread count at the level of rounding (sums taken in
-    another order), not on what runs beside it; a run repeated with the same thread
-    count gives the same result.
-
-    Raises:
-        ConfigError: jobs or threads below 1.
-    """
-    if jobs < 1:
-        raise ConfigError(f"--jobs {jobs}: the training runs at once must be at least 1")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads {threads}: each training run needs at least 1 thread")
-    if threads is not None:
-        return threads
-    return None if jobs == 1 else max(1, available_cores() // jobs)
-
-
-def _run_notebook_in_job(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path, label: str,
-                         threads: int | None) -> float:
-    """:func:`_run_notebook` in a worker process whose kernels get ``threads`` torch threads; returns its seconds."""
-    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    if threads is not None:
-        os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
-    start = time.perf_counter()
-    try:
-        _run_notebook(source, executed, parameters, cwd, label)
-    finally:  # the analysis notebooks after the runs keep torch's default
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    return time.perf_counter() - start
 
 
 def _instance_parameters(instance: dict[str, Any]) -> dict[str, Any]:
@@ -381,7 +308,7 @@ class _StudyRun:
             return
         self.progress(f"{step.name}: {step.title} ...")
         start = time.perf_counter()
-        _run_notebook(source, executed, parameters, cwd=self.out)
+        run_notebook(source, executed, parameters, cwd=self.out)
         self.timings[step.name] = time.perf_counter() - start
         self.state["steps"][step.name] = {"key": key, "seconds": round(self.timings[step.name], 1), "finished": _now()}
         _write_timings(self.out, self.state)
@@ -402,7 +329,7 @@ class _StudyRun:
         free = {k: v for k, v in parameters.items() if k not in ("profile", "overrides")}
         keys = [_hash({**base, "parameters": {**free, **_instance_parameters(instance)},
                        "profile": _instance_profile(self.profile, instance)}) for instance in instances]
-        pending: list[_Pending] = []
+        pending: list[Pending] = []
         for number, (instance, key) in enumerate(zip(instances, keys), start=1):
             name = str(instance["name"])
             if self.only_runs is not None and name not in self.only_runs:
@@ -413,9 +340,9 @@ class _StudyRun:
             if not self.force and executed.is_file() and done.get(name, {}).get("key") == key:
                 self.progress(f"{label}: inputs unchanged, skipped")
                 continue
-            pending.append(_Pending(name, key, label, executed, own))
+            pending.append(Pending(name, key, label, executed, own))
 
-        def finished(job: _Pending, seconds: float) -> None:
+        def finished(job: Pending, seconds: float) -> None:
             nonlocal ran
             ran += seconds
             done[job.name] = {"key": job.key, "seconds": round(seconds, 1), "finished": _now()}
@@ -425,7 +352,7 @@ class _StudyRun:
             _write_timings(self.out, self.state)
             self.progress(f"{job.label}: done in {seconds:.0f} s")
 
-        self._run_pending(source, pending, finished)
+        run_pending(source, pending, finished, self.out, self.jobs, self.threads, self.progress)
         # complete (the analyses downstream may be skipped) only when every run holds its current key,
         # whether trained now, earlier, or one per job with --run
         complete = all(done.get(str(i["name"]), {}).get("key") == key for i, key in zip(instances, keys))
@@ -438,56 +365,6 @@ class _StudyRun:
         book_copy = _book_instance(self.profile, instances)
         if book_copy is not None and (self.executed_dir / step.name / f"{book_copy}.ipynb").is_file():
             shutil.copy2(self.executed_dir / step.name / f"{book_copy}.ipynb", self.executed_dir / f"{step.name}.ipynb")
-
-
-    def _run_pending(self, source: Path, pending: Sequence[_Pending],
-                     finished: Callable[[_Pending, float], None]) -> None:
-        """Run the notebooks of ``pending``, ``self.jobs`` at a time; ``finished`` records each as it ends.
-
-        When one fails, no new one starts; those running finish (and are recorded),
-        then the first failure is raised.
-        """
-        threads = f" on {self.threads} thread(s) each" if self.threads is not None else ""
-        if self.jobs == 1 or len(pending) <= 1:
-            for job in pending:
-                self.progress(f"{job.label}{threads} ...")
-                finished(job, _run_notebook_in_job(source, job.executed, job.parameters, self.out,
-                                                   f" (instance {job.name})", self.threads))
-            return
-        self.progress(f"{len(pending)} training runs, {self.jobs} at a time{threads}")
-        queue, running, failures = list(pending), {}, []
-        # spawn: each worker starts clean (no inherited torch threads or open kernels)
-        with ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            while queue or running:
-                while queue and len(running) < self.jobs and not failures:
-                    job = queue.pop(0)
-                    self.progress(f"{job.label} ...")
-                    future: Future = pool.submit(_run_notebook_in_job, source, job.executed, job.parameters,
-                                                 self.out, f" (instance {job.name})", self.threads)
-                    running[future] = job
-                if not running:
-                    break
-                ended, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in ended:
-                    job = running.pop(future)
-                    try:
-                        finished(job, future.result())
-                    except CmbStudyError as exc:
-                        failures.append(exc)
-                        self.progress(f"{job.label}: failed")
-        if failures:
-            raise failures[0]
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """A training run to execute: its name, skip key, progress label, executed copy and parameters."""
-
-    name: str
-    key: str
-    label: str
-    executed: Path
-    parameters: dict[str, Any]
 
 
 def _book_instance(profile: Profile, instances: list[dict[str, Any]]) -> str | None:

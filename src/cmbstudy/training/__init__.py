@@ -4,8 +4,9 @@
 (:mod:`~cmbstudy.training.sampling_3d`) drawn by one epoch plan
 (:mod:`~cmbstudy.training.plan`); the Bezier intensity augmentation
 (:mod:`~cmbstudy.training.augment`); the warm-up and cosine-restart schedule
-(:mod:`~cmbstudy.training.schedule`); the loop with validation and checkpoints
-(:mod:`~cmbstudy.training.loop`); one fold of a dataset
+(:mod:`~cmbstudy.training.schedule`); the loop with validation
+(:mod:`~cmbstudy.training.loop`), its checkpoints (:mod:`~cmbstudy.training.checkpoints`)
+and its processes under torchrun (:mod:`~cmbstudy.training.distributed`); one fold of a dataset
 (:mod:`~cmbstudy.training.run`); and the tuning of the classical LoG floor
 (:mod:`~cmbstudy.training.classical`).
 """

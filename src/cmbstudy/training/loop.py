@@ -33,14 +33,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy.special import expit
 from torch.nn.parallel import DistributedDataParallel
@@ -48,16 +46,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..config import Profile
-from ..data.io import write_atomically, write_text_atomically
-from ..data.run_folder import (
-    CHECKPOINT_BEST,
-    CHECKPOINT_LAST,
-    HISTORY,
-    HISTORY_COLUMNS,
-    RESULT,
-)
+from ..data.io import write_text_atomically
+from ..data.run_folder import RESULT
 from ..device import autocast, resolve_device
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..evaluation.lesions import find_lesions
 from ..evaluation.matching import match_paper
 from ..evaluation.scores import DETECTION_METRICS, summarize_detection
@@ -65,6 +57,7 @@ from ..inference.sliding_window import predict_logits
 from ..models.layers import is_volumetric
 from ..models.losses import make_loss
 from ..preprocessing.geometry import PreprocessedVolume, volume_voxel_mm
+from .checkpoints import save_best, save_last, start
 from .distributed import Distributed, ShareSampler, current
 from .mining import mine_hard_negatives, mining_subjects
 from .sampling_2p5d import SliceDataset
@@ -152,28 +145,6 @@ def validate(
     return {**{k: float(summary[k]) for k in DETECTION_METRICS}, "loss": float(np.mean(losses)) if losses else math.nan}
 
 
-def _rng_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _better(f1: float, loss: float, best: Mapping[str, float] | None) -> bool:
     """Higher F1 wins (NaN lowest); equal F1: lower loss; otherwise the earlier epoch stays."""
     if best is None:
@@ -240,36 +211,6 @@ def _make_dataset(model: torch.nn.Module, volumes: Sequence[PreprocessedVolume],
     return SliceDataset(volumes, profile.train, seed=sampler_seed, augment=True)
 
 
-def _start(session: _Session, out: Path, resume: bool, train_seed: int) -> None:
-    """Load ``checkpoint_last.pt`` into the session (resume), or seed the random generators.
-
-    Rank 0 (and a single process) seeds torch with ``train_seed``; rank ``r > 0`` with a seed
-    derived from ``(train_seed, r)``, so that the ranks' stochastic depth is independent.
-    """
-    place = session.place
-    if not resume:
-        torch.manual_seed(train_seed if place.main else
-                          int(np.random.SeedSequence([train_seed, place.rank]).generate_state(1)[0]))
-        np.random.seed(train_seed % 2**32)
-        random.seed(train_seed)
-        return
-    path = out / CHECKPOINT_LAST
-    if not path.is_file():
-        raise InputError(f"{path} does not exist: nothing to resume; start without --resume")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    saved_world = int(state.get("world", 1))
-    if saved_world != place.world:
-        raise ConfigError(f"{path} was written by a run in {saved_world} process(es); resume it with as many "
-                          f"(this is {place.world})")
-    session.model.load_state_dict(state["model"])
-    session.optimizer.load_state_dict(state["optimizer"])
-    session.scheduler.load_state_dict(state["scheduler"])
-    session.history, session.best, session.start_epoch = list(state["history"]), state["best"], int(state["epoch"]) + 1
-    session.hard_negatives = np.asarray(state.get("hard_negatives", np.zeros((0, 4))), dtype=np.int64).reshape(-1, 4)
-    session.dataset.set_hard_negatives(session.hard_negatives)
-    _set_rng_state(state["rng_ranks"][place.rank] if place.active else state["rng"])
-
-
 def _mine(session: _Session, train_volumes: Sequence[PreprocessedVolume], profile: Profile, epoch: int) -> None:
     """Refresh the ``hard`` pool with the network's false positives, when ``epoch`` is a mining epoch."""
     cfg = profile.train
@@ -328,32 +269,6 @@ def _train_epoch(session: _Session, epoch: int, epochs: int, batch_size: int, nu
         bar.set_postfix(loss=f"{total / seen:.4f}")
     session.scheduler.step()
     return total / max(seen, 1)
-
-
-def _save_best(session: _Session, out: Path, epoch: int, val: Mapping[str, float], fold: int) -> None:
-    session.best = {"epoch": epoch, **val}
-    payload = {"model": session.model.state_dict(), "epoch": epoch, "val": session.best, "fold": fold}
-    write_atomically(out / CHECKPOINT_BEST, lambda tmp: torch.save(payload, tmp))
-
-
-def _save_last(session: _Session, out: Path, epoch: int, fold: int) -> None:
-    """``history.csv`` and ``checkpoint_last.pt`` after ``epoch`` (rank 0; with every rank's random state)."""
-    place = session.place
-    rng_ranks = place.gather_objects(_rng_state())
-    if not place.main:
-        return
-    frame = pd.DataFrame(session.history).reindex(columns=list(HISTORY_COLUMNS))
-    write_atomically(out / HISTORY, lambda tmp: frame.to_csv(tmp, index=False))
-    state = {
-        "model": session.model.state_dict(), "optimizer": session.optimizer.state_dict(),
-        "scheduler": session.scheduler.state_dict(), "epoch": epoch, "history": session.history,
-        "best": session.best, "rng": _rng_state(), "hard_negatives": session.hard_negatives.tolist(),
-        "sampler": {"seed": session.sampler_seed, "next_epoch": epoch + 1}, "fold": fold,
-        "world": place.world,
-    }
-    if place.active:
-        state["rng_ranks"] = rng_ranks
-    write_atomically(out / CHECKPOINT_LAST, lambda tmp: torch.save(state, tmp))
 
 
 def _write_result(session: _Session, out: Path, profile: Profile, fold: int, n_params: int) -> RunResult:
@@ -437,7 +352,7 @@ def fit(
     if place.active and len(session.dataset) < cfg.batch_size:
         raise ConfigError(f"an epoch holds {len(session.dataset)} samples, fewer than the global batch "
                           f"train.batch_size={cfg.batch_size}: with {place.world} processes nothing would train")
-    _start(session, out, resume, train_seed)
+    start(session, out, resume, train_seed)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     for epoch in range(session.start_epoch, cfg.epochs):
         tic = time.perf_counter()
@@ -452,11 +367,11 @@ def fit(
             row.update({f"val_{k}": val[k] for k in DETECTION_METRICS})
             row["val_loss"] = val["loss"]
             if _better(val["f1"], val["loss"], session.best):
-                _save_best(session, out, epoch, val, fold)
+                save_best(session, out, epoch, val, fold)
         row["seconds"] = time.perf_counter() - tic
         session.history.append(row)
-        _save_last(session, out, epoch, fold)
+        save_last(session, out, epoch, fold)
     if cfg.val_every == 0 and session.history and place.main:  # no validation: the last epoch is the checkpoint
         last = session.history[-1]["epoch"]
-        _save_best(session, out, last, {k: math.nan for k in (*DETECTION_METRICS, "loss")}, fold)
+        save_best(session, out, last, {k: math.nan for k in (*DETECTION_METRICS, "loss")}, fold)
     return place.on_main(lambda: _write_result(session, out, profile, fold, n_params))

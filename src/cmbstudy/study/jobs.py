@@ -1,0 +1,151 @@
+"""Executing the study's notebooks: one with papermill, or many training runs at once with their share of the cores.
+
+A notebook runs in its own kernel; a failing one leaves its executed copy (with
+the traceback) beside where the result would have gone and raises a
+:class:`StudyError` naming the cell. Training runs go ``jobs`` at a time in
+worker processes, each kernel with ``threads`` torch threads
+(``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``, read when the kernel starts).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import papermill as pm
+
+from ..errors import CmbStudyError, ConfigError
+
+__all__ = ["StudyError", "Pending", "available_cores", "threads_per_job", "run_notebook", "run_notebook_in_job",
+           "run_pending"]
+
+
+class StudyError(CmbStudyError):
+    """A study step or the book build failed."""
+
+
+def run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path, label: str = "") -> None:
+    """Execute ``source`` with ``parameters`` in ``cwd`` into ``executed`` (written only when every cell ran).
+
+    Raises:
+        StudyError: a cell failed; it names the cell, and ``<executed>.failed.ipynb`` holds the traceback.
+    """
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    partial = executed.with_name(f".{executed.stem}.partial.ipynb")
+    try:
+        pm.execute_notebook(
+            str(source), str(partial), parameters=parameters, kernel_name="python3",
+            cwd=str(cwd), progress_bar=False, log_output=False,
+        )
+    except pm.PapermillExecutionError as exc:
+        failed = executed.with_name(f"{executed.stem}.failed.ipynb")
+        os.replace(partial, failed)
+        raise StudyError(
+            f"notebook {source.name}{label} failed in cell {exc.exec_count} (index {exc.cell_index}): "
+            f"{exc.ename}: {exc.evalue}; the executed copy with the traceback is {failed}"
+        ) from exc
+    os.replace(partial, executed)
+    executed.with_name(f"{executed.stem}.failed.ipynb").unlink(missing_ok=True)
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch when a kernel starts
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_job(jobs: int, threads: int | None) -> int | None:
+    """torch threads of each training run: ``threads``, else the cores split over ``jobs`` (None: torch's default).
+
+    A run's weights depend on its thread count at the level of rounding (sums taken in
+    another order), not on what runs beside it; a run repeated with the same thread
+    count gives the same result.
+
+    Raises:
+        ConfigError: jobs or threads below 1.
+    """
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: the training runs at once must be at least 1")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads}: each training run needs at least 1 thread")
+    if threads is not None:
+        return threads
+    return None if jobs == 1 else max(1, available_cores() // jobs)
+
+
+def run_notebook_in_job(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path, label: str,
+                        threads: int | None) -> float:
+    """:func:`run_notebook` in a worker process whose kernels get ``threads`` torch threads; returns its seconds."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    if threads is not None:
+        os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
+    start = time.perf_counter()
+    try:
+        run_notebook(source, executed, parameters, cwd, label)
+    finally:  # the analysis notebooks after the runs keep torch's default
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A training run to execute: its name, skip key, progress label, executed copy and parameters."""
+
+    name: str
+    key: str
+    label: str
+    executed: Path
+    parameters: dict[str, Any]
+
+
+def run_pending(source: Path, pending: Sequence[Pending], finished: Callable[[Pending, float], None], cwd: Path,
+                jobs: int, threads: int | None, progress: Callable[[str], None]) -> None:
+    """Run the notebooks of ``pending`` in ``cwd``, ``jobs`` at a time; ``finished`` records each as it ends.
+
+    When one fails, no new one starts; those running finish (and are recorded),
+    then the first failure is raised.
+    """
+    each = f" on {threads} thread(s) each" if threads is not None else ""
+    if jobs == 1 or len(pending) <= 1:
+        for job in pending:
+            progress(f"{job.label}{each} ...")
+            finished(job, run_notebook_in_job(source, job.executed, job.parameters, cwd,
+                                              f" (instance {job.name})", threads))
+        return
+    progress(f"{len(pending)} training runs, {jobs} at a time{each}")
+    queue, running, failures = list(pending), {}, []
+    # spawn: each worker starts clean (no inherited torch threads or open kernels)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while queue or running:
+            while queue and len(running) < jobs and not failures:
+                job = queue.pop(0)
+                progress(f"{job.label} ...")
+                future: Future = pool.submit(run_notebook_in_job, source, job.executed, job.parameters,
+                                             cwd, f" (instance {job.name})", threads)
+                running[future] = job
+            if not running:
+                break
+            ended, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in ended:
+                job = running.pop(future)
+                try:
+                    finished(job, future.result())
+                except CmbStudyError as exc:
+                    failures.append(exc)
+                    progress(f"{job.label}: failed")
+    if failures:
+        raise failures[0]
