@@ -21,7 +21,6 @@ CPU. Nothing here depends on the study's data.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import time
 
@@ -64,6 +63,16 @@ def random_volumes(n: int, slices: int, size: int, seed: int = 0) -> list[_Volum
     return volumes
 
 
+def train_step(model, loss_fn, optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool) -> None:
+    """One optimisation step of ``model`` on ``(x, y)``, the forward pass under bf16 autocast when ``amp``."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        outputs = model(x)
+    loss = loss_fn([o.float() for o in outputs], y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def time_step(profile, device: torch.device, off: str | None, compile_on: bool, repeats: int) -> float:
     """Median seconds of a training step with every part on but ``off``."""
     cfg = profile.train
@@ -82,13 +91,7 @@ def time_step(profile, device: torch.device, off: str | None, compile_on: bool, 
     amp = device.type == "cuda" and off != "bf16 autocast"
 
     def step() -> None:
-        context = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-        with context:
-            outputs = step_model(x)
-        loss = loss_fn([o.float() for o in outputs], y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(step_model, loss_fn, optimizer, x, y, amp)
 
     step()  # a compiled step compiles on its first call: not timed
     return median_seconds(step, device, repeats)
@@ -115,13 +118,7 @@ def loader_idle_share(profile, device: torch.device, workers: int, steps: int) -
         x = batch["image"].to(device, memory_format=torch.channels_last, non_blocking=True)
         y = batch["mask"].to(device, non_blocking=True)
         waiting += time.perf_counter() - tic
-        context = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-        with context:
-            outputs = model(x)
-        loss = loss_fn([o.float() for o in outputs], y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, loss_fn, optimizer, x, y, amp=device.type == "cuda")
         if device.type == "cuda":
             torch.cuda.synchronize()
     total = time.perf_counter() - start

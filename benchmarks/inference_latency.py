@@ -109,13 +109,18 @@ def time_inference(model, n_slices: int, side: int, batch: int, device: torch.de
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}
 
 
-def count_forward_flops(model, side: int, device: torch.device) -> int:
-    """Floating-point operations of one forward pass on one ``(1, 3, side, side)`` slice."""
-    model.to(device).eval()
-    x = torch.randn(1, 3, side, side, device=device)
+def forward_flops(model, x: torch.Tensor) -> int:
+    """Floating-point operations of one eval-mode forward pass of ``model`` on ``x``."""
+    model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     return int(counter.get_total_flops())
+
+
+def count_forward_flops(model, side: int, device: torch.device) -> int:
+    """Floating-point operations of one forward pass on one ``(1, 3, side, side)`` slice."""
+    model.to(device)
+    return forward_flops(model, torch.randn(1, 3, side, side, device=device))
 
 
 def device_peak_tflops(device: torch.device) -> float | None:

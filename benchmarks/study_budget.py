@@ -25,21 +25,13 @@ import math
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from inference_latency import forward_flops
 
 from cmbstudy.config import load_profile, resolve_variant
 from cmbstudy.models.layers import is_volumetric
 from cmbstudy.models.registry import model_from_config
 from cmbstudy.study.runs import training_instances
 from cmbstudy.synth.acquisition import SITES
-
-
-def forward_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
-    """FLOPs of one eval-mode forward pass on a zero input of ``shape`` (batch 1)."""
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(shape))
-    return int(counter.get_total_flops())
 
 
 def run_flops(profile, variant: str) -> dict[str, float]:
@@ -52,11 +44,11 @@ def run_flops(profile, variant: str) -> dict[str, float]:
     crop = cfg.crop_size if 0 < cfg.crop_size < size else size
     if is_volumetric(model):
         patch = tuple(cfg.patch_size)
-        per_sample = forward_flops(model, (1, 1, *patch))
+        per_sample = forward_flops(model, torch.zeros(1, 1, *patch))
         per_subject = per_sample * math.ceil(slices / patch[0]) * math.ceil(size / patch[1]) * math.ceil(size / patch[2])
     else:
-        per_sample = forward_flops(model, (1, 3, crop, crop))
-        per_subject = forward_flops(model, (1, 3, size, size)) * slices
+        per_sample = forward_flops(model, torch.zeros(1, 3, crop, crop))
+        per_subject = forward_flops(model, torch.zeros(1, 3, size, size)) * slices
     n_val = resolved.synth.n_subjects / cfg.n_folds
     validations = 0 if cfg.val_every <= 0 else math.ceil(cfg.epochs / cfg.val_every)
     minings = 0 if cfg.mine_after <= 0 or cfg.hard_negative_fraction <= 0 else max(0, (cfg.epochs - 1) // cfg.mine_after)
@@ -76,7 +68,6 @@ def main() -> None:
                         help="sustained TFLOP/s of the network on the device (inference_latency.py prints it)")
     args = parser.parse_args()
     profile = load_profile(args.profile)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     total = 0.0
     print(f"profile {profile.name}, at {args.tflops:g} TFLOP/s")
     print(f"{'run':28s} {'train PFLOP':>12s} {'eval PFLOP':>11s} {'seconds':>8s}")

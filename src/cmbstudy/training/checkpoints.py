@@ -95,7 +95,7 @@ def save_last(session: _Session, out: Path, epoch: int, fold: int) -> None:
     state = {
         "model": session.model.state_dict(), "optimizer": session.optimizer.state_dict(),
         "scheduler": session.scheduler.state_dict(), "epoch": epoch, "history": session.history,
-        "best": session.best, "rng": rng_state(), "hard_negatives": session.hard_negatives.tolist(),
+        "best": session.best, "rng": rng_ranks[0], "hard_negatives": session.hard_negatives.tolist(),
         "sampler": {"seed": session.sampler_seed, "next_epoch": epoch + 1}, "fold": fold,
         "world": place.world,
     }

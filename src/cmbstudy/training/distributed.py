@@ -65,10 +65,6 @@ class Distributed:
             return torch.device("cuda", self.local_rank)
         return device
 
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
-
     def broadcast(self, value: T) -> T:
         """Rank 0's ``value``, on every rank."""
         if not self.active:

@@ -195,8 +195,8 @@ class _Session:
     memory: torch.memory_format
     sampler_seed: int
     history: list[dict[str, Any]]
+    step_module: torch.nn.Module  # what a step calls: the network or its own loss, in DDP / compiled as set
     place: Distributed = dataclasses.field(default_factory=Distributed)
-    step_module: torch.nn.Module | None = None  # the network, its own loss, or either in DDP
     best: dict[str, float] | None = None
     start_epoch: int = 0
     hard_negatives: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 4), np.int64))
@@ -240,9 +240,8 @@ def _train_epoch(session: _Session, epoch: int, epochs: int, batch_size: int, nu
         # the loader draws its workers' base seed from this generator, not from torch's global one
         generator=torch.Generator().manual_seed(session.sampler_seed + epoch),
     )
-    step = session.step_module if session.step_module is not None else session.model
-    inner = getattr(step, "_orig_mod", step)  # torch.compile's wrapper
-    own_loss = isinstance(getattr(inner, "module", inner), _OwnLoss)  # DDP's wrapper
+    step = session.step_module
+    own_loss = callable(getattr(session.model, "training_loss", None))  # step is then _OwnLoss, maybe wrapped
     session.model.train()
     total, seen = 0.0, 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not (progress and place.main),

@@ -156,11 +156,14 @@ def train_fold(
     val_subjects = [by_id[i] for i in split["val"]]
     # read and preprocess every subject before the run folder is made: a bad file leaves nothing behind;
     # rank 0 fills the cache, the other ranks then read it
-    loaded: dict[str, list] = {}
     subjects_used, cache = train_subjects + val_subjects, default_cache_dir(out)
-    place.on_main(lambda: loaded.setdefault("volumes", load_preprocessed(subjects_used, profile.preprocess, cache,
-                                                                          progress)) and None)
-    volumes = loaded["volumes"] if place.main else load_preprocessed(subjects_used, profile.preprocess, cache, False)
+    loaded: list[list] = []
+
+    def fill_cache() -> None:
+        loaded.append(load_preprocessed(subjects_used, profile.preprocess, cache, progress))
+
+    place.on_main(fill_cache)
+    volumes = loaded[0] if place.main else load_preprocessed(subjects_used, profile.preprocess, cache, False)
     references = [np.asarray(load_mask(s.mask_path).dataobj) for s in val_subjects]
     place.on_main(lambda: _write_provenance(out, profile, data_root, splits, fold, strata is not None, modality,
                                             exclude))
