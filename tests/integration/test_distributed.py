@@ -31,14 +31,23 @@ SETTINGS = ["--set", "train.slices_per_epoch=8", "--set", "train.batch_size=2"]
 
 
 def _torchrun(args: list[str], env: dict[str, str], n: int = 2) -> subprocess.CompletedProcess:
-    """``torchrun -m cmbstudy ARGS`` in ``n`` processes; fails the test with every rank's last words."""
+    """``torchrun -m cmbstudy ARGS`` in ``n`` processes; fails the test with every rank's last words.
+
+    A rank killed by a signal leaves no Python traceback: the Python stacks that
+    ``PYTHONFAULTHANDLER`` prints then, and torchrun's root-cause summary, are in the
+    lines without a rank prefix.
+    """
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
                "-m", "cmbstudy", *args]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env={**env, "PYTHONFAULTHANDLER": "1"}, capture_output=True, text=True,
+                          timeout=600)
     if done.returncode:
         lines = done.stderr.splitlines()
         ranks = [line for line in lines if line.startswith("[rank")][-40:]
-        pytest.fail(f"torchrun exited with {done.returncode}:\n" + "\n".join(ranks or lines[-60:]))
+        others = [line for line in lines if not line.startswith("[rank")]
+        if len(others) > 60:
+            others = [*others[:40], "...", *others[-20:]]
+        pytest.fail(f"torchrun exited with {done.returncode}:\n" + "\n".join(ranks + others))
     return done
 
 
@@ -58,6 +67,37 @@ def test_share_sampler_splits_each_global_batch_in_rank_order() -> None:
     assert list(ShareSampler(9, 4, Distributed())) == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
     with pytest.raises(ConfigError, match="multiple of the 3 processes"):
         ShareSampler(9, 4, Distributed(rank=0, world=3))
+
+
+def _gather_in_rank(rank: int, init: str, results: dict) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        share = torch.full((2, 3), float(rank + 1), requires_grad=True)
+        gathered = Distributed(rank=rank, world=2).gather_batch(share, grad=True)
+        labels = Distributed(rank=rank, world=2).gather_batch(torch.tensor([rank, rank]), grad=False)
+        (gathered * torch.arange(1.0, 5.0)[:, None]).sum().backward()  # the same loss on both ranks
+        results[rank] = (type(gathered), gathered.detach().clone(), labels.clone(), share.grad.clone())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gather_batch_is_complete_on_return_and_sends_gradients_back(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_gather_in_rank, args=(f"file://{tmp_path / 'rendezvous'}", results), nprocs=2)
+        results = dict(results)
+    for rank in (0, 1):
+        kind, gathered, labels, grad = results[rank]
+        assert kind is torch.Tensor  # waited for, not an AsyncCollectiveTensor still in flight
+        assert gathered.tolist() == [[1.0] * 3] * 2 + [[2.0] * 3] * 2
+        assert labels.tolist() == [0, 0, 1, 1]
+        # each rank's share receives the sum over the ranks of the loss's gradient at its rows
+        weights = torch.arange(1.0, 5.0)[2 * rank: 2 * rank + 2, None].expand(2, 3)
+        assert torch.equal(grad, 2 * weights)
 
 
 @pytest.mark.slow
