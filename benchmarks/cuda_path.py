@@ -26,28 +26,20 @@ import time
 
 import numpy as np
 import torch
-from inference_latency import median_seconds, time_inference
+from inference_latency import bench_volume, median_seconds, time_inference, train_step
 from torch.utils.data import DataLoader
 
 from cmbstudy.config import load_profile
 from cmbstudy.device import resolve_device
 from cmbstudy.models.losses import make_loss
 from cmbstudy.models.registry import model_from_config
+from cmbstudy.preprocessing.geometry import PreprocessedVolume
 from cmbstudy.training.sampling_2p5d import SliceDataset
 
 PARTS = ("bf16 autocast", "channels-last", "cudnn.benchmark", "torch.compile")
 
 
-@dataclasses.dataclass
-class _Volume:
-    subject_id: str
-    image: np.ndarray
-    brain: np.ndarray
-    mask: np.ndarray
-    unmasked: np.ndarray | None = None
-
-
-def random_volumes(n: int, slices: int, size: int, seed: int = 0) -> list[_Volume]:
+def random_volumes(n: int, slices: int, size: int, seed: int = 0) -> list[PreprocessedVolume]:
     """``n`` volumes of noise inside a disc-shaped brain, with a few one-voxel-wide lesions each."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
@@ -59,18 +51,8 @@ def random_volumes(n: int, slices: int, size: int, seed: int = 0) -> list[_Volum
         mask = np.zeros(brain.shape, np.uint8)
         for z, y, x in rng.integers((1, size // 3, size // 3), (slices - 1, 2 * size // 3, 2 * size // 3), (6, 3)):
             mask[z, y - 1:y + 2, x - 1:x + 2] = 1
-        volumes.append(_Volume(f"bench{i}", image, brain, mask))
+        volumes.append(bench_volume(f"bench{i}", image, brain, mask))
     return volumes
-
-
-def train_step(model, loss_fn, optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool) -> None:
-    """One optimisation step of ``model`` on ``(x, y)``, the forward pass under bf16 autocast when ``amp``."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        outputs = model(x)
-    loss = loss_fn([o.float() for o in outputs], y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
 
 
 def time_step(profile, device: torch.device, off: str | None, compile_on: bool, repeats: int) -> float:

@@ -99,12 +99,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    distributed = dist.is_initialized()
+    if not distributed or dist.get_rank() == 0:  # under torchrun: one report, from the rank that wrote the run
         print(result)
-        return 0
-    if dist.get_rank() == 0:  # under torchrun: one report, from the rank that wrote the run
-        print(result)
-    dist.destroy_process_group()
+    if distributed:
+        dist.destroy_process_group()
     return 0
 
 

@@ -51,6 +51,16 @@ def _torchrun(args: list[str], env: dict[str, str], n: int = 2) -> subprocess.Co
     return done
 
 
+def _smoke_training(tmp_path: Path) -> tuple[dict[str, str], list[str]]:
+    """A torchrun's environment (its own cache, one thread a rank) and the smoke training arguments on a tiny set."""
+    data = tmp_path / "data"
+    _make_dataset(data)
+    env = {**os.environ, "CMBSTUDY_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env.pop("CMBSTUDY_DATA", None)
+    args = ["train", "--profile", "smoke", "--data", str(data), "--fold", "0", "--device", "cpu", "--quiet", *SETTINGS]
+    return env, args
+
+
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoint_last.pt", map_location="cpu", weights_only=True)["model"]
 
@@ -75,8 +85,9 @@ def _gather_in_rank(rank: int, init: str, results: dict) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:
         share = torch.full((2, 3), float(rank + 1), requires_grad=True)
-        gathered = Distributed(rank=rank, world=2).gather_batch(share, grad=True)
-        labels = Distributed(rank=rank, world=2).gather_batch(torch.tensor([rank, rank]), grad=False)
+        place = Distributed(rank=rank, world=2)
+        gathered = place.gather_batch(share, grad=True)
+        labels = place.gather_batch(torch.tensor([rank, rank]), grad=False)
         (gathered * torch.arange(1.0, 5.0)[:, None]).sum().backward()  # the same loss on both ranks
         results[rank] = (type(gathered), gathered.detach().clone(), labels.clone(), share.grad.clone())
     finally:
@@ -103,12 +114,8 @@ def test_gather_batch_is_complete_on_return_and_sends_gradients_back(tmp_path: P
 @pytest.mark.slow
 def test_two_processes_train_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CMBSTUDY_CACHE", str(tmp_path / "cache"))
-    data = tmp_path / "data"
-    _make_dataset(data)
-    env = {**os.environ, "CMBSTUDY_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    env.pop("CMBSTUDY_DATA", None)
-    common = ["train", "--profile", "smoke", "--data", str(data), "--fold", "0", "--device", "cpu", "--quiet",
-              *SETTINGS, "--set", "model.drop_path=0"]  # stochastic depth draws differ per rank
+    env, common = _smoke_training(tmp_path)
+    common += ["--set", "model.drop_path=0"]  # stochastic depth draws differ per rank
 
     single, multi = tmp_path / "runs" / "single", tmp_path / "runs" / "multi"
     torch.set_num_threads(1)
@@ -134,12 +141,7 @@ def test_two_processes_train_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.slow
 def test_two_processes_resume_as_if_uninterrupted(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    _make_dataset(data)
-    env = {**os.environ, "CMBSTUDY_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    env.pop("CMBSTUDY_DATA", None)
-    common = ["train", "--profile", "smoke", "--data", str(data), "--fold", "0", "--device", "cpu", "--quiet",
-              *SETTINGS]  # with stochastic depth: every rank's random state is saved and restored
+    env, common = _smoke_training(tmp_path)  # with stochastic depth: every rank's random state is saved and restored
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     _torchrun([*common, "--out", str(whole)], env)
     _torchrun([*common, "--out", str(parts), "--set", "train.epochs=1"], env)

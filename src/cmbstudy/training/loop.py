@@ -155,6 +155,11 @@ def _better(f1: float, loss: float, best: Mapping[str, float] | None) -> bool:
     return key(-loss) > key(-best["loss"])
 
 
+def _has_own_loss(model: torch.nn.Module) -> bool:
+    """The network brings its own ``training_loss(x, target)`` (two-stage and multi-task baselines)."""
+    return callable(getattr(model, "training_loss", None))
+
+
 class _OwnLoss(torch.nn.Module):
     """``forward(x, target)`` is the network's ``training_loss``, so that DDP sees the forward pass."""
 
@@ -174,7 +179,7 @@ def _training_module(model: torch.nn.Module, place: Distributed, device: torch.d
     recommends); on the CPU it stays eager, since compiling there needs a C++ toolchain
     and pays only for long runs.
     """
-    module = _OwnLoss(model) if callable(getattr(model, "training_loss", None)) else model
+    module = _OwnLoss(model) if _has_own_loss(model) else model
     if place.active:
         module = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
     if compile_step and device.type == "cuda":
@@ -241,7 +246,7 @@ def _train_epoch(session: _Session, epoch: int, epochs: int, batch_size: int, nu
         generator=torch.Generator().manual_seed(session.sampler_seed + epoch),
     )
     step = session.step_module
-    own_loss = callable(getattr(session.model, "training_loss", None))  # step is then _OwnLoss, maybe wrapped
+    own_loss = _has_own_loss(session.model)  # the step module is then _OwnLoss, maybe wrapped
     session.model.train()
     total, seen = 0.0, 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not (progress and place.main),
