@@ -9,7 +9,11 @@ import pytest
 
 from cmbstudy.cli import main
 from cmbstudy.config import load_profile
-from cmbstudy.inference.model_store import load_detection_model, packaged_model_path
+from cmbstudy.inference.model_store import (
+    WEIGHTS_STORAGE,
+    load_detection_model,
+    packaged_model_path,
+)
 from cmbstudy.synth import make_cohort
 
 pytestmark = pytest.mark.slow
@@ -18,6 +22,7 @@ pytestmark = pytest.mark.slow
 def test_packaged_model_provenance() -> None:
     path = packaged_model_path()
     assert path is not None, "cmbstudy/weights/rlk_unet_cbam_quick.pt is missing from the package"
+    assert path.stat().st_size < 2_000_000  # the repository keeps no file of 2 MB or more
     model = load_detection_model()
     assert model.trained_on_synthetic
     assert "synthetic" in model.intended_use and "not a medical device" in model.intended_use
@@ -28,6 +33,7 @@ def test_packaged_model_provenance() -> None:
     assert point["source"] == "validation" and 0.0 < point["validation"]["f1"] <= 1.0
     assert model.operating_point.threshold == point["threshold"]  # what detect uses
     assert provenance["command"].startswith("make weights")
+    assert provenance["weights_storage"] == WEIGHTS_STORAGE
     assert provenance["training_data"]["cmbstudy"]["n_subjects"] > load_profile("quick").synth.n_subjects
     # the shipped weights must match the quick profile's network and preprocessing:
     # a change to either without retraining and re-exporting fails here

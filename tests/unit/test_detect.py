@@ -24,9 +24,12 @@ from cmbstudy.errors import ConfigError, InputError, OutputError
 from cmbstudy.figures.report import select_report_slices, write_detection_reports
 from cmbstudy.inference.detect import detect_path, modality_from_name, subject_label
 from cmbstudy.inference.model_store import (
+    WEIGHTS_STORAGE,
     DetectionModel,
     export_model,
     load_detection_model,
+    pack_weights,
+    unpack_weights,
 )
 from cmbstudy.models.registry import model_from_config
 
@@ -203,8 +206,12 @@ def test_load_model_from_run_checkpoint_and_export(tmp_path: Path) -> None:
     assert provenance["training_data"]["layout"] == "synthetic" and provenance["fold"] == 1
     assert provenance["training_data"]["cmbstudy"]["dataset"] == "synthetic"
     assert "data_root" not in provenance["training_data"]  # no local paths in a shipped file
-    for a, b in zip(packaged.network.state_dict().values(), from_run.network.state_dict().values()):
-        assert torch.equal(a, b)
+    # the file stores the weights as int8 per output channel: what loads is exactly their unpacking
+    assert torch.load(exported, weights_only=True)["weights_storage"] == WEIGHTS_STORAGE
+    unpacked = unpack_weights(pack_weights(from_run.network.state_dict()))
+    assert packaged.network.state_dict().keys() == unpacked.keys()
+    for key, weight in packaged.network.state_dict().items():
+        assert torch.equal(weight, unpacked[key]), key
     lone = tmp_path / "lone" / "model.pt"
     lone.parent.mkdir()
     lone.write_bytes((run / "checkpoint_best.pt").read_bytes())
@@ -274,3 +281,18 @@ def test_the_pdf_report_shows_every_detection(tmp_path: Path) -> None:
     pdf = plot_detection_pdf(image, labels, np.eye(4), header, table, tmp_path / "r.pdf").read_bytes()
     assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 3
     assert select_report_slices(labels, image, max_panels=0) == list(range(2, 22))
+
+
+def test_packed_weights_are_int8_per_output_channel_within_half_a_step() -> None:
+    torch.manual_seed(0)
+    weights = {"conv.weight": torch.randn(4, 3, 5, 5) * torch.tensor([1.0, 1e-3, 0.0, 50.0]).view(4, 1, 1, 1),
+               "conv.bias": torch.randn(4), "steps": torch.tensor(7)}
+    packed = pack_weights(weights)
+    assert packed["conv.weight"]["int8"].dtype == torch.int8 and packed["conv.weight"]["scale"].shape == (4,)
+    assert torch.equal(packed["conv.bias"], weights["conv.bias"]) and torch.equal(packed["steps"], weights["steps"])
+    unpacked = unpack_weights(packed)
+    step = (weights["conv.weight"].abs().flatten(1).amax(1) / 127).view(4, 1, 1, 1)
+    error = (unpacked["conv.weight"] - weights["conv.weight"]).abs()
+    assert bool((error <= step / 2 * (1 + 1e-6)).all())
+    assert torch.equal(unpacked["conv.weight"][2], torch.zeros(3, 5, 5))  # an all-zero channel stays zero
+    assert float(error[1].max()) < 1e-4  # its own step: one scale for the tensor would round this channel to 0
