@@ -56,15 +56,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
                               "--set synth.n_test_subjects=N --set synth.test_seed=S instead of --n-subjects/--seed")
         print(make_test_cohort(args.out, profile, overwrite=args.overwrite, progress=not args.quiet))
         return 0
-    summary = make_cohort(
-        args.out,
-        profile=profile,
-        n_subjects=args.n_subjects,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
-    print(summary)
+    print(make_cohort(args.out, profile=profile, n_subjects=args.n_subjects, seed=args.seed,
+                      overwrite=args.overwrite, progress=not args.quiet))
     return 0
 
 
@@ -110,19 +103,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .inference.predict import predict_dataset
 
-    summary = predict_dataset(
-        args.model,
-        data_root=resolve_data_root(args.data),
-        out=Path(args.out),
-        threshold=args.threshold,
-        device=args.device,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        split=args.split,
-        overrides=args.set,
-        brain_extraction=args.brain_extraction,
-    )
-    print(summary)
+    print(predict_dataset(args.model, data_root=resolve_data_root(args.data), out=Path(args.out),
+                          threshold=args.threshold, device=args.device, overwrite=args.overwrite,
+                          progress=not args.quiet, split=args.split, overrides=args.set,
+                          brain_extraction=args.brain_extraction, single_stage=args.single_stage))
     return 0
 
 
@@ -189,6 +173,16 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_second_look(args: argparse.Namespace) -> int:
+    from .inference.model_store import load_detection_model
+    from .training.second_look import train_model_second_look
+
+    model = load_detection_model(args.model, args.set)
+    print(train_model_second_look(model, resolve_data_root(args.data), Path(args.out), args.validation_fraction,
+                                  args.seed, args.overwrite, not args.quiet))
+    return 0
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     from .figures.report import write_detection_reports
     from .inference.detect import detect_path
@@ -199,7 +193,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         brain_mask=args.brain_mask, device=args.device, overwrite=args.overwrite, progress=not args.quiet,
         report=write_detection_reports, brain_extraction=args.brain_extraction,
         brain_mask_pattern=args.brain_mask_pattern, overrides=args.set,
-        locate=None if args.no_location else assign_locations,
+        locate=None if args.no_location else assign_locations, single_stage=args.single_stage,
     )
     print(summary)
     return 0
@@ -225,6 +219,9 @@ def _add_model(p: argparse.ArgumentParser, brain: bool = True) -> None:
     _add_set(p, "evaluation.connectivity=6")
     if brain:
         p.add_argument("--brain-extraction", choices=BRAIN_EXTRACTION_CHOICES, default="auto", help=_BRAIN_HELP)
+        p.add_argument("--single-stage", action="store_true",
+                       help="the network alone, as the paper detects (default: with the model's second look at "
+                            "each candidate, where it has one)")
 
 
 def _add_common(p: argparse.ArgumentParser, *, profile: bool = False, out: bool = False) -> None:
@@ -286,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--data", default=None, help=f"dataset root (default: ${DATA_ENV_VAR})")
     p.add_argument("--out", required=True, help="prediction folder to create")
-    p.add_argument("--threshold", type=float, default=None, help="default: the run's")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="default: the run's lesion rule; a threshold gives the single stage at it")
     p.add_argument("--split", choices=("all", "val", "train", "test"), default="all",
                    help="subjects to predict: all, the run fold's val or train subjects, or those it held out (test)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -333,13 +331,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, profile=True)
     p.set_defaults(func=_cmd_study)
 
+    p = sub.add_parser("second-look", help="train a model's second look on a labelled dataset")
+    p.add_argument("--model", default=None, help=_MODEL_HELP)
+    _add_set(p, "second_look.log_candidates=600")
+    p.add_argument("--data", default=None, help=f"labelled dataset root, none of whose subjects the model trained on "
+                                                f"(default: ${DATA_ENV_VAR})")
+    p.add_argument("--out", required=True, help="folder of the model file: the second look is written beside it")
+    p.add_argument("--validation-fraction", type=float, default=0.5, help="share the model predicts (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the classifiers")
+    _add_common(p, out=True)
+    p.set_defaults(func=_cmd_second_look)
+
     p = sub.add_parser("detect", help="detect CMBs and assess burden on your own scan(s)")
     p.add_argument("scan", help="T2*-GRE/SWI .nii[.gz], a folder of them, or a BIDS-like or VALDO dataset root")
     _add_model(p)
     p.add_argument("--out", required=True, help="derivatives folder to create")
     p.add_argument("--modality", choices=("gre", "swi"), default=None,
                    help="default: from the BIDS suffix (_swi), else gre")
-    p.add_argument("--threshold", type=float, default=None, help="default: the model's")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="default: the model's lesion rule; a threshold gives the single stage at it")
     p.add_argument("--brain-mask", default=None, help="binary brain mask on the scan's grid (a single scan)")
     p.add_argument("--brain-mask-pattern", default=None,
                    help="a folder's brain masks beside its scans: {stem} is the scan's name without .nii[.gz], "

@@ -30,6 +30,7 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "EvalConfig",
+    "SecondLookConfig",
     "StudyConfig",
     "DEFAULT_VARIANTS",
     "Profile",
@@ -142,6 +143,17 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class SecondLookConfig:
+    """The second look at each candidate (see :mod:`cmbstudy.inference.second_look`)."""
+
+    enabled: bool = True  # train a second look after calibration; predict and detect then use it
+    candidate_threshold: float = 0.1  # the network's candidates: components of its map at this probability
+    log_candidates: int = 400  # most blob-detector candidates per volume (0: the network's only)
+    classifiers: tuple[str, ...] = ("boosting", "logistic")  # tried on validation; the best is kept
+    cv_splits: int = 4  # subject folds of the validation subjects for out-of-fold scores
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """Which training runs the study makes (see :mod:`cmbstudy.study`); names are ``variants``."""
 
@@ -180,6 +192,7 @@ class Profile:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    second_look: SecondLookConfig = field(default_factory=SecondLookConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_VARIANTS.items()})
 

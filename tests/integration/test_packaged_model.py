@@ -39,6 +39,14 @@ def test_packaged_model_provenance() -> None:
     # a change to either without retraining and re-exporting fails here
     quick = load_profile("quick")
     assert model.profile.model == quick.model and model.profile.preprocess == quick.preprocess
+    # the packaged second look: beside the network, with what made it; detect looks twice by default
+    assert model.second_look is not None and model.operating_point.second_look == model.second_look.threshold
+    assert path.with_name(f"{path.stem}.second_look.joblib").stat().st_size < 2_000_000
+    made = json.loads(path.with_name(f"{path.stem}.second_look.json").read_text())
+    assert made["provenance"]["model"] == "packaged:rlk_unet_cbam_quick"
+    assert made["provenance"]["data"]["layout"] == "synthetic"
+    assert not set(made["provenance"]["validation_subjects"]) & set(made["provenance"]["training_subjects"])
+    assert model.point_for(single_stage=True).second_look is None
 
 
 def test_detect_without_model_uses_the_packaged_one(tmp_path: Path) -> None:
@@ -49,5 +57,27 @@ def test_detect_without_model_uses_the_packaged_one(tmp_path: Path) -> None:
     assert main(["detect", str(scan), "--out", str(out), "--quiet"]) == 0
     summary = json.loads(next(out.glob("sub-*/anat/*_summary.json")).read_text())
     assert summary["aria_h_category"] in ("0", "1-4", "5-9", ">=10")
+    assert summary["stages"] == 2 and summary["method"].startswith("two stages") and summary["n_candidates"] > 0
+    single = tmp_path / "single"
+    assert main(["detect", str(scan), "--out", str(single), "--quiet", "--single-stage"]) == 0
+    once = json.loads(next(single.glob("sub-*/anat/*_summary.json")).read_text())
+    assert once["stages"] == 1 and once["method"].startswith("one stage") and once["operating_point"]["second_look"] is None
     assert "synthetic" in summary["intended_use"]
     assert next(out.glob("sub-*/anat/*_report.png")).stat().st_size > 10_000
+
+
+def test_second_look_command_trains_one_beside_a_model(tmp_path: Path) -> None:
+    cohort, model = tmp_path / "cohort", tmp_path / "model"
+    make_cohort(cohort, profile=load_profile("quick"), n_subjects=6, seed=21, progress=False)
+    model.mkdir()
+    source = packaged_model_path()
+    for suffix in (".pt", ".json"):
+        (model / f"{source.stem}{suffix}").write_bytes(source.with_suffix(suffix).read_bytes())
+    args = ["second-look", "--model", str(model / f"{source.stem}.pt"), "--data", str(cohort), "--out", str(model),
+            "--quiet"]
+    assert main(args) == 0
+    loaded = load_detection_model(model / f"{source.stem}.pt")
+    assert loaded.second_look is not None and loaded.operating_point.second_look == loaded.second_look.threshold
+    made = json.loads((model / f"{source.stem}.second_look.json").read_text())["provenance"]
+    assert len(made["validation_subjects"]) == len(made["training_subjects"]) == 3
+    assert main(args) == 2  # an existing second look is kept unless --overwrite

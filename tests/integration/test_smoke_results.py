@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from smoke_results import collect, read_table
+from smoke_results import collect, read_table, verdict_counts
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +28,13 @@ def test_smoke_study_numbers_equal_the_stored_table(smoke_study) -> None:
     assert not missing, f"{len(missing)} numbers are no longer computed, e.g. {missing[:5]}"
     assert not new, f"{len(new)} numbers are new, e.g. {new[:5]}: regenerate {STORED.name} if that is meant"
     assert not changed, f"{len(changed)} numbers changed:\n" + "\n".join(changed[:20])
+
+
+def test_the_abstract_counts_the_verdicts_it_was_given(smoke_study) -> None:
+    # the stored table holds each claim's verdict, not the abstract's counts of them (smoke_results.py)
+    glued, counted = verdict_counts(smoke_study.results)
+    assert glued == counted
+    assert sum(counted.values()) >= 10
 
 
 def test_the_table_would_see_a_changed_number(smoke_study, tmp_path: Path) -> None:

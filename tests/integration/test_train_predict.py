@@ -77,12 +77,21 @@ def test_train_then_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert main(["predict", "--run", str(run), "--data", str(data), "--out", str(pred), "--quiet"]) == 0
     table = pd.read_csv(pred / "predictions.tsv", sep="\t", dtype={"subject_id": str})
     assert table["subject_id"].tolist() == ["001", "002", "003", "004"]
-    assert list(table.columns) == ["subject_id", "cmb_count", "seconds_model", "seconds_post", "seconds_total",
-                                   "brain_extraction"]
+    assert list(table.columns) == ["subject_id", "cmb_count", "n_candidates", "seconds_model", "seconds_post",
+                                   "seconds_total", "brain_extraction"]
     info = json.loads((pred / "prediction.json").read_text())
     point = json.loads((run / "operating_point.json").read_text())  # chosen on the fold's validation subjects
     assert info["model"] == "rlk_unet_cbam" and info["profile"] == "smoke"
-    assert (info["threshold"], info["min_voxels"]) == (point["threshold"], point["min_voxels"])
+    # the run's second look (where its two validation subjects gave enough to learn from) is predict's default;
+    # the map it writes holds the lesions at the rule prediction.json names
+    if (run / "second_look.joblib").is_file():
+        assert info["stages"] == 2 and table["n_candidates"].gt(0).all()
+        assert (info["threshold"], info["min_voxels"]) == (point["second_look"], 1)
+    else:
+        assert point["second_look"] is None and "too few" in json.loads((run / "second_look.json").read_text())["note"]
+        assert info["stages"] == 1 and table["n_candidates"].eq(0).all()
+        assert (info["threshold"], info["min_voxels"]) == (point["threshold"], point["min_voxels"])
+    assert info["operating_point"]["threshold"] == point["threshold"]
     for label in table["subject_id"]:
         source = nib.load(data / f"sub-{label}" / "anat" / f"sub-{label}_T2starw.nii.gz")
         prob = nib.load(pred / f"sub-{label}" / f"sub-{label}_desc-cmb_probseg.nii.gz")

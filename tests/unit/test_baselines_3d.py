@@ -135,6 +135,9 @@ class FakeVolume:
     def restore(self, array: np.ndarray, order: int = 1) -> np.ndarray:
         return np.asarray(array)
 
+    def input_brain(self) -> np.ndarray:
+        return self.brain
+
 
 @pytest.mark.parametrize("name, spacing", [("tsuchida2024_shiva", 2.0), ("dou2016_cnn3d", 0.0)])
 def test_fit_and_predict_a_volumetric_baseline(tmp_path: Path, name: str, spacing: float) -> None:

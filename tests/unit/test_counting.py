@@ -90,9 +90,12 @@ def test_false_positive_points_are_the_unmatched_components() -> None:
     probability = np.zeros((6, 20, 20), np.float32)
     probability[2, 5, 6] = 0.9  # matches the lesion
     probability[4, 15, 14:17] = [0.6, 0.8, 0.7]  # a false positive; its peak at x = 15
-    points = false_positive_points(3, probability, mask, 0.5, 26, 4.0)
+    points = false_positive_points(3, probability, mask, OperatingPoint(0.5), 4.0)
     assert points.tolist() == [[3, 4, 15, 15]]
-    assert false_positive_points(0, np.zeros_like(probability), mask, 0.5, 26, 4.0).shape == (0, 4)
+    assert false_positive_points(0, np.zeros_like(probability), mask, OperatingPoint(0.5), 4.0).shape == (0, 4)
+    brain = np.ones_like(mask, dtype=bool)
+    brain[4] = False  # the brain rule drops the false positive outside the brain, as everywhere else
+    assert false_positive_points(3, probability, mask, OperatingPoint(0.5), 4.0, brain).shape == (0, 4)
     assert mining_subjects(10, 0, seed=1, epoch=3).tolist() == list(range(10))
     picked = mining_subjects(10, 4, seed=1, epoch=3)
     assert len(picked) == 4 and picked.tolist() == mining_subjects(10, 4, seed=1, epoch=3).tolist()
@@ -155,9 +158,9 @@ def test_operating_point_rules_and_choice() -> None:
     # the threshold must stay at or below 0.7 to keep both lesions; 0.65 and above drops the 0.6 FP
     assert point.threshold == pytest.approx(0.7) and point.min_voxels == 1 and point.source == "validation"
     assert point.validation["f1"] == pytest.approx(1.0) and point.validation["fp_per_subject"] == 0.0
-    lesions = apply_operating_point(probability, OperatingPoint(0.5, 1), 26, brain)
+    lesions = apply_operating_point(probability, OperatingPoint(0.5, 1), brain)
     assert lesions.n == 3  # the one outside the brain is dropped
-    assert apply_operating_point(probability, OperatingPoint(0.5, 2), 26).n == 1  # only the two-voxel one
+    assert apply_operating_point(probability, OperatingPoint(0.5, 2)).n == 1  # only the two-voxel one
     assert centroids_inside(np.array([[1.0, 17.5, 6.0], [5.0, 5.0, 3.0]]), brain).tolist() == [False, True]
     blind = choose_operating_point([probability], [np.zeros_like(reference)], fallback=0.4)
     assert blind.threshold == 0.4 and "no validation lesion" in blind.source

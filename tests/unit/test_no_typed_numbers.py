@@ -97,7 +97,7 @@ def test_a_typed_figure_is_found() -> None:
 def test_what_may_hold_digits_is_not_flagged() -> None:
     text = "\n".join([
         "# 04 · Cross-validation (Table 3)",
-        "F1 = {glue:text}`f1:.3f` against {glue:text}`executed/13_abstract.ipynb::paper_f1:.3f`.",
+        "F1 = {glue:text}`f1:.3f` against {glue:text}`executed/14_abstract.ipynb::paper_f1:.3f`.",
         "Run `cmbstudy study --profile quick --jobs 2` on T2\\*-GRE in 2.5D ({cite:p}`cho2025`).",
         "See Tables 7–8 and Fig. 4, section 3.1 and [the guide](https://example.org/v2/page1).",
         "```bash", "make study PROFILE=paper  # 1000 epochs", "```",

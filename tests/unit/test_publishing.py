@@ -216,6 +216,11 @@ def test_citation_references_the_reproduced_paper_as_the_book_cites_it(
     authors = re.search(r"author\s*=\s*\{(.*)\},?\s*$", entry, re.M).group(1).split(" and ")
     (paper,) = [r for r in citation["references"] if r["title"] == title]
     assert [a["family-names"] for a in paper["authors"]] == [a.split(",")[0].strip() for a in authors]
+    # cited as published: the journal article, with its volume and DOI
+    assert re.search(r"@article\{cho2025,", BIB.read_text())
+    assert re.search(r"doi\s*=\s*\{(.*)\}", entry).group(1) == paper["doi"]
+    assert re.search(r"journal\s*=\s*\{(.*)\}", entry).group(1) == paper["journal"]
+    assert re.search(r"volume\s*=\s*\{(.*)\}", entry).group(1) == str(paper["volume"])
 
 
 # --- the book's repository and Binder settings --------------------------------------------------

@@ -33,6 +33,9 @@ class FakeVolume:
     def restore(self, array: np.ndarray, order: int = 1) -> np.ndarray:
         return np.transpose(array, (1, 2, 0))
 
+    def input_brain(self) -> np.ndarray:
+        return self.restore(self.brain.astype(np.uint8), 0) > 0
+
 
 class TinyNet(nn.Module):
     """Follows the models contract: train mode -> [final, aux at 1/2], eval mode -> logits."""

@@ -19,17 +19,20 @@ from cmbstudy.study.settings_table import (
     settings_values,
 )
 from cmbstudy.study.tables.burden import compute_agreement
+from cmbstudy.study.claims import (
+    ablation_claims,
+    burden_claims,
+    comparison_claims,
+    cross_validation_claims,
+    detected_nothing,
+    explanation_claims,
+)
 from cmbstudy.study.verdicts import (
     CANNOT_TELL,
     CLAIM_FILES,
     DOES_NOT_REPLICATE,
     REPLICATES,
-    ablation_claims,
-    burden_claims,
-    comparison_claims,
     count_verdicts,
-    cross_validation_claims,
-    explanation_claims,
     load_claims,
     make_abstract,
     order_verdict,
@@ -62,23 +65,39 @@ def test_an_ordering_needs_intervals_that_do_not_overlap() -> None:
                          higher_is_better=False) == REPLICATES
 
 
-def comparison(ours: dict, best: dict | None, subset: str = "all") -> SimpleNamespace:
+def comparison(ours: dict, best: dict | None, subset: str = "all",
+               label: str = "Wei 2022 (MMOC-Net)") -> SimpleNamespace:
     rows = {"RLK-UNet + CBAM (Cho 2025)": ours}
     if best is not None:
-        rows["Dou 2016 (two-stage 3D CNN)"] = best
+        rows[label] = best
     table = pd.DataFrame.from_dict(rows, orient="index")
-    return SimpleNamespace(subset=subset, table=table,
-                           best_baseline="Dou 2016 (two-stage 3D CNN)" if best else "no baseline")
+    return SimpleNamespace(subset=subset, table=table, best_baseline=label if best else "no baseline")
 
 
 def test_table2_claims_ours_above_the_best_baseline() -> None:
     [claim] = comparison_claims(comparison(scores(0.6, 0.55, 0.65), scores(0.3, 0.25, 0.35)))
     assert (claim.source, claim.kind, claim.verdict) == ("Table 2", "ordering", REPLICATES)
     assert claim.paper.startswith(f"{TABLE2['rlk_unet_cbam']['f1']:.3f} vs {TABLE2['wei2022']['f1']:.3f}")
-    assert "0.600 [0.550, 0.650]" in claim.ours and "Dou 2016" in claim.ours
+    assert "0.600 [0.550, 0.650]" in claim.ours and "Wei 2022" in claim.ours
+    # above a baseline that is not the paper's comparator: we cannot tell; below it, it does not replicate
+    dou = "Dou 2016 (two-stage 3D CNN)"
+    [claim] = comparison_claims(comparison(scores(0.6, 0.55, 0.65), scores(0.3, 0.25, 0.35), label=dou))
+    assert claim.verdict == CANNOT_TELL and "Wei 2022" in claim.note and "not trained" in claim.note
+    [claim] = comparison_claims(comparison(scores(0.3, 0.25, 0.35), scores(0.6, 0.55, 0.65), label=dou))
+    assert claim.verdict == DOES_NOT_REPLICATE
     [claim] = comparison_claims(comparison(scores(0.6, 0.55, 0.65), None, subset="small"))
     assert (claim.source, claim.verdict) == ("Table 4", CANNOT_TELL)
     assert "no baseline" in claim.note
+
+
+def test_a_comparison_with_a_method_that_detected_nothing_cannot_tell() -> None:
+    nothing = {**scores(0.0, 0.0, 0.0), "precision": math.nan, "recall": 0.0}  # no lesion reported at all
+    assert detected_nothing(nothing) and not detected_nothing({**scores(0.0, 0.0, 0.0), "precision": 0.0,
+                                                                 "recall": 0.0})
+    [claim] = comparison_claims(comparison({**scores(0.6, 0.55, 0.65), "precision": 0.7, "recall": 0.5}, nothing))
+    assert claim.verdict == CANNOT_TELL and "detected nothing" in claim.note
+    [claim] = comparison_claims(comparison(nothing, {**scores(0.6, 0.55, 0.65), "precision": 0.7, "recall": 0.5}))
+    assert claim.verdict == CANNOT_TELL  # not "does not replicate": our network found nothing to compare
 
 
 def test_table3_uses_the_fold_mean_and_its_t_interval() -> None:

@@ -22,6 +22,10 @@ from .io import read_json
 
 __all__ = [
     "PREDICTION_INFO",
+    "PROBSEG_SUFFIX",
+    "DSEG_SUFFIX",
+    "LESIONS_SUFFIX",
+    "SUMMARY_SUFFIX",
     "PREDICTIONS_TABLE",
     "LESION_COLUMNS",
     "subject_stem",
@@ -29,9 +33,14 @@ __all__ = [
     "find_predictions",
     "read_prediction_threshold",
     "read_prediction_min_voxels",
+    "read_prediction_connectivity",
+    "read_prediction_match_distance",
 ]
 
 PREDICTION_INFO = "prediction.json"
+#: The ends of a subject's file names after its stem (:func:`subject_stem`, or ``detect``'s per-scan stem).
+PROBSEG_SUFFIX, DSEG_SUFFIX, LESIONS_SUFFIX, SUMMARY_SUFFIX = (
+    "_desc-cmb_probseg.nii.gz", "_desc-cmb_dseg.nii.gz", "_lesions.tsv", "_summary.json")
 PREDICTIONS_TABLE = "predictions.tsv"
 #: Columns of a lesion table: centroid in voxels (input array indices) and scanner mm, size, max probability.
 LESION_COLUMNS: tuple[str, ...] = (
@@ -46,13 +55,13 @@ def subject_stem(pred_dir: Path, subject_id: str) -> Path:
 
 def prediction_path(pred_dir: Path, subject_id: str) -> Path:
     """``PRED/sub-<id>/sub-<id>_desc-cmb_probseg.nii.gz``: a subject's probability map."""
-    return Path(pred_dir) / f"sub-{subject_id}" / f"sub-{subject_id}_desc-cmb_probseg.nii.gz"
+    return Path(f"{subject_stem(pred_dir, subject_id)}{PROBSEG_SUFFIX}")
 
 
 def _detect_summaries(pred_dir: Path) -> list[tuple[Path, dict]]:
     """(summary path, content) of every per-scan ``*_summary.json`` that ``cmbstudy detect`` wrote."""
     found = []
-    for path in sorted(Path(pred_dir).glob("**/*_summary.json")):
+    for path in sorted(Path(pred_dir).glob(f"**/*{SUMMARY_SUFFIX}")):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -69,8 +78,8 @@ def find_predictions(pred_dir: Path) -> dict[str, Path]:
         InputError: an unreadable detection summary, or two scans of one subject.
     """
     pred_dir = Path(pred_dir)
-    found = {p.parent.name[len("sub-"):]: p for p in sorted(pred_dir.glob("sub-*/sub-*_desc-cmb_probseg.nii.gz"))
-             if p.name == f"{p.parent.name}_desc-cmb_probseg.nii.gz"}
+    found = {p.parent.name[len("sub-"):]: p for p in sorted(pred_dir.glob(f"sub-*/sub-*{PROBSEG_SUFFIX}"))
+             if p.name == f"{p.parent.name}{PROBSEG_SUFFIX}"}
     for path, data in _detect_summaries(pred_dir):
         sid, probseg = str(data["subject_id"]), path.parent / data["outputs"]["probseg"]
         if sid in found and found[sid] != probseg:
@@ -85,13 +94,14 @@ def _read_info(pred_dir: Path) -> dict:
     info = read_json(Path(pred_dir) / PREDICTION_INFO, advice="rerun `cmbstudy predict`", missing_ok=True)
     if info:
         return info
-    points = {(data.get("threshold"), data.get("min_voxels")) for _, data in _detect_summaries(Path(pred_dir))}
+    points = {(data.get("threshold"), data.get("min_voxels"), data.get("connectivity", 26))
+              for _, data in _detect_summaries(Path(pred_dir))}
     if len(points) > 1:
         raise InputError(f"the scans in {pred_dir} were detected at different operating points {sorted(points)}: "
                          "pass --threshold to evaluate them at one")
     if points:
-        threshold, min_voxels = points.pop()
-        return {"threshold": threshold, "min_voxels": min_voxels}
+        threshold, min_voxels, connectivity = points.pop()
+        return {"threshold": threshold, "min_voxels": min_voxels, "connectivity": connectivity}
     return {}
 
 
@@ -110,6 +120,24 @@ def read_prediction_threshold(pred_dir: Path, default: float = 0.5) -> float:
         InputError: ``prediction.json`` exists but is not JSON or holds no valid value.
     """
     return float(_read_field(pred_dir, "threshold", default, float))
+
+
+def read_prediction_connectivity(pred_dir: Path, default: int = 26) -> int:
+    """The connectivity of the components ``predict`` or ``detect`` reported, else ``default``.
+
+    Raises:
+        InputError: ``prediction.json`` exists but is not JSON or holds no valid value.
+    """
+    return int(_read_field(pred_dir, "connectivity", default, int))
+
+
+def read_prediction_match_distance(pred_dir: Path, default: float = 4.0) -> float:
+    """The paper rule's match distance (voxels) of the profile ``predict`` ran with, else ``default``.
+
+    Raises:
+        InputError: ``prediction.json`` exists but is not JSON or holds no valid value.
+    """
+    return float(_read_field(pred_dir, "match_distance_voxels", default, float))
 
 
 def read_prediction_min_voxels(pred_dir: Path, default: int = 1) -> int:

@@ -27,6 +27,8 @@ from ..data.datasets import Subject, load_subjects
 from ..data.io import check_same_grid, load_image, load_mask, write_json
 from ..data.prediction_folder import (
     find_predictions,
+    read_prediction_connectivity,
+    read_prediction_match_distance,
     read_prediction_min_voxels,
     read_prediction_threshold,
 )
@@ -136,7 +138,7 @@ def evaluate_volume(
         raise InputError(f"prediction shape {probability.shape} differs from reference shape {reference.shape}")
     if distance is None:
         distance = _DEFAULTS.match_distance_voxels if rule == "paper" else _DEFAULTS.valdo_distance_mm
-    pred = apply_operating_point(probability, OperatingPoint(threshold, min_voxels), connectivity)
+    pred = apply_operating_point(probability, OperatingPoint(threshold, min_voxels, connectivity=connectivity))
     ref = find_lesions(reference, threshold=0.5, connectivity=connectivity)
     if distance_unit not in DISTANCE_UNITS:
         raise ConfigError(f"distance unit {distance_unit!r}: use one of {', '.join(DISTANCE_UNITS)}")
@@ -341,7 +343,7 @@ def _summarize(rows: Sequence[dict[str, Any]], results: Sequence[VolumeEvaluatio
     return summary, froc
 
 
-def load_reference_diameters(data_root: str | Path) -> dict[str, np.ndarray]:
+def load_reference_diameters(data_root: str | Path, connectivity: int = 26) -> dict[str, np.ndarray]:
     """Subject id -> (n_ref,) reference lesion diameters (mm) of every subject with a CMB mask.
 
     Components are in :func:`cmbstudy.evaluation.lesions.find_lesions` order, as the centroids of
@@ -354,17 +356,18 @@ def load_reference_diameters(data_root: str | Path) -> dict[str, np.ndarray]:
         mask = load_mask(subject.mask_path, what="reference CMB mask")
         table = load_lesion_table(subject.extra_paths["lesions"]) if "lesions" in subject.extra_paths else None
         voxel_mm3 = voxel_volume_mm3(mask.affine)
-        out[subject.subject_id] = reference_diameters_mm(np.asarray(mask.dataobj), voxel_mm3, table)
+        out[subject.subject_id] = reference_diameters_mm(np.asarray(mask.dataobj), voxel_mm3, table, connectivity)
     return out
 
 
 def load_lesion_outcomes(pred_dir: str | Path, data_root: str | Path, threshold: float | None = None,
-                         max_distance: float = 4.0) -> pd.DataFrame:
+                         max_distance: float | None = None) -> pd.DataFrame:
     """Per reference lesion of every predicted subject: (subject_id, diameter_mm, detected), paper rule.
 
     Recomputed from ``PRED/sub-<id>/*_probseg.nii.gz`` and the reference masks with
-    :func:`evaluate_volume` (``eval-*.json`` keeps counts, not lesions), at the operating point
-    ``cmbstudy predict`` used (``threshold`` None) or at ``threshold``.
+    :func:`evaluate_volume` (``eval-*.json`` keeps counts, not lesions), with the lesion rule
+    ``cmbstudy predict`` used (its operating point, connectivity and match distance, as its profile
+    and ``--set evaluation.*`` made them), or at ``threshold`` / within ``max_distance`` voxels.
 
     Raises:
         InputError: ``pred_dir`` does not exist.
@@ -374,6 +377,8 @@ def load_lesion_outcomes(pred_dir: str | Path, data_root: str | Path, threshold:
         raise InputError(f"prediction folder {pred_dir} does not exist: run `cmbstudy predict --out {pred_dir}` first")
     threshold = read_prediction_threshold(pred_dir) if threshold is None else threshold
     min_voxels = read_prediction_min_voxels(pred_dir)
+    connectivity = read_prediction_connectivity(pred_dir)
+    max_distance = read_prediction_match_distance(pred_dir) if max_distance is None else max_distance
     evaluations = {}
     predictions = find_predictions(pred_dir)
     for subject in load_subjects(Path(data_root)):
@@ -385,7 +390,8 @@ def load_lesion_outcomes(pred_dir: str | Path, data_root: str | Path, threshold:
         table = load_lesion_table(subject.extra_paths["lesions"]) if "lesions" in subject.extra_paths else None
         evaluation = evaluate_volume(probability, np.asarray(mask.dataobj), mask.affine, rule="paper",
                                      distance=max_distance, threshold=threshold, lesion_table=table,
-                                     min_voxels=min_voxels)
+                                     min_voxels=min_voxels, connectivity=connectivity)
         voxel_mm3 = voxel_volume_mm3(mask.affine)
-        evaluations[subject.subject_id] = (evaluation, reference_diameters_mm(np.asarray(mask.dataobj), voxel_mm3, table))
+        evaluations[subject.subject_id] = (evaluation, reference_diameters_mm(np.asarray(mask.dataobj), voxel_mm3,
+                                                                              table, connectivity))
     return compute_lesion_outcomes(evaluations)

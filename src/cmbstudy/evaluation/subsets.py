@@ -52,14 +52,14 @@ def compute_reference_diameters(ref: Lesions, voxel_mm3: float, lesion_table: pd
     return np.where(np.isfinite(from_table), from_table, diameters)
 
 
-def reference_diameters_mm(mask: np.ndarray, voxel_mm3: float, lesion_table: pd.DataFrame | None = None
-                           ) -> np.ndarray:
-    """(n_ref,) diameter (mm) of each 26-connected component of a reference mask (X, Y, Z).
+def reference_diameters_mm(mask: np.ndarray, voxel_mm3: float, lesion_table: pd.DataFrame | None = None,
+                           connectivity: int = 26) -> np.ndarray:
+    """(n_ref,) diameter (mm) of each connected component of a reference mask (X, Y, Z).
 
     The rule of the <= 3 mm subset (:func:`compute_reference_diameters`): the generator's diameter when a
     synthetic ``lesions.tsv`` is given, else the equivalent-sphere diameter of the component.
     """
-    ref = find_lesions(np.asarray(mask), threshold=0.5)
+    ref = find_lesions(np.asarray(mask), threshold=0.5, connectivity=connectivity)
     if lesion_table is None:
         return equivalent_diameter_mm(ref.n_voxels, voxel_mm3)
     return compute_reference_diameters(ref, voxel_mm3, lesion_table)

@@ -104,7 +104,8 @@ def _montage(scan: _Scan, header: Mapping[str, Any], slices: list[int], note: st
     lines = [
         f"Cerebral microbleeds: {header['count']}    ARIA-H category: {header['category']}",
         f"Scan: {header['scan']}" + (f"  ({str(header['modality']).upper()})" if "modality" in header else ""),
-        f"Model: {header['model']}    threshold {float(header['threshold']):g}",
+        f"Model: {header['model']}    threshold {float(header['threshold']):g}"
+        + (f"    {str(header['method']).split(':')[0]}" if header.get("method") else ""),
         note,
     ]
     fig.text(0.02, 1 - 0.15 / height, "\n".join(lines), va="top", fontsize=11, family="sans-serif")
@@ -128,7 +129,7 @@ def plot_detection_report(
         labels: (X, Y, Z) int instance labels of the detections (same grid; 1..n = lesion ids).
         affine: 4x4 voxel-to-mm affine of that grid.
         header: ``count``, ``category``, ``scan``, ``model``, ``threshold``,
-            ``intended_use`` (and optionally ``modality``).
+            ``intended_use`` (and optionally ``modality`` and ``method``: one stage or two).
         path: PNG file to write.
         max_panels: most slices shown.
 

@@ -1,6 +1,10 @@
 """Inference (the paper's Sec. 2.4): a trained network on whole volumes, datasets and a user's scans.
 
-Whole-volume prediction (:mod:`~cmbstudy.inference.sliding_window`), ``cmbstudy
+Whole-volume prediction (:mod:`~cmbstudy.inference.sliding_window`), the
+candidates of the first look (:mod:`~cmbstudy.inference.candidates`) and the
+second look at each (:mod:`~cmbstudy.inference.second_look`, with the one
+lesion rule ``find_detections``), the per-volume path that ``predict`` and
+``detect`` share (:mod:`~cmbstudy.inference.pipeline`), ``cmbstudy
 predict`` on a dataset (:mod:`~cmbstudy.inference.predict`), trained models as
 files and the packaged model (:mod:`~cmbstudy.inference.model_store`), and
 ``cmbstudy detect`` on a user's scans (:mod:`~cmbstudy.inference.detect`, the
@@ -10,14 +14,17 @@ location by registration to the ICBM152 template: :mod:`~cmbstudy.inference.loca
 
 from __future__ import annotations
 
-from . import detect, location, model_store, predict, scan_inputs, sliding_window
+from . import candidates, detect, location, model_store, pipeline, predict, scan_inputs, second_look, sliding_window
+from .candidates import *  # noqa: F403  (its __all__)
 from .detect import *  # noqa: F403  (its __all__)
 from .location import *  # noqa: F403  (its __all__)
 from .model_store import *  # noqa: F403  (its __all__)
+from .pipeline import *  # noqa: F403  (its __all__)
 from .predict import *  # noqa: F403  (its __all__)
 from .scan_inputs import *  # noqa: F403  (its __all__)
+from .second_look import *  # noqa: F403  (its __all__)
 from .sliding_window import *  # noqa: F403  (its __all__)
 
 #: The stage's public names: those of its modules, in the order of the stage.
-__all__ = [*sliding_window.__all__, *predict.__all__, *model_store.__all__, *scan_inputs.__all__,
-           *location.__all__, *detect.__all__]
+__all__ = [*sliding_window.__all__, *candidates.__all__, *second_look.__all__, *pipeline.__all__, *predict.__all__,
+           *model_store.__all__, *scan_inputs.__all__, *location.__all__, *detect.__all__]

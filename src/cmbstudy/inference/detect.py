@@ -59,14 +59,16 @@ from ..data.io import (
 )
 from ..device import resolve_device
 from ..errors import ConfigError, InputError
+from ..data.prediction_folder import DSEG_SUFFIX, LESIONS_SUFFIX, PROBSEG_SUFFIX, SUMMARY_SUFFIX
 from ..evaluation.lesions import Lesions, equivalent_diameter_mm, voxel_volume_mm3
+from ..evaluation.operating_point import BRAIN_RULE
 from ..preprocessing.brain import resolve_brain_extraction
 from ..preprocessing.preprocess import preprocess_image
 from .location import LesionLocations
 from .model_store import DetectionModel, load_detection_model
-from .predict import detect_volume, lesion_table
+from .pipeline import describe_rule, detect_preprocessed, map_rule
+from .predict import lesion_table
 from .scan_inputs import find_scans, modality_from_name, subject_label
-from .sliding_window import predict_volume
 
 __all__ = [
     "MODALITIES",
@@ -119,10 +121,12 @@ class DetectionSummary:
     device: str  # torch device
     scans: tuple[ScanResult, ...]  # one per scan, in input order
     intended_use: str  # research-use statement
+    method: str = ""  # one stage or two (:func:`~cmbstudy.inference.pipeline.describe_rule`)
 
     def __str__(self) -> str:
         lines = [f"detected CMBs in {len(self.scans)} scan(s) -> {self.out}",
-                 f"  model: {self.model} ({self.model_source}), threshold {self.threshold:g}, {self.device}"]
+                 f"  model: {self.model} ({self.model_source}), threshold {self.threshold:g}, {self.device}",
+                 f"  method: {self.method}"]
         for r in self.scans:
             lines.append(
                 f"  {r.subject_id}: {r.cmb_count} CMB(s), ARIA-H category {r.aria_h_category} "
@@ -186,6 +190,7 @@ def detect_scan(
     brain_extraction: str = "auto",
     prefix: Path | None = None,
     locate: Locator | None = None,
+    single_stage: bool = False,
 ) -> ScanResult:
     """Detect CMBs in one scan and write its files under ``out/<prefix>``.
 
@@ -205,6 +210,7 @@ def detect_scan(
         prefix: output stem relative to ``out`` (default ``sub-<id>/anat/sub-<id>``).
         locate: assigns each lesion its location (e.g. :func:`cmbstudy.inference.location.assign_locations`);
             None: "unknown".
+        single_stage: the network alone (the paper's method), without the model's second look.
 
     Raises:
         InputError: an unreadable or invalid scan or brain mask (see :mod:`cmbstudy.data.io`),
@@ -217,7 +223,7 @@ def detect_scan(
     if modality not in MODALITIES:
         raise ConfigError(f"--modality {modality!r}: use gre or swi")
     profile = model.profile
-    point = model.point_for(threshold)
+    point = model.point_for(threshold, single_stage)
     dev = resolve_device(device)
     with _collecting() as notes:
         start = time.perf_counter()
@@ -231,15 +237,12 @@ def detect_scan(
         cfg = dataclasses.replace(profile.preprocess, brain_extraction=method)
         volume = preprocess_image(image, cfg, brain_mask=brain_img, subject_id=sid, nonfinite=nonfinite)
         prep_done = time.perf_counter()
-        prob = predict_volume(model.network, volume, profile.train.val_batch_size, dev, profile.train.patch_size)
-        model_done = time.perf_counter()
-        prob_input, lesions = detect_volume(prob, volume, point, profile.evaluation.connectivity)
+        result = detect_preprocessed(model, volume, [point], dev, np.asarray(image.dataobj))
+        lesions, detection_map = result.detections[0].lesions, result.maps[0]
         affine = np.asarray(image.affine, dtype=float)
-        post_done = time.perf_counter()
         locations, where = None, {"method": LOCATION_NOTE if locate is None else NOTHING_TO_LOCATE}
         if locate is not None and lesions.n:
-            brain_input = volume.restore(volume.brain.astype(np.uint8), order=0) > 0
-            found = locate(image, lesions.centroids, brain_input)
+            found = locate(image, lesions.centroids, result.brain)
             locations, where = found.labels, found.as_dict()
         table = _detection_table(lesions, affine, locations)
     if lesions.n > np.iinfo(np.int16).max:
@@ -248,24 +251,26 @@ def detect_scan(
     stem = Path(out) / (prefix or Path(f"sub-{sid}") / "anat" / f"sub-{sid}")
     stem.parent.mkdir(parents=True, exist_ok=True)
     files = {
-        "dseg": save_nifti(lesions.labels, affine, f"{stem}_desc-cmb_dseg.nii.gz", np.int16),
-        "probseg": save_nifti(prob_input, affine, f"{stem}_desc-cmb_probseg.nii.gz", np.float32),
-        "lesions": Path(f"{stem}_lesions.tsv"),
+        "dseg": save_nifti(lesions.labels, affine, f"{stem}{DSEG_SUFFIX}", np.int16),
+        "probseg": save_nifti(detection_map, affine, f"{stem}{PROBSEG_SUFFIX}", np.float32),
+        "lesions": Path(f"{stem}{LESIONS_SUFFIX}"),
     }
     table.to_csv(files["lesions"], sep="\t", index=False, float_format="%.4f")
     header = {"count": count, "category": category, "scan": scan.name, "model": f"{model.name} ({model.source})",
-              "threshold": point.threshold, "intended_use": model.intended_use, "modality": modality}
+              "threshold": point.threshold, "method": describe_rule(point), "intended_use": model.intended_use,
+              "modality": modality}
     if report is not None:
         files.update(report(np.asarray(image.dataobj, dtype=np.float32), lesions.labels, affine, header, table, stem))
-    files["summary"] = Path(f"{stem}_summary.json")
-    seconds = {"preprocessing": prep_done - start, "model": model_done - prep_done,
-               "postprocessing": post_done - model_done, "total": time.perf_counter() - start}
+    files["summary"] = Path(f"{stem}{SUMMARY_SUFFIX}")
+    seconds = {"preprocessing": prep_done - start, "model": result.seconds_model,
+               "postprocessing": result.seconds_post, "total": time.perf_counter() - start}
+    map_threshold, map_min_voxels = map_rule(point)
     summary = {
         "subject_id": sid, "scan": scan.name, "input_sha256": _sha256(scan), "modality": modality,
-        "cmb_count": count, "aria_h_category": category, "threshold": point.threshold,
-        "min_voxels": point.min_voxels, "operating_point": point.to_json(),
-        "brain_rule": "components whose centroid lies outside the brain mask are dropped",
-        "connectivity": profile.evaluation.connectivity,
+        "cmb_count": count, "aria_h_category": category, "method": describe_rule(point),
+        "stages": 1 if point.second_look is None else 2, "n_candidates": result.detections[0].n_candidates,
+        "threshold": map_threshold, "min_voxels": map_min_voxels, "operating_point": point.to_json(),
+        "brain_rule": BRAIN_RULE, "connectivity": point.connectivity,
         "model": {"name": model.name, "source": model.source, "profile": profile.name,
                   "provenance": dict(model.provenance)},
         "cmbstudy_version": __version__, "device": str(dev), "seconds": seconds,
@@ -293,6 +298,7 @@ def detect_path(
     brain_mask_pattern: str | None = None,
     overrides: Sequence[str] = (),
     locate: Locator | None = None,
+    single_stage: bool = False,
 ) -> DetectionSummary:
     """Detect CMBs in a scan, a plain folder of NIfTI scans, or a dataset root.
 
@@ -319,6 +325,7 @@ def detect_path(
             e.g. ``"{stem}_brainmask.nii.gz"``.
         overrides: ``--set section.key=value`` on the model's profile.
         locate: assigns lesion locations (see :func:`detect_scan`).
+        single_stage: the network alone (the paper's method); default: the model's second look where it has one.
 
     Raises:
         InputError / ConfigError / OutputError: as :func:`detect_scan`, and for a missing
@@ -336,7 +343,7 @@ def detect_path(
     with _collecting() as messages:
         items = find_scans(scan, modality, brain_mask_pattern)
         loaded = model if isinstance(model, DetectionModel) else load_detection_model(model, overrides)
-        point = loaded.point_for(threshold)
+        point = loaded.point_for(threshold, single_stage)
         dev = resolve_device(device)
         results = []
         with atomic_output_dir(out, overwrite) as tmp:
@@ -350,9 +357,10 @@ def detect_path(
                 results.append(detect_scan(item.image, loaded, tmp, subject_id=item.subject_id,
                                            modality=item.modality, threshold=threshold, device=dev, report=report,
                                            brain_mask=Path(brain_mask) if brain_mask else item.brain_mask,
-                                           brain_extraction=brain_extraction, prefix=item.prefix, locate=locate))
+                                           brain_extraction=brain_extraction, prefix=item.prefix, locate=locate,
+                                           single_stage=single_stage))
             (tmp / LOG_FILE).write_text("".join(f"{m}\n" for m in messages.messages))
     results = [dataclasses.replace(r, files={k: out / p.relative_to(tmp) for k, p in r.files.items()})
                for r in results]
     return DetectionSummary(out, loaded.name, loaded.source, point.threshold, str(dev), tuple(results),
-                            loaded.intended_use)
+                            loaded.intended_use, describe_rule(point))

@@ -11,6 +11,7 @@ form of the packaged model in ``cmbstudy/weights/``, found through
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from ..data.run_folder import (
 from ..errors import ConfigError, InputError
 from ..evaluation.operating_point import OperatingPoint
 from ..models import model_from_config
+from .second_look import SecondLook, load_second_look, save_second_look
 
 __all__ = [
     "PACKAGED_MODEL",
@@ -47,6 +49,8 @@ __all__ = [
     "pack_weights",
     "unpack_weights",
     "WEIGHTS_STORAGE",
+    "SECOND_LOOK",
+    "second_look_path",
 ]
 
 PACKAGED_MODEL = "rlk_unet_cbam_quick"  # file stem of the model shipped in cmbstudy/weights/
@@ -56,6 +60,8 @@ NO_MODEL_MESSAGE = (
     "or run `make study`"
 )
 _USE = "research use only; {}not a medical device"
+#: The second look's file: in a run folder, and beside an exported ``<name>.pt`` as ``<name>.second_look.joblib``.
+SECOND_LOOK = "second_look.joblib"
 #: How :func:`export_model` stores a model's weights (the ``"weights_storage"`` key of its file).
 WEIGHTS_STORAGE = "int8 per output channel"
 
@@ -70,23 +76,29 @@ class DetectionModel:
     provenance: Mapping[str, Any]  # training data, fold, validation metrics, version, date (as known)
     trained_on_synthetic: bool  # True when the provenance says the training data were synthetic
     calibrated: OperatingPoint | None = None  # threshold and smallest lesion chosen on validation, when known
+    second_look: SecondLook | None = None  # the trained second look, when the model has one
 
     @property
     def operating_point(self) -> OperatingPoint:
-        """The calibrated operating point, else the profile's threshold and minimum size."""
-        if self.calibrated is not None:
-            return self.calibrated
-        return OperatingPoint(self.profile.evaluation.threshold, self.profile.evaluation.min_voxels, "profile")
+        """The calibrated lesion rule (two stages, at its threshold, where the model has a second look), else the
+        profile's."""
+        point = self.calibrated if self.calibrated is not None else OperatingPoint.from_config(self.profile.evaluation)
+        point = dataclasses.replace(point, connectivity=int(self.profile.evaluation.connectivity))
+        if self.second_look is None:
+            return point.single_stage
+        return dataclasses.replace(point, second_look=self.second_look.threshold)
 
-    def point_for(self, threshold: float | None = None) -> OperatingPoint:
-        """The operating point to detect with: the model's, or ``threshold`` with the model's minimum size.
+    def point_for(self, threshold: float | None = None, single_stage: bool = False) -> OperatingPoint:
+        """The lesion rule to detect with: the model's; its single stage (the paper's method); or one stage
+        at ``threshold`` with the model's minimum size.
 
         Raises:
             ConfigError: a threshold outside (0, 1].
         """
-        if threshold is None:
-            return self.operating_point
-        return OperatingPoint(float(threshold), self.operating_point.min_voxels, "--threshold")
+        point = self.operating_point
+        if threshold is not None:
+            return dataclasses.replace(point.single_stage, threshold=float(threshold), source="--threshold")
+        return point.single_stage if single_stage else point
 
     @property
     def name(self) -> str:
@@ -250,8 +262,18 @@ def load_detection_model(model: str | Path | None = None, overrides: Sequence[st
         ) from exc
     network.eval()
     point = _operating_point(path, state, provenance)
+    second = second_look_path(path)
+    second_look = load_second_look(second) if second.is_file() else None
     profile = apply_overrides(profile, overrides)
-    return DetectionModel(network, profile, source, to_json_safe(provenance), _synthetic(provenance), point)
+    return DetectionModel(network, profile, source, to_json_safe(provenance), _synthetic(provenance), point,
+                          second_look)
+
+
+def second_look_path(model: Path) -> Path:
+    """Where a model's second look lies: ``RUN/second_look.joblib``, or ``<name>.second_look.joblib`` beside a
+    ``<name>.pt``."""
+    model = Path(model)
+    return model / SECOND_LOOK if model.is_dir() else model.with_name(f"{model.stem}.{SECOND_LOOK}")
 
 
 def _operating_point(path: Path, state: Mapping[str, Any], provenance: Mapping[str, Any]) -> OperatingPoint | None:
@@ -281,7 +303,8 @@ def export_model(run_dir: Path, out_dir: Path, data_root: Path | None = None, na
     provenance (training data from ``data_root``'s ``dataset_description.json``,
     profile, fold, validation metrics, operating point, cmbstudy version, date, and
     ``command``, the command that regenerates it). This is how the packaged model
-    in ``cmbstudy/weights/`` is made (``make weights``). The weights are stored as
+    in ``cmbstudy/weights/`` is made (``make weights``); the run's second look, where it has one, is
+    written beside it as ``<name>.second_look.joblib``. The weights are stored as
     :func:`pack_weights` writes them (:data:`WEIGHTS_STORAGE`); the operating point is
     the run's, chosen on its validation subjects with the float32 weights.
 
@@ -308,4 +331,7 @@ def export_model(run_dir: Path, out_dir: Path, data_root: Path | None = None, na
                "val": state.get("val"), "operating_point": provenance["operating_point"]}
     write_atomically(out_dir / f"{name}.pt", lambda tmp: torch.save(payload, tmp))
     write_json(out_dir / f"{name}.json", provenance)
+    if loaded.second_look is not None:  # the run's own second look travels with its network
+        save_second_look(loaded.second_look, second_look_path(out_dir / f"{name}.pt"),
+                         {"model": name, "run": run_dir.name, "validation": dict(loaded.second_look.validation)})
     return out_dir / f"{name}.pt"

@@ -21,8 +21,8 @@ read from the cache) and writing files are excluded, as the paper reports
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,9 +43,12 @@ from ..data.io import (
     write_json,
 )
 from ..data.prediction_folder import (
+    DSEG_SUFFIX,
     LESION_COLUMNS,
+    LESIONS_SUFFIX,
     PREDICTION_INFO,
     PREDICTIONS_TABLE,
+    PROBSEG_SUFFIX,
     subject_stem,
 )
 from ..data.run_folder import load_run_split
@@ -56,21 +59,17 @@ from ..evaluation.lesions import (
     centroids_to_mm,
     voxel_volume_mm3,
 )
-from ..evaluation.operating_point import (
-    OperatingPoint,
-    apply_operating_point,
-    centroids_inside,
-)
+from ..evaluation.operating_point import BRAIN_RULE, OperatingPoint
 from ..preprocessing.brain import resolve_brain_extraction
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
-from ..preprocessing.geometry import PreprocessedVolume
 from .model_store import DetectionModel, load_detection_model
-from .sliding_window import predict_volume
+from .pipeline import detect_preprocessed, map_rule
+from .second_look import Detections
 
-__all__ = ["SPLITS", "PredictionSummary", "lesion_table", "detect_volume", "predict_dataset"]
+__all__ = ["SPLITS", "PredictionSummary", "lesion_table", "predict_dataset"]
 
 SPLITS = ("all", "val", "train", "test")
-_TIMING_COLUMNS = ["subject_id", "cmb_count", "seconds_model", "seconds_post", "seconds_total"]
+_TIMING_COLUMNS = ["subject_id", "cmb_count", "n_candidates", "seconds_model", "seconds_post", "seconds_total"]
 
 
 @dataclass(frozen=True)
@@ -85,11 +84,15 @@ class PredictionSummary:
     min_voxels: int  # smallest lesion kept (voxels)
     seconds_per_subject: float  # mean model + post-processing time (preprocessing excluded)
     device: str  # torch device used
+    second_look: float | None = None  # the second look's threshold (None: one stage, the paper's method)
 
     def __str__(self) -> str:
+        looks = ("one stage" if self.second_look is None
+                 else f"second look at {self.second_look:g}")
         return (
             f"predicted {self.n_subjects} subjects with {self.model_source} -> {self.out}\n"
-            f"  lesions detected: {self.n_lesions} (threshold {self.threshold:g}, at least {self.min_voxels} voxels)\n"
+            f"  lesions detected: {self.n_lesions} (threshold {self.threshold:g}, at least {self.min_voxels} voxels, "
+            f"{looks})\n"
             f"  seconds per subject: {self.seconds_per_subject:.3f} "
             f"(model + post-processing, {self.device})"
         )
@@ -139,42 +142,36 @@ def _select_subjects(run_dir: Path | None, data_root: Path, split: str, subject_
     return subjects
 
 
-def detect_volume(prob: np.ndarray, volume: PreprocessedVolume, point: OperatingPoint, connectivity: int
-                  ) -> tuple[np.ndarray, Lesions]:
-    """A preprocessed volume's probability on its input grid, and its lesions at ``point`` (brain rule applied).
-
-    Components dropped by the brain rule get probability 0 in the map returned.
-    """
-    prob_input = np.clip(volume.restore(prob, order=1), 0.0, 1.0).astype(np.float32)
-    brain = volume.restore(volume.brain.astype(np.uint8), order=0) > 0
-    everything = apply_operating_point(prob_input, OperatingPoint(point.threshold, 1), connectivity)
-    lesions = apply_operating_point(prob_input, point, connectivity, brain)
-    outside = ~centroids_inside(everything.centroids, brain)
-    if outside.any():
-        prob_input[np.isin(everything.labels, np.flatnonzero(outside) + 1)] = 0.0
-    return prob_input, lesions
+def _write_subject(out: Path, subject_id: str, affine: np.ndarray, found: Detections, detection_map: np.ndarray
+                   ) -> None:
+    """A subject's three files under ``out`` (names from :mod:`cmbstudy.data.prediction_folder`)."""
+    lesions = found.lesions
+    if lesions.n > np.iinfo(np.int16).max:
+        raise InputError(f"subject {subject_id}: {lesions.n} lesions exceed int16 labels")
+    stem = subject_stem(out, subject_id)
+    save_nifti(detection_map, affine, f"{stem}{PROBSEG_SUFFIX}", np.float32)
+    save_nifti(lesions.labels, affine, f"{stem}{DSEG_SUFFIX}", np.int16)
+    lesion_table(lesions, affine).to_csv(f"{stem}{LESIONS_SUFFIX}", sep="\t", index=False, float_format="%.4f")
 
 
-def _predict_subject(model: torch.nn.Module, subject: Subject, profile: Profile, point: OperatingPoint,
-                     device: torch.device, cache: Path, out: Path) -> dict[str, Any]:
-    """Predict one subject, write its three files under ``out``; returns its row of ``predictions.tsv``."""
+def _predict_subject(model: DetectionModel, subject: Subject, profile: Profile, points: Sequence[OperatingPoint],
+                     device: torch.device, cache: Path, outs: Sequence[Path]) -> list[dict[str, Any]]:
+    """Predict one subject once, write its files under each of ``outs`` (one per rule of ``points``); returns
+    its row of ``predictions.tsv`` in each."""
     # one subject at a time keeps memory flat; preprocessing is outside the timing
     volume = load_preprocessed([subject], profile.preprocess, cache, progress=False)[0]
-    start = time.perf_counter()
-    prob = predict_volume(model, volume, profile.train.val_batch_size, device, profile.train.patch_size)
-    model_done = time.perf_counter()
-    prob_input, lesions = detect_volume(prob, volume, point, profile.evaluation.connectivity)
+    image = np.asarray(load_scan(subject.image_path)[0].dataobj) if any(p.second_look is not None for p in points) \
+        else None
+    result = detect_preprocessed(model, volume, points, device, image)
     affine = np.asarray(volume.geometry.original_affine, dtype=float)
-    table = lesion_table(lesions, affine)
-    post_done = time.perf_counter()
-    if lesions.n > np.iinfo(np.int16).max:
-        raise InputError(f"subject {volume.subject_id}: {lesions.n} lesions exceed int16 labels")
-    stem = subject_stem(out, volume.subject_id)
-    save_nifti(prob_input, affine, f"{stem}_desc-cmb_probseg.nii.gz", np.float32)
-    save_nifti(lesions.labels, affine, f"{stem}_desc-cmb_dseg.nii.gz", np.int16)
-    table.to_csv(f"{stem}_lesions.tsv", sep="\t", index=False, float_format="%.4f")
-    return {"subject_id": volume.subject_id, "cmb_count": lesions.n, "seconds_model": model_done - start,
-            "seconds_post": post_done - model_done, "seconds_total": post_done - start}
+    rows = []
+    for out, found, detection_map in zip(outs, result.detections, result.maps):
+        _write_subject(out, volume.subject_id, affine, found, detection_map)
+        rows.append({"subject_id": volume.subject_id, "cmb_count": found.lesions.n,
+                     "n_candidates": found.n_candidates, "seconds_model": result.seconds_model,
+                     "seconds_post": result.seconds_post,
+                     "seconds_total": result.seconds_model + result.seconds_post})
+    return rows
 
 
 def _subject_brain(subject: Subject, profile: Profile, choice: str) -> tuple[Profile, str]:
@@ -202,6 +199,8 @@ def predict_dataset(
     subject_ids: Sequence[str] | None = None,
     overrides: Sequence[str] = (),
     brain_extraction: str = "auto",
+    single_stage: bool = False,
+    single_stage_out: Path | None = None,
 ) -> PredictionSummary:
     """Detect CMBs in the subjects of ``data_root`` with a model.
 
@@ -220,6 +219,9 @@ def predict_dataset(
         overrides: ``--set section.key=value`` on the model's profile.
         brain_extraction: as ``--brain-extraction`` (:func:`~cmbstudy.preprocessing.brain.resolve_brain_extraction`):
             ``auto`` uses the dataset's brain mask where it has one.
+        single_stage: detect with the network alone (the paper's method) although the model has a second look.
+        single_stage_out: a second folder, written from the same network pass with the single-stage rule
+            (the study's paper tables beside its two-stage ones); ignored for a model without a second look.
 
     Raises:
         InputError: missing run files, or split subjects absent from ``data_root``.
@@ -233,40 +235,59 @@ def predict_dataset(
     if split != "all" and run_dir is None:
         raise ConfigError(f"--split {split} needs the model's training run folder (--model RUN), "
                           f"not {loaded.source}: it holds the fold's subjects")
-    point = loaded.point_for(threshold)
+    point = loaded.point_for(threshold, single_stage)
+    points = [point]
+    outs = [out]
+    if single_stage_out is not None and point.second_look is not None:
+        check_output_dir(Path(single_stage_out), overwrite)
+        points.append(point.single_stage)
+        outs.append(Path(single_stage_out))
     subjects = _select_subjects(run_dir, Path(data_root), split, subject_ids)
     dev = resolve_device(device)
     cache = default_cache_dir(run_dir if run_dir is not None else out)
-    with atomic_output_dir(out, overwrite) as tmp:
-        rows = []
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_output_dir(o, overwrite)) for o in outs]
+        rows: list[list[dict]] = [[] for _ in outs]
         for subject in tqdm(subjects, desc="predict", unit="subject", disable=not progress):
             profile, reason = _subject_brain(subject, loaded.profile, brain_extraction)
-            row = _predict_subject(loaded.network, subject, profile, point, dev, cache, tmp)
-            rows.append({**row, "brain_extraction": reason})
-        frame = pd.DataFrame(rows, columns=_TIMING_COLUMNS + ["brain_extraction"])
-        frame.to_csv(tmp / PREDICTIONS_TABLE, sep="\t", index=False, float_format="%.4f")
-        seconds = float(frame["seconds_total"].mean()) if rows else float("nan")
-        info = {
-            "model": loaded.name,
-            "model_source": loaded.source,
-            "run_dir": str(run_dir.resolve()) if run_dir is not None else None,
-            "profile": loaded.profile.name,
-            "threshold": point.threshold,
-            "min_voxels": point.min_voxels,
-            "operating_point": point.to_json(),
-            "brain_rule": "components whose centroid lies outside the brain mask are dropped",
-            "brain_extraction": brain_extraction,
-            "connectivity": loaded.profile.evaluation.connectivity,
-            "split": split,
-            "checkpoint_epoch": int(loaded.provenance.get("epoch") or -1),
-            "cmbstudy_version": __version__,
-            "device": str(dev),
-            "n_subjects": len(rows),
-            "seconds_per_subject": seconds,
-            "timing": "model + post-processing (restore, threshold, components); preprocessing excluded",
-        }
-        write_json(tmp / PREDICTION_INFO, info)
+            for kept, row in zip(rows, _predict_subject(loaded, subject, profile, points, dev, cache, tmps)):
+                kept.append({**row, "brain_extraction": reason})
+        summaries = [_write_info(tmp, loaded, rule, run_dir, brain_extraction, split, dev, kept)
+                     for tmp, rule, kept in zip(tmps, points, rows)]
+    return dataclasses.replace(summaries[0], out=out)
+
+
+def _write_info(tmp: Path, loaded: DetectionModel, point: OperatingPoint, run_dir: Path | None,
+                brain_extraction: str, split: str, dev: torch.device, rows: list[dict]) -> PredictionSummary:
+    """Write a prediction folder's ``predictions.tsv`` and ``prediction.json``; returns what it holds."""
+    frame = pd.DataFrame(rows, columns=_TIMING_COLUMNS + ["brain_extraction"])
+    frame.to_csv(tmp / PREDICTIONS_TABLE, sep="\t", index=False, float_format="%.4f")
+    seconds = float(frame["seconds_total"].mean()) if rows else float("nan")
+    map_threshold, map_min_voxels = map_rule(point)
+    info = {
+        "model": loaded.name,
+        "model_source": loaded.source,
+        "run_dir": str(run_dir.resolve()) if run_dir is not None else None,
+        "profile": loaded.profile.name,
+        "stages": 1 if point.second_look is None else 2,
+        "threshold": map_threshold,
+        "min_voxels": map_min_voxels,
+        "operating_point": point.to_json(),
+        "brain_rule": BRAIN_RULE,
+        "brain_extraction": brain_extraction,
+        "connectivity": point.connectivity,
+        "match_distance_voxels": float(loaded.profile.evaluation.match_distance_voxels),
+        "split": split,
+        "checkpoint_epoch": int(loaded.provenance.get("epoch") or -1),
+        "cmbstudy_version": __version__,
+        "device": str(dev),
+        "n_subjects": len(rows),
+        "seconds_per_subject": seconds,
+        "timing": "model + post-processing (restore, lesion rule, second look); preprocessing excluded",
+    }
+    write_json(tmp / PREDICTION_INFO, info)
     return PredictionSummary(
-        out=out, model_source=loaded.source, n_subjects=len(rows), n_lesions=int(frame["cmb_count"].sum()),
+        out=tmp, model_source=loaded.source, n_subjects=len(rows), n_lesions=int(frame["cmb_count"].sum()),
         threshold=point.threshold, min_voxels=point.min_voxels, seconds_per_subject=seconds, device=str(dev),
+        second_look=point.second_look,
     )

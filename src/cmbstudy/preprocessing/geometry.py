@@ -107,6 +107,20 @@ class PreprocessedVolume:
         canonical[:, max(y0 + g.box_size, 0):] = 0
         return from_canonical(canonical, _GridProxy(np.asarray(g.original_affine), g.original_shape))
 
+    def input_brain(self) -> np.ndarray:
+        """(X0, Y0, Z0) bool: the brain mask on the input grid (nearest neighbour)."""
+        return self.restore(self.brain.astype(np.uint8), order=0) > 0
+
+    def input_image(self) -> np.ndarray:
+        """(X0, Y0, Z0) float32: the preprocessed image (z-scores in the brain, 0 outside) on the input grid."""
+        return self.restore(self.image, order=1).astype(np.float32, copy=False)
+
+    @property
+    def input_voxel_mm(self) -> tuple[float, float, float]:
+        """Voxel edge lengths (mm) of the input grid along its array axes."""
+        affine = np.asarray(self.geometry.original_affine, dtype=float)
+        return tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+
 
 class _GridProxy:
     """The ``affine`` and ``shape`` of the input image (all :func:`from_canonical` reads)."""

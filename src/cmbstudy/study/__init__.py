@@ -5,7 +5,8 @@ The training runs and their results (:mod:`~cmbstudy.study.runs`,
 (:mod:`~cmbstudy.study.paper`); one module per table of the paper
 (:mod:`cmbstudy.study.tables`); the subjects and slices the figures show
 (:mod:`~cmbstudy.study.examples`, :mod:`~cmbstudy.study.explanations`); and the
-claims of the paper judged for the abstract (:mod:`~cmbstudy.study.verdicts`); the
+claims of the paper (:mod:`~cmbstudy.study.claims`) judged for the abstract
+(:mod:`~cmbstudy.study.verdicts`); the
 settings of a build beside the paper's (:mod:`~cmbstudy.study.settings_table`); and
 the papermill runner that executes the notebooks (:mod:`~cmbstudy.study.runner`, with
 :mod:`~cmbstudy.study.jobs` running training runs several at a time)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from . import (
     book,
+    claims,
     examples,
     explanations,
     paper,
@@ -28,6 +30,7 @@ from . import (
     verdicts,
 )
 from .book import *  # noqa: F403  (its __all__)
+from .claims import *  # noqa: F403  (its __all__)
 from .examples import *  # noqa: F403  (its __all__)
 from .explanations import *  # noqa: F403  (its __all__)
 from .paper import *  # noqa: F403  (its __all__)
@@ -46,6 +49,7 @@ __all__ = [
     *examples.__all__,
     *explanations.__all__,
     *verdicts.__all__,
+    *claims.__all__,
     *settings_table.__all__,
     *runner.__all__,
     *state.__all__,

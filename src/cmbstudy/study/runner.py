@@ -69,9 +69,11 @@ STEPS: tuple[Step, ...] = (
     Step("10_explainability", _TRAINED, "Figs. 5-6: Grad-CAM and CBAM attention"),
     Step("11_qualitative", _TRAINED, "Figs. 2-3: detections overlaid"),
     Step("12_beyond_the_paper", _TRAINED, "beyond the paper: mimics, sites, VALDO rule, timing"),
+    Step("13_one_look_or_two", _TRAINED, "beyond the paper: one look or two (the second look)"),
     # the claims of every analysis notebook (OUT/claims/) judged in one table: the book's first page
-    Step("13_abstract", ("04_cross_validation", "05_method_comparison", "06_small_lesions", "07_cross_modality",
-                         "08_burden", "09_cbam_ablation", "10_explainability"), "abstract and verdict table"),
+    Step("14_abstract", ("04_cross_validation", "05_method_comparison", "06_small_lesions", "07_cross_modality",
+                         "08_burden", "09_cbam_ablation", "10_explainability", "13_one_look_or_two"),
+         "abstract and verdict table"),
 )
 
 

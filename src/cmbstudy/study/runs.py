@@ -46,6 +46,8 @@ __all__ = [
     "TEST_PREDICTIONS",
     "TEST_EVALUATION",
     "TEST_EVALUATION_VALDO",
+    "TEST_PREDICTIONS_TWO_STAGE",
+    "TEST_EVALUATION_TWO_STAGE",
     "MODALITIES",
     "RUN_COLUMNS",
     "RunRecord",
@@ -71,6 +73,8 @@ STATE_FILE = "study_state.json"
 #: A run's test-set predictions (a prediction folder) and their evaluations (``EvaluationReport`` JSON).
 TEST_PREDICTIONS = "pred-test"
 TEST_EVALUATION, TEST_EVALUATION_VALDO = "eval-test.json", "eval-test-valdo.json"
+#: The same test subjects with the run's second look (the network's single pass, two stages).
+TEST_PREDICTIONS_TWO_STAGE, TEST_EVALUATION_TWO_STAGE = "pred-test-2stage", "eval-test-2stage.json"
 MODALITIES: tuple[str, ...] = ("gre", "swi")
 RUN_COLUMNS: tuple[str, ...] = (
     "name", "variant", "model", "fold", "modality", *DETECTION_METRICS,
@@ -99,6 +103,7 @@ class RunRecord:
     n_params: int  # trainable parameters
     train_seconds: float  # training + validation time (s)
     seconds_per_subject: float  # inference time per test subject, model + post-processing (s)
+    evaluation_two_stage: dict | None = None  # eval-test-2stage.json: with the second look (None: none trained)
 
     @property
     def validation(self) -> dict:
@@ -258,6 +263,8 @@ def load_run(results_dir: Path | str, name: str) -> RunRecord:
         evaluation_valdo=evaluation_valdo, operating_point=point, n_params=int(result.get("n_params", 0)),
         train_seconds=float(result.get("seconds", math.nan)),
         seconds_per_subject=math.nan if seconds is None else float(seconds),
+        evaluation_two_stage=read_json(run_dir / TEST_EVALUATION_TWO_STAGE)
+        if (run_dir / TEST_EVALUATION_TWO_STAGE).is_file() else None,
     )
 
 

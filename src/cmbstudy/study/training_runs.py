@@ -10,6 +10,7 @@ the other modality (Table 5).
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +20,17 @@ from ..config import Profile, resolve_variant
 from ..data.datasets import load_subjects
 from ..data.run_folder import HISTORY
 from ..formatting import as_float
+from ..inference.model_store import SECOND_LOOK
 from ..inference.predict import predict_dataset
 from ..training.plan import SAMPLE_KINDS
 from ..training.run import train_fold
 from .paper import TABLE2
 from .runs import (
     TEST_EVALUATION,
+    TEST_EVALUATION_TWO_STAGE,
     TEST_EVALUATION_VALDO,
     TEST_PREDICTIONS,
+    TEST_PREDICTIONS_TWO_STAGE,
     RunRecord,
     dataset_label,
     describe_missing_modality,
@@ -76,8 +80,9 @@ def train_and_evaluate(
 
     Writes ``RESULTS/runs/<run_name>/`` (replacing that run only): the training
     files and ``operating_point.json`` (chosen on the fold's validation
-    subjects), ``pred-test/``, ``eval-test.json`` (paper rule) and, with
-    ``valdo``, ``eval-test-valdo.json`` (VALDO rule). A modality run is tested on
+    subjects), ``pred-test/``, ``eval-test.json`` (paper rule: the single stage, as the paper
+    has it) and, with ``valdo``, ``eval-test-valdo.json`` (VALDO rule); where the run trained a
+    second look, also ``pred-test-2stage/`` and ``eval-test-2stage.json``, from the same network pass. A modality run is tested on
     the test subjects of the other modality.
 
     Args:
@@ -100,9 +105,18 @@ def train_and_evaluate(
     test_set = resolve_test_set(profile, data_root, test_root or data_root, results_dir)
     train_fold(resolved, data_root, fold, out, device=device, overwrite=True, progress=progress,
                modality=modality, exclude=test_set.excluded_from_training)
-    predict_dataset(out, test_set.root, out / TEST_PREDICTIONS, device=device, overwrite=True, progress=progress,
-                    split="all", subject_ids=test_subjects_of_run(test_set, modality))
+    two_stage = (out / SECOND_LOOK).is_file()
+    shutil.rmtree(out / TEST_PREDICTIONS_TWO_STAGE, ignore_errors=True)
+    (out / TEST_EVALUATION_TWO_STAGE).unlink(missing_ok=True)
+    # one network pass: the run's own rule (two stages where it trained a second look), and the paper's single stage
+    predict_dataset(out, test_set.root, out / (TEST_PREDICTIONS_TWO_STAGE if two_stage else TEST_PREDICTIONS),
+                    device=device, overwrite=True, progress=progress, split="all",
+                    subject_ids=test_subjects_of_run(test_set, modality),
+                    single_stage_out=out / TEST_PREDICTIONS if two_stage else None)
     evaluate_run_predictions(out / TEST_PREDICTIONS, test_set.root, resolved, "paper", out / TEST_EVALUATION)
+    if two_stage:
+        evaluate_run_predictions(out / TEST_PREDICTIONS_TWO_STAGE, test_set.root, resolved, "paper",
+                                 out / TEST_EVALUATION_TWO_STAGE)
     (out / TEST_EVALUATION_VALDO).unlink(missing_ok=True)
     if valdo:
         evaluate_run_predictions(out / TEST_PREDICTIONS, test_set.root, resolved, "valdo",
@@ -168,9 +182,12 @@ def train_run_report(profile: Profile, variant: str, fold: int, data_root: Path 
         if record.evaluation_valdo is not None:
             valdo_summary = record.evaluation_valdo["summary"]
             valdo = pd.Series({key: valdo_summary.get(key) for key in _VALDO_KEYS}, name="VALDO rule").to_frame()
-        chosen = record.operating_point
+        chosen, validation = record.operating_point, dict(record.validation)
+        second = validation.pop("second_look", None) or {}
         point = pd.Series({"threshold": chosen.get("threshold"), "min_voxels": chosen.get("min_voxels"),
-                           **{f"validation {k}": v for k, v in record.validation.items()}},
+                           **{f"validation {k}": v for k, v in validation.items()},
+                           "second-look threshold": chosen.get("second_look"),
+                           **{f"validation {k}, two stages": v for k, v in second.items() if k != "threshold"}},
                           name="operating point").to_frame()
     history = pd.read_csv(record.run_dir / HISTORY) if record else None
     return RunReport(
@@ -181,7 +198,11 @@ def train_run_report(profile: Profile, variant: str, fold: int, data_root: Path 
         overview=overview,
         history=history, operating_point=point, samples=sample_counts(history) if history is not None else None,
         table=compare_with_paper([ComparedRow(name, summary_scores(summary) if summary else None,
-                                              TABLE2.get(variant, {}))], dataset_label(test_set.root)),
+                                              TABLE2.get(variant, {}))]
+                                 + ([ComparedRow(f"{name}, with the second look",
+                                                 summary_scores(record.evaluation_two_stage["summary"]), {})]
+                                    if record is not None and record.evaluation_two_stage else []),
+                                 dataset_label(test_set.root)),
         per_subject=(pd.DataFrame(record.evaluation["per_subject"]).set_index("subject_id")[_PER_SUBJECT_COLUMNS]
                      if record else None),
         valdo=valdo,

@@ -1,8 +1,9 @@
 """The verdict table: each claim of Cho et al. (2025), the paper's figure, ours with its 95% CI, and a verdict.
 
-Every analysis notebook (Tables 2-8, Fig. 4, the Grad-CAM figures) writes its
-claims to ``OUT/claims/<table>.json`` with :func:`write_claims`; the abstract
-reads them all back with :func:`load_claims`. A claim is of one of two kinds,
+Every analysis notebook (Tables 2-8, Fig. 4, the Grad-CAM figures, one look or
+two) writes its claims (:mod:`cmbstudy.study.claims` makes them) to
+``OUT/claims/<table>.json`` with :func:`write_claims`; the abstract reads them
+all back with :func:`load_claims`. A claim is of one of two kinds,
 and its verdict follows the rule of its kind (:data:`RULES`):
 
 - an *ordering* ("A scores above B"): it replicates when our 95% intervals of A
@@ -12,7 +13,9 @@ and its verdict follows the rule of its kind (:data:`RULES`):
   lies inside our 95% interval and does not replicate when outside.
 
 Either verdict is "cannot tell" when an interval is unknown (a run missing, a
-metric undefined). The paper's figures come from :mod:`cmbstudy.study.paper`.
+metric undefined). An ordering against a method that detected nothing is
+"cannot tell", and so is "ours above the best baseline" when the best baseline
+trained is not the paper's comparator and ours is above it. The paper's figures come from :mod:`cmbstudy.study.paper`.
 """
 
 from __future__ import annotations
@@ -24,33 +27,23 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from ..data.outputs import write_text_atomically
-from ..evaluation.stats import bootstrap_ci
-from ..evaluation.subsets import SMALL_DIAMETER_MM
-from ..formatting import as_float, format_value
-from .paper import FIG4_SPEARMAN, TABLE2, TABLE3_MEAN_SD, TABLE4, TABLE5, TABLE7, TABLE8
-from .tables.comparison import row_scores
-from .tables.format import ABOVE, BELOW, method_label, ordering_verdict
+from ..formatting import as_float
+from .tables.format import ABOVE, BELOW, ordering_verdict
 
 __all__ = [
     "REPLICATES",
     "DOES_NOT_REPLICATE",
     "CANNOT_TELL",
+    "ORDERING",
+    "VALUE",
     "RULES",
     "CLAIM_FILES",
     "Claim",
     "value_verdict",
     "order_verdict",
-    "comparison_claims",
-    "cross_validation_claims",
-    "cross_modality_claims",
-    "burden_claims",
-    "ablation_claims",
-    "explanation_claims",
     "write_claims",
     "load_claims",
     "verdict_table",
@@ -73,7 +66,7 @@ RULES: Mapping[str, str] = MappingProxyType({
 })
 
 #: The claim files in the order of the paper, by the notebook that writes them.
-CLAIM_FILES: tuple[str, ...] = ("table2", "table3", "table4", "table5", "table6_fig4", "table7_8", "gradcam")
+CLAIM_FILES: tuple[str, ...] = ("table2", "table3", "table4", "table5", "table6_fig4", "table7_8", "gradcam", "looks")
 
 _SENSE = {ABOVE: REPLICATES, BELOW: DOES_NOT_REPLICATE}
 
@@ -117,190 +110,6 @@ def order_verdict(first: Mapping[str, float] | None, second: Mapping[str, float]
     if not higher_is_better:
         found = {ABOVE: BELOW, BELOW: ABOVE}.get(found, found)
     return _SENSE.get(found, CANNOT_TELL)
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    return format_value(as_float(value), digits)
-
-
-def _with_ci(estimate: float, low: float, high: float, digits: int = 3) -> str:
-    if not math.isfinite(as_float(estimate)):
-        return "n/a"
-    if not (math.isfinite(as_float(low)) and math.isfinite(as_float(high))):
-        return f"{_fmt(estimate, digits)} (no interval)"
-    return f"{_fmt(estimate, digits)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
-
-
-def _estimate_and_bounds(scores: Mapping[str, float], metric: str) -> list[float]:
-    return [as_float(scores.get(k, math.nan)) for k in (metric, f"{metric}_ci_low", f"{metric}_ci_high")]
-
-
-def _ordering_claim(source: str, claim: str, metric: str, paper: str, first: Mapping[str, float] | None,
-                    second: Mapping[str, float] | None, first_label: str, second_label: str,
-                    higher_is_better: bool = True, note: str = "") -> Claim:
-    first, second = first or {}, second or {}
-    bounds = _estimate_and_bounds(first, metric)
-    digits = 2 if metric == "fp_per_subject" else 3
-    ours = (f"{first_label} {_with_ci(*bounds, digits=digits)} vs {second_label} "
-            f"{_with_ci(*_estimate_and_bounds(second, metric), digits=digits)}")
-    verdict = order_verdict(first, second, metric, higher_is_better)
-    if not first or not second:
-        note = note or "a run of the comparison is missing"
-    return Claim(source, claim, ORDERING, metric, paper, ours, *bounds, verdict, note)
-
-
-def comparison_claims(comparison: Any) -> list[Claim]:
-    """Table 2 or Table 4 (:class:`~cmbstudy.study.tables.comparison.MethodComparison`): ours above the best baseline."""
-    small = comparison.subset == "small"
-    source, paper_table = ("Table 4", TABLE4) if small else ("Table 2", TABLE2)
-    main = "rlk_unet_cbam"  # the paper's network, as its tables name it
-    paper_best = max((m for m in paper_table if m != main), key=lambda m: paper_table[m]["f1"])
-    table, main_label = comparison.table, method_label(main)
-    best = comparison.best_baseline if comparison.best_baseline in table.index else None
-    what = f"lesions of at most {SMALL_DIAMETER_MM:g} mm" if small else "all lesions"
-    note = "" if best else "no baseline was trained by this profile"
-    return [_ordering_claim(
-        source, f"RLK-UNet + CBAM has a higher F1 than the best baseline ({what})", "f1",
-        f"{_fmt(paper_table[main]['f1'])} vs {_fmt(paper_table[paper_best]['f1'])} ({method_label(paper_best)})",
-        row_scores(table, main_label), row_scores(table, best), "ours", best or "no baseline", note=note)]
-
-
-def _mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean of fold F1s and its 95% Student-t interval (scipy) cut to [0, 1], NaN bounds with fewer than two."""
-    finite = np.asarray([v for v in values if math.isfinite(as_float(v))], dtype=float)
-    if finite.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(finite.mean())
-    if finite.size < 2:
-        return mean, math.nan, math.nan
-    low, high = scipy_stats.t.interval(0.95, finite.size - 1, loc=mean, scale=scipy_stats.sem(finite))
-    if not math.isfinite(low):  # every fold equal: a zero-width interval
-        low = high = mean
-    return mean, max(float(low), 0.0), min(float(high), 1.0)  # an F1 lies in [0, 1]
-
-
-def cross_validation_claims(cv: Any) -> list[Claim]:
-    """Table 3 (:class:`~cmbstudy.study.tables.folds.CrossValidation`): the cross-validated F1 itself.
-
-    Our interval is the Student-t interval of the mean over folds; with one fold,
-    that fold's bootstrap interval over test subjects.
-    """
-    paper_mean, paper_sd = TABLE3_MEAN_SD["f1"]
-    folds = cv.scores.drop(index=["mean", "sd"]) if cv.scores is not None else pd.DataFrame()
-    if len(folds) == 1:
-        row = folds.iloc[0]
-        estimate, low, high = (as_float(row[k]) for k in ("f1", "f1_ci_low", "f1_ci_high"))
-        note = "one fold: its bootstrap interval over test subjects"
-    else:
-        estimate, low, high = _mean_interval(list(folds["f1"]) if len(folds) else [])
-        note = f"mean of {len(folds)} folds, Student-t interval" if len(folds) else "no fold was trained"
-    return [Claim("Table 3", "cross-validated F1 of RLK-UNet + CBAM", VALUE, "f1",
-                  f"{_fmt(paper_mean)} ± {_fmt(paper_sd)}", _with_ci(estimate, low, high), estimate, low, high,
-                  value_verdict(paper_mean, low, high), note)]
-
-
-def cross_modality_claims(modality: Any) -> list[Claim]:
-    """Table 5 (:class:`~cmbstudy.study.tables.modality.CrossModality`): SWI -> GRE transfers better than GRE -> SWI."""
-    swi, gre = modality.scores.get("swi"), modality.scores.get("gre")
-    paper = f"{_fmt(TABLE5['SWI -> GRE']['f1'])} vs {_fmt(TABLE5['GRE -> SWI']['f1'])}"
-    note = modality.note.replace("**", "") if modality.note else ""
-    return [_ordering_claim("Table 5", "training on SWI transfers to GRE better than training on GRE to SWI",
-                            "f1", paper, swi, gre, "SWI -> GRE", "GRE -> SWI", note=note)]
-
-
-def burden_claims(burden: Any) -> list[Claim]:
-    """Table 6 and Fig. 4 (:class:`~cmbstudy.study.tables.burden.Burden`): ARIA-H agreement and count correlation.
-
-    The agreement's interval is Wilson's for a proportion (scipy's ``binomtest``);
-    the correlation's is the Fisher-z interval of Spearman's rho.
-    """
-    confusion = np.asarray(burden.confusion)
-    hits, n = int(np.trace(confusion)), int(confusion.sum())
-    paper_share = burden.paper["agreement"]
-    if n:
-        interval = scipy_stats.binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
-        share, low, high = hits / n, float(interval.low), float(interval.high)
-    else:
-        share = low = high = math.nan
-    counts = burden.counts
-    rho, rho_low, rho_high = (as_float(v) for v in (counts.rho, counts.ci_low, counts.ci_high))
-    return [
-        Claim("Table 6", "share of subjects in the right ARIA-H category", VALUE, "agreement",
-              _fmt(paper_share), _with_ci(share, low, high), share, low, high,
-              value_verdict(paper_share, low, high), "" if n else "no run to score"),
-        Claim("Fig. 4", "Spearman correlation of predicted and reference counts per subject", VALUE, "rho",
-              _fmt(FIG4_SPEARMAN["rho"], 2), _with_ci(rho, rho_low, rho_high), rho, rho_low, rho_high,
-              value_verdict(FIG4_SPEARMAN["rho"], rho_low, rho_high)),
-    ]
-
-
-def ablation_claims(ablation: Any, arms: Sequence[str] = tuple(TABLE8)) -> list[Claim]:
-    """Tables 7 and 8 (:class:`~cmbstudy.study.tables.ablation.Ablation`).
-
-    Table 7: CBAM raises F1 and lowers false positives per subject. Table 8: F1
-    rises with every skip given CBAM (``arms``, from none to all): it replicates
-    when every step up is above the one before, does not when any is below, and
-    we cannot tell otherwise or when an arm was not trained.
-    """
-    scores = ablation.scores
-    without, every = arms[0], arms[-1]
-    paper7 = TABLE7["With CBAM"], TABLE7["Without CBAM"]
-    claims = [
-        _ordering_claim("Table 7", "CBAM raises F1", "f1", f"{_fmt(paper7[0]['f1'])} vs {_fmt(paper7[1]['f1'])}",
-                        scores.get(every), scores.get(without), "with", "without"),
-        _ordering_claim("Table 7", "CBAM lowers false positives per subject", "fp_per_subject",
-                        f"{_fmt(paper7[0]['fp_per_subject'], 2)} vs {_fmt(paper7[1]['fp_per_subject'], 2)}",
-                        scores.get(every), scores.get(without), "with", "without", higher_is_better=False),
-    ]
-    trained = [arm for arm in arms if arm in scores]
-    steps = [order_verdict(scores[upper], scores[lower]) for lower, upper in zip(trained, trained[1:])]
-    missing = [arm for arm in arms if arm not in scores]
-    if DOES_NOT_REPLICATE in steps:
-        verdict = DOES_NOT_REPLICATE
-    elif missing or len(trained) < 2 or any(step != REPLICATES for step in steps):
-        verdict = CANNOT_TELL
-    else:
-        verdict = REPLICATES
-    ours = " < ".join(f"{_fmt(as_float(scores[arm].get('f1', math.nan)))}" for arm in trained) or "n/a"
-    note = f"arms not trained by this profile: {', '.join(missing)}" if missing else ""
-    claims.append(Claim("Table 8", "F1 rises with every skip given CBAM", ORDERING, "f1",
-                        " < ".join(_fmt(TABLE8[arm]["f1"]) for arm in arms), f"{ours} ({', '.join(trained)})",
-                        math.nan, math.nan, math.nan, verdict, note))
-    return claims
-
-
-def explanation_claims(explained: Any, n_resamples: int = 1000, seed: int = 0) -> list[Claim]:
-    """Figs. 5-6 (:class:`~cmbstudy.study.explanations.Explanations`): Grad-CAM sits more on the lesions with CBAM.
-
-    Ours is the mean, over test slices with a lesion, of the difference in the
-    share of Grad-CAM mass near the lesions (with minus without CBAM), with a
-    paired bootstrap interval over slices; it replicates when the interval lies
-    above zero, does not when below. The paper shows this qualitatively. A slice
-    where either arm's Grad-CAM map is all zero (its share is undefined, NaN)
-    leaves the pairs; the note says how many.
-    """
-    focus = explained.focus
-    arms = set(focus.index.get_level_values("model")) if len(focus) else set()
-    estimate = low = high = math.nan
-    note = "an arm was not trained"
-    if {"with CBAM", "without CBAM"} <= arms:
-        with_cbam = focus.xs("with CBAM", level="model")["cam_mass_fraction"].to_numpy(dtype=float)
-        without = focus.xs("without CBAM", level="model")["cam_mass_fraction"].to_numpy(dtype=float)
-        difference = with_cbam - without  # the arms explain the same slices, in the same order
-        paired = np.isfinite(difference)
-        dropped = int((~paired).sum())
-        note = (f"{dropped} of {len(difference)} slices left out: a Grad-CAM map there is all zero"
-                if dropped else "")
-        if paired.any():
-            estimate, low, high = bootstrap_ci(difference[paired], np.mean, n_resamples=n_resamples, seed=seed)
-        else:
-            note = "no slice where both arms have a Grad-CAM map"
-    verdict = CANNOT_TELL
-    if math.isfinite(low) and math.isfinite(high):
-        verdict = REPLICATES if low > 0 else DOES_NOT_REPLICATE if high < 0 else CANNOT_TELL
-    return [Claim("Figs. 5-6", "with CBAM, more of the Grad-CAM map lies on the lesions", ORDERING, "cam_focus",
-                  "shown, not measured", f"with minus without {_with_ci(estimate, low, high)}", estimate, low, high,
-                  verdict, note)]
 
 
 def _claims_dir(results_dir: Path | str) -> Path:

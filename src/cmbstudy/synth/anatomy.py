@@ -5,8 +5,14 @@ Tissue maps: nilearn's MNI152 GM and WM probability maps and brain mask; CSF is
 no subcortical atlas offline, so the derived regions follow fixed rules in MNI
 millimetres (documented in :func:`load_template_space`):
 
-* deep grey matter (basal ganglia, thalamus): GM probability > 0.5, more than
-  18 mm below the brain surface, |x| < 34, -32 < y < 26, -14 < z < 24;
+* deep grey matter (basal ganglia, thalamus): a smooth weight (``deep_weight``),
+  the product of two logistic ramps: depth below the brain surface (half at
+  18 mm, 2 mm wide) and an ellipsoid around the central nuclei (centre
+  (0, -3, 5) mm, semi-axes 38 x 33 x 23 mm, half at its surface, 8% of its
+  radius wide).  The nuclei's iron is this weight times the GM probability, so
+  their edge is the GM's own edge, fading out over a few millimetres where the
+  ellipsoid or the depth ramp ends (never a box-shaped cut).  ``deep_gm`` is
+  where GM > 0.5 and the weight > 0.5;
 * ventricles: CSF probability > 0.5, more than 12 mm deep and |x| < 32;
 * infratentorial (brainstem, cerebellum): y < -22 and z < -18, or y < -48 and z < -6.
 
@@ -44,6 +50,7 @@ class TemplateSpace:
     depth: np.ndarray  # distance to the brain surface in mm (0 outside)
     depth_grad: np.ndarray  # (3, X, Y, Z) gradient of depth (per mm), points inwards
     deep_gm: np.ndarray  # bool, deep grey nuclei (rule in the module docstring)
+    deep_weight: np.ndarray  # [0, 1], smooth weight of the deep grey zone (module docstring)
     ventricles: np.ndarray  # bool
     infratentorial: np.ndarray  # bool
 
@@ -61,6 +68,14 @@ class TemplateSpace:
         """Values of a template-grid ``volume`` at (N, 3) mm points (0 outside)."""
         idx = self.mm_to_voxel(np.asarray(points_mm, dtype=np.float64).reshape(-1, 3))
         return ndimage.map_coordinates(volume, idx.T, order=order, mode="constant", cval=0.0)
+
+
+def _deep_weight(depth: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The deep grey zone's smooth weight in [0, 1] (the rule of the module docstring; mm arrays)."""
+    radius = np.sqrt((x / 38.0) ** 2 + ((y + 3.0) / 33.0) ** 2 + ((z - 5.0) / 23.0) ** 2)
+    inside = 1.0 / (1.0 + np.exp((radius - 1.0) / 0.08))
+    deep = 1.0 / (1.0 + np.exp(-(depth - 18.0) / 2.0))
+    return (inside * deep).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=2)
@@ -86,10 +101,11 @@ def load_template_space(resolution: int = 2) -> TemplateSpace:
     depth_grad = np.stack(np.gradient(ndimage.gaussian_filter(depth, 1.0), spacing)).astype(np.float32)
     ijk = np.indices(brain.shape, dtype=np.float32)
     x, y, z = (affine[a, a] * ijk[a] + affine[a, 3] for a in range(3))
-    deep_gm = (gm > 0.5) & (depth > 18) & (np.abs(x) < 34) & (y > -32) & (y < 26) & (z > -14) & (z < 24)
+    deep_weight = _deep_weight(depth, x, y, z)
+    deep_gm = (gm > 0.5) & (deep_weight > 0.5)
     ventricles = (csf > 0.5) & (depth > 12) & (np.abs(x) < 32)
     infra = (brain > 0.5) & (((y < -22) & (z < -18)) | ((y < -48) & (z < -6)))
-    return TemplateSpace(affine, gm, wm, csf, brain, depth, depth_grad, deep_gm, ventricles, infra)
+    return TemplateSpace(affine, gm, wm, csf, brain, depth, depth_grad, deep_gm, deep_weight, ventricles, infra)
 
 
 @dataclass(frozen=True)
@@ -156,7 +172,8 @@ def warp_maps(template: TemplateSpace, transform: SubjectTransform, grid: Grid, 
 
     Returns:
         float32 "gm", "wm", "csf", "brain" (probabilities; GM thinned by atrophy, the
-        removed GM becoming CSF) and bool "deep_gm".
+        removed GM becoming CSF), float32 "deep_weight" and bool "deep_gm" (GM > 0.5 where the
+        weight > 0.5).
     """
     import torch
     import torch.nn.functional as F
@@ -168,7 +185,7 @@ def warp_maps(template: TemplateSpace, transform: SubjectTransform, grid: Grid, 
     coarse = torch.from_numpy(norm.reshape(*[len(a) for a in coarse_axes], 3).transpose(3, 0, 1, 2).copy()).float()
     full = F.interpolate(coarse[None], size=grid.shape, mode="trilinear", align_corners=True)[0]
     sample_grid = full.flip(0).permute(1, 2, 3, 0)[None]  # (1, X, Y, Z, 3) as (z, y, x) for grid_sample
-    volumes = np.stack([template.gm, template.wm, template.brain, template.deep_gm.astype(np.float32)])
+    volumes = np.stack([template.gm, template.wm, template.brain, template.deep_weight])
     with torch.no_grad():
         out_t = F.grid_sample(torch.from_numpy(volumes)[None], sample_grid, mode="bilinear",
                               padding_mode="zeros", align_corners=True)[0].numpy()
@@ -178,4 +195,5 @@ def warp_maps(template: TemplateSpace, transform: SubjectTransform, grid: Grid, 
     wm = np.minimum(wm, brain)
     gm = np.minimum(np.clip((gm - a) / (1.0 - a), 0.0, 1.0), brain - wm)
     csf = np.clip(brain - gm - wm, 0.0, 1.0)
-    return {"gm": gm, "wm": wm, "csf": csf.astype(np.float32), "brain": brain, "deep_gm": deep > 0.5}
+    return {"gm": gm, "wm": wm, "csf": csf.astype(np.float32), "brain": brain, "deep_weight": deep,
+            "deep_gm": (deep > 0.5) & (gm > 0.5)}

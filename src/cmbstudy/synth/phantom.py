@@ -45,10 +45,10 @@ def _tissue_maps(template: TemplateSpace, transform, geom: ScanGeometry, veins: 
     model = geom.model
     pts = model.points()
     t = warp_maps(template, transform, model)
-    deep = t["deep_gm"].astype(np.float32)
+    deep = t["deep_weight"] * t["gm"]  # iron-rich nuclei: the GM's own edge, no box (anatomy docstring)
     x = np.abs(pts[:, 0]).reshape(model.shape)
     iron = rng.uniform(0.06, 0.16) * (0.6 + 0.6 * np.exp(-(((x - 18.0) / 7.0) ** 2)))  # pallidum-putamen peak
-    chi = t["gm"] * TISSUE["gm"][0] + t["wm"] * TISSUE["wm"][0] + deep * t["gm"] * iron
+    chi = t["gm"] * TISSUE["gm"][0] + t["wm"] * TISSUE["wm"][0] + deep * iron
     m0 = t["csf"] * TISSUE["csf"][1] + t["gm"] * TISSUE["gm"][1] + t["wm"] * TISSUE["wm"][1]
     frac = np.maximum(t["csf"] + t["gm"] + t["wm"], 1e-3)
     r2s = (t["csf"] * TISSUE["csf"][2] + t["gm"] * TISSUE["gm"][2] + t["wm"] * TISSUE["wm"][2]) / frac
@@ -58,7 +58,7 @@ def _tissue_maps(template: TemplateSpace, transform, geom: ScanGeometry, veins: 
     m0 = (1 - vein) * m0 + vein * TISSUE["vein"][1]
     r2s = (1 - vein) * r2s + vein * TISSUE["vein"][2]
     maps = TissueMaps(chi.astype(np.float32), m0.astype(np.float32), r2s.astype(np.float32))
-    return maps, t["brain"], deep, vein
+    return maps, t["brain"], t["deep_gm"].astype(np.float32), vein
 
 
 def simulate_subject(

@@ -7,7 +7,9 @@
 (:mod:`~cmbstudy.training.schedule`); the loop with validation
 (:mod:`~cmbstudy.training.loop`), its checkpoints (:mod:`~cmbstudy.training.checkpoints`)
 and its processes under torchrun (:mod:`~cmbstudy.training.distributed`); one fold of a dataset
-(:mod:`~cmbstudy.training.run`); and the tuning of the classical LoG floor
+(:mod:`~cmbstudy.training.run`); its calibration on validation subjects
+(:mod:`~cmbstudy.training.calibrate`) with the second look's training
+(:mod:`~cmbstudy.training.second_look`); and the tuning of the classical LoG floor
 (:mod:`~cmbstudy.training.classical`).
 """
 
@@ -23,6 +25,7 @@ from . import (
     sampling_2p5d,
     sampling_3d,
     schedule,
+    second_look,
 )
 from .augment import *  # noqa: F403  (its __all__)
 from .calibrate import *  # noqa: F403  (its __all__)
@@ -33,6 +36,7 @@ from .run import *  # noqa: F403  (its __all__)
 from .sampling_2p5d import *  # noqa: F403  (its __all__)
 from .sampling_3d import *  # noqa: F403  (its __all__)
 from .schedule import *  # noqa: F403  (its __all__)
+from .second_look import *  # noqa: F403  (its __all__)
 
 #: The stage's public names: those of its modules, in the order of the stage.
 __all__ = [
@@ -44,5 +48,6 @@ __all__ = [
     *loop.__all__,
     *run.__all__,
     *calibrate.__all__,
+    *second_look.__all__,
     *classical.__all__,
 ]

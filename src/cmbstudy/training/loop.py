@@ -51,6 +51,7 @@ from ..data.run_folder import RESULT
 from ..device import autocast, resolve_device
 from ..errors import ConfigError
 from ..evaluation.lesions import find_lesions
+from ..evaluation.operating_point import OperatingPoint, apply_operating_point
 from ..evaluation.matching import match_paper
 from ..evaluation.scores import DETECTION_METRICS, summarize_detection
 from ..inference.sliding_window import predict_logits
@@ -118,16 +119,19 @@ def validate(
 ) -> dict[str, float]:
     """Paper-rule detection scores of the validation subjects, pooled over lesions.
 
-    Each volume is predicted, restored to its input grid (linear), thresholded at
-    ``evaluation.threshold``, split into components (``evaluation.connectivity``)
-    and matched to the components of its reference mask (input grid) within
-    ``evaluation.match_distance_voxels``.
+    Each volume is predicted and restored to its input grid (linear); its lesions are
+    those of the profile's lesion rule before calibration
+    (:meth:`~cmbstudy.evaluation.operating_point.OperatingPoint.from_config`: ``evaluation.threshold``,
+    ``min_voxels``, ``connectivity`` and the brain rule), the rule that calibration, evaluation,
+    ``predict`` and ``detect`` apply too, matched to the components of its reference mask (input grid)
+    within ``evaluation.match_distance_voxels``.
 
     Returns:
         precision, recall, f1, fp_per_subject, and loss (mean over subjects of
         ``loss_fn([logits], mask)`` on the preprocessed grid; NaN without ``loss_fn``).
     """
     ev, counts, losses = profile.evaluation, [], []
+    point = OperatingPoint.from_config(ev)
     for volume, reference in zip(volumes, references):
         logits = predict_logits(
             model, volume.image, profile.train.val_batch_size, device, volume_voxel_mm(volume), profile.train.patch_size
@@ -137,7 +141,7 @@ def validate(
             with torch.no_grad():
                 losses.append(float(loss_fn([torch.from_numpy(logits)[:, None]], target)))
         prob = volume.restore(expit(logits.astype(np.float64)).astype(np.float32), 1)
-        pred = find_lesions(prob, ev.threshold, ev.connectivity)
+        pred = apply_operating_point(prob, point, volume.input_brain())
         ref = find_lesions(np.asarray(reference), 0.5, ev.connectivity)
         match = match_paper(pred.centroids, ref.centroids, ev.match_distance_voxels)
         counts.append((match.n_tp, match.n_fp, match.n_fn))

@@ -21,6 +21,7 @@ from scipy.special import expit
 from ..config import Profile
 from ..evaluation.lesions import find_lesions
 from ..evaluation.matching import match_paper
+from ..evaluation.operating_point import OperatingPoint, apply_operating_point
 from ..inference.sliding_window import predict_logits
 from ..preprocessing.geometry import volume_voxel_mm
 from .plan import SliceVolume
@@ -35,15 +36,16 @@ def mining_subjects(n_volumes: int, n_mine: int, seed: int, epoch: int) -> np.nd
     return np.sort(np.random.default_rng([seed, epoch, 2]).choice(n_volumes, n_mine, replace=False))
 
 
-def false_positive_points(index: int, probability: np.ndarray, mask: np.ndarray, threshold: float,
-                          connectivity: int, match_distance: float) -> np.ndarray:
-    """Rows ``(index, z, y, x)``: the most probable voxel of each predicted component that matches no lesion.
+def false_positive_points(index: int, probability: np.ndarray, mask: np.ndarray, point: OperatingPoint,
+                          match_distance: float, brain: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``(index, z, y, x)``: the most probable voxel of each detected lesion that matches no reference lesion.
 
-    Both arrays are ``(Z, S, S)`` on the preprocessed grid; matching is the paper's
-    centroid rule (:func:`cmbstudy.evaluation.matching.match_paper`) on that grid.
+    The arrays are ``(Z, S, S)`` on the preprocessed grid; the lesions are those of the lesion rule
+    ``point`` (:func:`~cmbstudy.evaluation.operating_point.apply_operating_point`, brain rule with
+    ``brain``); matching is the paper's centroid rule (:func:`cmbstudy.evaluation.matching.match_paper`).
     """
-    pred = find_lesions(probability, threshold, connectivity)
-    ref = find_lesions(np.asarray(mask), 0.5, connectivity)
+    pred = apply_operating_point(probability, point, brain)
+    ref = find_lesions(np.asarray(mask), 0.5, point.connectivity)
     match = match_paper(pred.centroids, ref.centroids, match_distance)
     if not len(match.fp):
         return np.zeros((0, 4), np.int64)
@@ -55,16 +57,17 @@ def mine_hard_negatives(model: torch.nn.Module, volumes: Sequence[SliceVolume], 
                         profile: Profile, device: torch.device) -> np.ndarray:
     """``(n, 4)`` rows ``(volume, z, y, x)``: false positives of ``model`` on ``volumes[indices]``.
 
-    Predicted at ``evaluation.threshold`` with ``evaluation.connectivity``, matched
+    Detected with the profile's lesion rule before calibration (as validation detects), matched
     within ``evaluation.match_distance_voxels``. The model is left in eval mode.
     """
     ev, rows = profile.evaluation, []
+    point = OperatingPoint.from_config(ev)
     model.eval()
     for index in indices:
         volume = volumes[int(index)]
         logits = predict_logits(model, volume.image, profile.train.val_batch_size, device, volume_voxel_mm(volume),
                                 profile.train.patch_size)
-        probability = expit(logits.astype(np.float64)).astype(np.float32) * np.asarray(volume.brain, bool)
-        rows.append(false_positive_points(int(index), probability, volume.mask, ev.threshold, ev.connectivity,
-                                          ev.match_distance_voxels))
+        probability = expit(logits.astype(np.float64)).astype(np.float32)
+        rows.append(false_positive_points(int(index), probability, volume.mask, point, ev.match_distance_voxels,
+                                          np.asarray(volume.brain, bool)))
     return np.concatenate(rows) if rows else np.zeros((0, 4), np.int64)

@@ -179,8 +179,9 @@ def train_fold(
     def calibrate() -> dict:
         best = torch.load(out / CHECKPOINT_BEST, map_location="cpu", weights_only=True)
         model.load_state_dict(best["model"])
+        training = [(v, s.image_path, s.mask_path) for v, s in zip(volumes[: len(train_subjects)], train_subjects)]
         point = calibrate_run(model, volumes[len(train_subjects):], references, profile,
-                              place.device(resolve_device(device)), out)
+                              place.device(resolve_device(device)), out, [s.image_path for s in val_subjects], training)
         return point.to_json()
 
     return dataclasses.replace(result, operating_point=place.on_main(calibrate))

@@ -7,7 +7,8 @@
 - Table 5 (cross-modality): :mod:`~cmbstudy.study.tables.modality`;
 - Table 6 and Fig. 4 (burden, counts): :mod:`~cmbstudy.study.tables.burden`;
 - Tables 7 and 8 (CBAM ablation): :mod:`~cmbstudy.study.tables.ablation`;
-- beyond the paper (sites, VALDO rule, timing): :mod:`~cmbstudy.study.tables.beyond`, and what the
+- beyond the paper, one look or two (each network single-stage and with the second look):
+  :mod:`~cmbstudy.study.tables.looks`; sites, VALDO rule, timing: :mod:`~cmbstudy.study.tables.beyond`, and what the
   remaining errors are (false positives by kind, missed CMBs by size): :mod:`~cmbstudy.study.tables.errors`;
 - the one "paper beside ours" layout and the method labels: :mod:`~cmbstudy.study.tables.format`.
 """
@@ -23,6 +24,7 @@ from . import (
     errors,
     folds,
     format,
+    looks,
     methods,
     modality,
 )
@@ -34,6 +36,7 @@ from .comparison import *  # noqa: F403  (its __all__)
 from .errors import *  # noqa: F403  (its __all__)
 from .folds import *  # noqa: F403  (its __all__)
 from .format import *  # noqa: F403  (its __all__)
+from .looks import *  # noqa: F403  (its __all__)
 from .methods import *  # noqa: F403  (its __all__)
 from .modality import *  # noqa: F403  (its __all__)
 
@@ -47,6 +50,7 @@ __all__ = [
     *modality.__all__,
     *burden.__all__,
     *ablation.__all__,
+    *looks.__all__,
     *errors.__all__,
     *beyond.__all__,
 ]

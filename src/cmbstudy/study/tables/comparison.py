@@ -114,10 +114,12 @@ def _f1(table: pd.DataFrame, label: str | None) -> float:
 
 
 def row_scores(table: pd.DataFrame, label: str | None) -> dict[str, float] | None:
-    """F1 and its interval of the row ``label`` of a method table (None when the row is absent)."""
+    """F1 and its interval of the row ``label`` of a method table, and its precision and recall where the table
+    has them (None when the row is absent)."""
     if label is None or label not in table.index:
         return None
-    return {c: float(table.loc[label, c]) for c in ("f1", "f1_ci_low", "f1_ci_high")}
+    columns = ("f1", "f1_ci_low", "f1_ci_high", *(c for c in ("precision", "recall") if c in table.columns))
+    return {c: float(table.loc[label, c]) for c in columns}
 
 
 def compare_methods(results_dir: Path | str, data_root: Path | str, test_root: Path | str, profile: Profile,

@@ -1,0 +1,289 @@
+"""Training the second look: an image model on training subjects, a combiner on validation subjects.
+
+A candidate (:mod:`cmbstudy.inference.candidates`) is labelled a CMB when it
+is the nearest candidate to a reference lesion's centroid, within the paper's
+match distance; other candidates within that distance of a reference are left
+out of training (a noise blob beside a CMB is neither one, and at detection the
+best scored of them stands for the lesion); the rest are labelled not a CMB.
+No mimic label or site is used, so it trains the same way on real data. Two models, so that nothing is scored by a network on its own training
+subjects:
+
+1. the image model (scikit-learn's gradient boosting on the image features) is
+   trained on the blob candidates of the run's training subjects, found with no
+   network at all;
+2. the combiner of the image model's score with the network's features is
+   trained on the candidates of the validation subjects, which the network never
+   saw. Each kind of ``second_look.classifiers`` (gradient boosting, logistic
+   regression) is scored out of fold over subject folds of them; the threshold
+   on its score with the best pooled lesion-wise F1 (paper rule, after
+   :func:`~cmbstudy.inference.candidates.suppress_duplicates`) is its operating
+   point, and the kind with the best F1 is refitted on every validation candidate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import SecondLookConfig
+from ..data.datasets import describe_dataset, load_subjects
+from ..data.io import load_mask, load_scan
+from ..errors import ConfigError, InputError, OutputError
+from ..evaluation.lesions import find_lesions
+from ..evaluation.matching import match_paper
+from ..evaluation.operating_point import OperatingPoint
+from ..evaluation.scores import summarize_detection
+from ..inference.candidates import find_candidates, suppress_duplicates
+from ..inference.model_store import DetectionModel, packaged_model_path, second_look_path
+from ..inference.second_look import NETWORK_FEATURES, SecondLook, candidate_features, save_second_look, stack_scores
+from ..inference.sliding_window import predict_volume
+from ..preprocessing.cache import default_cache_dir, load_preprocessed
+
+__all__ = ["CLASSIFIERS", "SecondLookCase", "CandidateSet", "make_classifier", "collect_candidates",
+           "fit_second_look", "SecondLookSummary", "train_model_second_look"]
+
+CLASSIFIERS: tuple[str, ...] = ("boosting", "logistic")
+_THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)
+
+
+@dataclass(frozen=True)
+class SecondLookCase:
+    """One validation subject on its input grid: what the second look sees, and its reference."""
+
+    probability: np.ndarray  # (X, Y, Z) the network's probability map
+    image: np.ndarray  # (X, Y, Z) the scan (magnitude) as read
+    brain: np.ndarray  # (X, Y, Z) bool brain mask
+    voxel_mm: tuple[float, float, float]  # voxel sizes (mm)
+    reference: np.ndarray  # (X, Y, Z) binary CMB mask
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """Every candidate of a set of subjects, with its features and label."""
+
+    features: np.ndarray  # (n, len(FEATURES))
+    labels: np.ndarray  # (n,) 1: the nearest to a reference CMB; 0: none within the match distance; -1: beside one
+    subjects: np.ndarray  # (n,) index of the subject
+    centres: list[np.ndarray]  # per subject, (n_s, 3) candidate centres
+    references: list[np.ndarray]  # per subject, (m_s, 3) reference centroids
+    recall_ceiling: float  # share of reference CMBs with a candidate within the match distance
+
+
+def make_classifier(kind: str, seed: int, small: bool = False) -> Any:
+    """A scikit-learn classifier of ``kind`` ("boosting" or "logistic"), seeded; ``small`` for a few hundred
+    candidates (the combiner): shallower trees, fewer rounds.
+
+    Raises:
+        ConfigError: an unknown kind.
+    """
+    if kind == "boosting":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        if small:
+            return HistGradientBoostingClassifier(max_iter=60, learning_rate=0.05, max_depth=2, min_samples_leaf=8,
+                                                  l2_regularization=1.0, random_state=seed)
+        return HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=15,
+                                              min_samples_leaf=10, l2_regularization=1.0, random_state=seed)
+    if kind == "logistic":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    raise ConfigError(f"second-look classifier {kind!r}: use one of {', '.join(CLASSIFIERS)}")
+
+
+def collect_candidates(cases: Sequence[SecondLookCase], settings: SecondLookConfig, match_distance: float,
+                       connectivity: int = 26) -> CandidateSet:
+    """Candidates, features and labels of ``cases`` (the module docstring)."""
+    features, labels, subjects, centres, references = [], [], [], [], []
+    found = total = 0
+    for index, case in enumerate(cases):
+        candidates = find_candidates(case.probability, case.image, case.brain, case.voxel_mm,
+                                     settings.candidate_threshold, settings.log_candidates, connectivity)
+        ref = find_lesions(np.asarray(case.reference), 0.5, connectivity).centroids
+        if len(ref) and candidates.n:
+            gaps = np.linalg.norm(candidates.centres[:, None] - ref[None], axis=2)
+            label = np.where(gaps.min(axis=1) <= match_distance, -1, 0)
+            reached = gaps.min(axis=0) <= match_distance
+            label[np.argmin(gaps, axis=0)[reached]] = 1
+            labels.append(label)
+            found += int(reached.sum())
+        else:
+            labels.append(np.zeros(candidates.n, int))
+        total += len(ref)
+        features.append(candidate_features(candidates, case.probability, case.brain, case.voxel_mm))
+        subjects.append(np.full(candidates.n, index))
+        centres.append(candidates.centres)
+        references.append(ref)
+    return CandidateSet(np.concatenate(features) if features else np.zeros((0, 0)),
+                        np.concatenate(labels) if labels else np.zeros(0, int),
+                        np.concatenate(subjects) if subjects else np.zeros(0, int), centres, references,
+                        found / total if total else math.nan)
+
+
+def _best_threshold(found: CandidateSet, scores: np.ndarray, match_distance: float) -> tuple[float, dict]:
+    """The score threshold with the best pooled F1 (paper rule; ties: fewer FPs, then higher), and its scores."""
+    best: tuple[tuple[float, ...], float, dict] | None = None
+    for threshold in _THRESHOLDS:
+        counts = []
+        for s, (centres, ref) in enumerate(zip(found.centres, found.references)):
+            own = scores[found.subjects == s]
+            above = own >= threshold
+            kept = centres[above][suppress_duplicates(centres[above], own[above], match_distance)]
+            match = match_paper(kept, ref, match_distance)
+            counts.append((match.n_tp, match.n_fp, match.n_fn))
+        summary = summarize_detection(counts)
+        if math.isnan(summary["f1"]):
+            continue
+        key = (summary["f1"], -summary["fp_per_subject"], threshold)
+        if best is None or key > best[0]:
+            best = (key, float(threshold),
+                    {k: float(summary[k]) for k in ("precision", "recall", "f1", "fp_per_subject")})
+    if best is None:
+        return 0.5, {}
+    return best[1], best[2]
+
+
+def _out_of_fold(kind: str, inputs: np.ndarray, found: CandidateSet, n_splits: int, seed: int) -> np.ndarray:
+    """Each candidate's score from a combiner fitted on the other subject folds (scikit-learn's GroupKFold)."""
+    from sklearn.model_selection import GroupKFold
+
+    scores = np.zeros(len(found.labels))
+    n_groups = len(np.unique(found.subjects))
+    for train, held in GroupKFold(n_splits=min(n_splits, n_groups)).split(inputs, found.labels, found.subjects):
+        train = train[found.labels[train] >= 0]
+        if len(np.unique(found.labels[train])) < 2:
+            scores[held] = float(found.labels[train].mean()) if len(train) else 0.0
+            continue
+        model = make_classifier(kind, seed, small=True).fit(inputs[train], found.labels[train])
+        scores[held] = model.predict_proba(inputs[held])[:, 1]
+    return scores
+
+
+def _enough(found: CandidateSet) -> bool:
+    return (found.labels == 1).sum() >= 2 and (found.labels == 0).sum() >= 2
+
+
+def fit_second_look(cases: Sequence[SecondLookCase], training: Sequence[SecondLookCase], settings: SecondLookConfig,
+                    point: OperatingPoint, match_distance: float, seed: int
+                    ) -> tuple[SecondLook | None, OperatingPoint, dict[str, Any]]:
+    """Train the second look and set its threshold in the run's lesion rule ``point`` (the module docstring).
+
+    Args:
+        cases: the validation subjects, with the network's probability maps.
+        training: the training subjects (their probability maps are not used: the image model sees blobs only).
+
+    Returns:
+        The second look (None when either set holds too few candidates of either kind to learn from),
+        ``point`` with its ``second_look`` threshold (unchanged without one), and a report: candidates,
+        recall ceiling, and each combiner's out-of-fold threshold and scores.
+    """
+    blank = [SecondLookCase(np.zeros_like(c.probability), c.image, c.brain, c.voxel_mm, c.reference) for c in training]
+    blobs = collect_candidates(blank, settings, match_distance, point.connectivity)
+    found = collect_candidates(cases, settings, match_distance, point.connectivity)
+    report: dict[str, Any] = {"n_subjects": len(cases), "n_candidates": int(len(found.labels)),
+                              "n_candidate_cmbs": int((found.labels == 1).sum()), "recall_ceiling": found.recall_ceiling,
+                              "n_training_subjects": len(training), "n_training_blobs": int(len(blobs.labels)),
+                              "n_training_blob_cmbs": int((blobs.labels == 1).sum()), "classifiers": {}}
+    if len(cases) < 2 or not _enough(found) or not _enough(blobs):
+        report["note"] = "too few candidates of either kind to learn from: one stage kept"
+        return None, point, report
+    n_network = len(NETWORK_FEATURES)
+    known = blobs.labels >= 0
+    image_model = make_classifier("boosting", seed).fit(blobs.features[known, n_network:], blobs.labels[known])
+    inputs = stack_scores(image_model.predict_proba(found.features[:, n_network:])[:, 1], found.features)
+    for kind in settings.classifiers:
+        scores = _out_of_fold(kind, inputs, found, settings.cv_splits, seed)
+        threshold, summary = _best_threshold(found, scores, match_distance)
+        report["classifiers"][kind] = {"threshold": threshold, **summary}
+    ranked = sorted(report["classifiers"].items(), key=lambda kv: (kv[1].get("f1", -1.0),
+                                                                   -kv[1].get("fp_per_subject", math.inf)),
+                    reverse=True)
+    kind, chosen = ranked[0]
+    report["chosen"] = kind
+    known = found.labels >= 0
+    combiner = make_classifier(kind, seed, small=True).fit(inputs[known], found.labels[known])
+    second = SecondLook(kind, combiner, image_model, settings, float(match_distance), float(chosen["threshold"]),
+                        {"out_of_fold": chosen, "recall_ceiling": found.recall_ceiling})
+    validation = {**dict(point.validation or {}), "second_look": chosen}
+    return second, dataclasses.replace(point, second_look=float(chosen["threshold"]), validation=validation), report
+
+
+@dataclass(frozen=True)
+class SecondLookSummary:
+    """What :func:`train_model_second_look` wrote (printed by ``cmbstudy second-look``)."""
+
+    model: str  # the model's source
+    path: Path  # the second look written
+    report: dict[str, Any]  # as :func:`fit_second_look` reports
+
+    def __str__(self) -> str:
+        r = self.report
+        chosen = r["classifiers"][r["chosen"]]
+        return (f"second look of {self.model} -> {self.path}\n"
+                f"  {r['n_candidates']} candidates on {r['n_subjects']} validation subjects (recall ceiling "
+                f"{r['recall_ceiling']:.3f}); image model on {r['n_training_blobs']} blobs of "
+                f"{r['n_training_subjects']} subjects\n"
+                f"  {r['chosen']} at {chosen['threshold']:g}: out-of-fold precision {chosen['precision']:.3f}, "
+                f"recall {chosen['recall']:.3f}, F1 {chosen['f1']:.3f}, {chosen['fp_per_subject']:.2f} FP per subject")
+
+
+def train_model_second_look(model: DetectionModel, data_root: Path, out: Path, validation_fraction: float = 0.5,
+                            seed: int = 0, overwrite: bool = False, progress: bool = True) -> SecondLookSummary:
+    """Train a second look for a trained model on a labelled dataset: ``cmbstudy second-look``.
+
+    The subjects of ``data_root`` are split with ``seed``: ``validation_fraction`` of them are the
+    combiner's (the model predicts them; none may be a subject it was trained on), the rest the image
+    model's. Written to ``out/<model stem>.second_look.joblib`` (and its ``.json``), where
+    :func:`~cmbstudy.inference.model_store.load_detection_model` finds it beside a model file of that stem.
+
+    Raises:
+        InputError: fewer than four subjects with a CMB mask.
+        ConfigError: a validation fraction outside (0, 1).
+        OutputError: the second look exists and ``overwrite`` is false.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise ConfigError(f"validation fraction {validation_fraction!r} must lie in (0, 1), e.g. 0.5")
+    subjects = [s for s in load_subjects(Path(data_root)) if s.mask_path is not None]
+    if len(subjects) < 4:
+        raise InputError(f"{data_root} holds {len(subjects)} subjects with a CMB mask: a second look needs at least 4")
+    source = Path(model.source) if not model.source.startswith("packaged:") else packaged_model_path()
+    target = Path(out) / second_look_path(Path(source)).name
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target} exists: pass --overwrite to replace it")
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    n_val = min(max(2, int(round(validation_fraction * len(subjects)))), len(subjects) - 2)
+    validation, training = [subjects[i] for i in order[:n_val]], [subjects[i] for i in order[n_val:]]
+    profile, cache, device = model.profile, default_cache_dir(Path(data_root)), torch.device("cpu")
+    cases, blobs, combined = [], [], {s.subject_id for s in validation}
+    for subject in tqdm(validation + training, desc="second look", unit="subject", disable=not progress):
+        volume = load_preprocessed([subject], profile.preprocess, cache, progress=False)[0]
+        image = np.asarray(load_scan(subject.image_path)[0].dataobj)
+        reference = np.asarray(load_mask(subject.mask_path).dataobj)
+        if subject.subject_id in combined:
+            prob = predict_volume(model.network, volume, profile.train.val_batch_size, device,
+                                  profile.train.patch_size)
+            probability = np.clip(volume.restore(prob, order=1), 0.0, 1.0).astype(np.float32)
+            cases.append(SecondLookCase(probability, image, volume.input_brain(), volume.input_voxel_mm, reference))
+        else:
+            blobs.append(SecondLookCase(np.zeros(image.shape, np.float32), image, volume.input_brain(),
+                                        volume.input_voxel_mm, reference))
+    ev = profile.evaluation
+    second, _, report = fit_second_look(cases, blobs, profile.second_look, model.operating_point.single_stage,
+                                        ev.match_distance_voxels, seed)
+    if second is None:
+        raise InputError(f"{data_root}: {report.get('note')}; give more subjects with CMBs")
+    provenance = {"model": model.source, "data": describe_dataset(Path(data_root)), "seed": seed,
+                  "validation_subjects": [s.subject_id for s in validation],
+                  "training_subjects": [s.subject_id for s in training], "report": report}
+    provenance["data"].pop("data_root", None)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return SecondLookSummary(model.source, save_second_look(second, target, provenance), report)

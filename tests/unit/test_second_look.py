@@ -1,0 +1,104 @@
+"""The second look: candidates that miss nothing, features that tell a CMB from a vein, a trained decision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cmbstudy.config import SecondLookConfig
+from cmbstudy.errors import InputError
+from cmbstudy.evaluation.operating_point import OperatingPoint
+from cmbstudy.inference.candidates import find_candidates, suppress_duplicates
+from cmbstudy.inference.second_look import (
+    FEATURES,
+    candidate_features,
+    find_detections,
+    load_second_look,
+    save_second_look,
+)
+from cmbstudy.training.second_look import SecondLookCase, fit_second_look
+
+SHAPE = (40, 42, 24)  # (X, Y, Z), uneven so that an axis mix-up fails
+VOXEL_MM = (1.0, 1.0, 2.0)
+
+
+def _scan(rng: np.random.Generator, cmbs: list[tuple[int, int, int]], veins: list[tuple[int, int]]
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A magnitude scan (tissue 100, noise 6): round dark CMBs (radius 1.5-2.5 mm) and dark veins running
+    along Z through (x, y), seen end-on in every slice, of drawn sizes and darkness; its brain mask and CMB mask."""
+    x, y, z = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    image = rng.normal(100.0, 6.0, size=SHAPE)
+    reference = np.zeros(SHAPE, np.uint8)
+    for cx, cy, cz in cmbs:
+        ball = (x - cx) ** 2 + (y - cy) ** 2 + ((z - cz) * 2.0) ** 2 <= rng.uniform(1.5, 2.5) ** 2
+        image[ball] = rng.uniform(20.0, 55.0)
+        reference[ball] = 1
+    for vx, vy in veins:
+        image[(x - vx) ** 2 + (y - vy) ** 2 <= rng.uniform(0.8, 1.6) ** 2] = rng.uniform(20.0, 55.0)
+    brain = np.zeros(SHAPE, bool)
+    brain[3:-3, 3:-3, 1:-1] = True
+    return image.astype(np.float32), brain, reference
+
+
+def _case(seed: int) -> SecondLookCase:
+    rng = np.random.default_rng(seed)
+    spots = rng.permutation([(x, y) for x in range(9, 34, 8) for y in range(9, 36, 8)])
+    cmbs = [(int(sx), int(sy), int(rng.integers(5, 19))) for sx, sy in spots[:3]]
+    veins = [(int(sx), int(sy)) for sx, sy in spots[3:6]]
+    image, brain, reference = _scan(rng, cmbs, veins)
+    probability = np.zeros(SHAPE, np.float32)  # a network that sees nothing: the blobs must do
+    return SecondLookCase(probability, image, brain, VOXEL_MM, reference)
+
+
+def test_candidates_find_every_cmb_and_vein() -> None:
+    image, brain, reference = _scan(np.random.default_rng(0), [(12, 12, 8)], [(30, 30)])
+    candidates = find_candidates(np.zeros(SHAPE, np.float32), image, brain, VOXEL_MM, 0.1, 50)
+    assert 0 < candidates.n <= 50
+    assert np.linalg.norm(candidates.centres - [12, 12, 8], axis=1).min() <= 1.0
+    assert np.linalg.norm(candidates.centres[:, :2] - [30, 30], axis=1).min() <= 1.0
+    probability = np.zeros(SHAPE, np.float32)
+    probability[11:14, 11:14, 8] = 0.6  # the network's own candidate there: the blob is the same place
+    merged = find_candidates(probability, image, brain, VOXEL_MM, 0.1, 50)
+    assert merged.from_network.sum() == 1
+    assert (np.linalg.norm(merged.centres - [12, 12, 8], axis=1) <= 2.0).sum() == 1
+
+
+def test_a_cmb_looks_like_a_blob_and_a_vein_like_a_tube() -> None:
+    image, brain, _ = _scan(np.random.default_rng(1), [(12, 12, 8)], [(30, 30)])
+    candidates = find_candidates(np.zeros(SHAPE, np.float32), image, brain, VOXEL_MM, 0.1, 50)
+    features = candidate_features(candidates, np.zeros(SHAPE, np.float32), brain, VOXEL_MM)
+    assert features.shape == (candidates.n, len(FEATURES))
+    cmb = int(np.argmin(np.linalg.norm(candidates.centres - [12, 12, 8], axis=1)))
+    vein = int(np.argmin(np.linalg.norm(candidates.centres[:, :2] - [30, 30], axis=1)))
+    column = {name: i for i, name in enumerate(FEATURES)}
+    assert features[cmb, column["contrast"]] > 0.4 and features[vein, column["contrast"]] > 0.4  # both dark
+    assert features[vein, column["z_extent_mm"]] >= 30.0  # the vein runs through the slab
+    assert features[cmb, column["z_extent_mm"]] <= 6.0
+    assert features[cmb, column["blobness"]] > 0.1 > features[vein, column["blobness"]]  # flat along the tube
+    with pytest.raises(InputError, match="voxel sizes"):
+        candidate_features(candidates, np.zeros(SHAPE, np.float32), brain, (1.0, 0.0, 2.0))
+
+
+def test_duplicates_keep_the_best_scored() -> None:
+    centres = np.array([[0.0, 0, 0], [3, 0, 0], [10, 0, 0]])
+    assert suppress_duplicates(centres, np.array([0.5, 0.9, 0.2]), 4.0).tolist() == [False, True, True]
+
+
+def test_the_trained_second_look_keeps_the_cmb_and_drops_the_vein(tmp_path) -> None:
+    settings = SecondLookConfig(log_candidates=60, classifiers=("boosting", "logistic"), cv_splits=3)
+    second, point, report = fit_second_look([_case(s) for s in range(10, 18)], [_case(s) for s in range(8)],
+                                            settings, OperatingPoint(0.5), 4.0, seed=0)
+    assert second is not None and point.second_look is not None
+    assert report["recall_ceiling"] == 1.0 and report["chosen"] in ("boosting", "logistic")
+    image, brain, reference = _scan(np.random.default_rng(99), [(12, 12, 8), (28, 14, 15)], [(30, 30), (14, 30)])
+    found = find_detections(np.zeros(SHAPE, np.float32), point, brain, image, VOXEL_MM, second)
+    assert found.lesions.n == 2
+    assert sorted(np.rint(found.lesions.centroids[:, 0]).tolist()) == [12, 28]
+    assert found.n_candidates > found.lesions.n
+    assert reference[tuple(np.rint(found.lesions.centroids).astype(int).T)].all()
+    saved = save_second_look(second, tmp_path / "second_look.joblib")
+    again = find_detections(np.zeros(SHAPE, np.float32), point, brain, image, VOXEL_MM, load_second_look(saved))
+    assert np.array_equal(again.scores, found.scores)
+    saved.write_bytes(saved.read_bytes() + b"x")
+    with pytest.raises(InputError, match="does not match"):
+        load_second_look(saved)
