@@ -37,16 +37,16 @@ from cmbstudy.data.run_folder import load_run_split
 from cmbstudy.evaluation.evaluate import load_lesion_table
 from cmbstudy.evaluation.lesions import find_lesions, voxel_volume_mm3
 from cmbstudy.evaluation.matching import match_paper
+from cmbstudy.evaluation.operating_point import choose_operating_point
 from cmbstudy.evaluation.stats import bootstrap_detection_ci, spearman_with_ci
 from cmbstudy.evaluation.subsets import SMALL_DIAMETER_MM, compute_reference_diameters
-from cmbstudy.inference.candidates import find_candidates
+from cmbstudy.inference.candidates import find_candidates, suppress_duplicates
 from cmbstudy.inference.model_store import load_detection_model
-from cmbstudy.inference.second_look import find_detections
+from cmbstudy.inference.second_look import candidate_features, find_detections
 from cmbstudy.inference.sliding_window import predict_volume
 from cmbstudy.preprocessing.cache import default_cache_dir, load_preprocessed
 from cmbstudy.study.tables.errors import BRAIN_EDGE, EDGE_VOXELS, SIZE_BINS_MM, classify_false_positives
 from cmbstudy.training.second_look import SecondLookCase, fit_second_look
-from cmbstudy.evaluation.operating_point import choose_operating_point
 
 
 def _probabilities(model, volumes, device):
@@ -66,7 +66,18 @@ def _in_plane_edge(brain: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return inside[tuple(index.T)] if len(index) else np.zeros(0)
 
 
-def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str], device: torch.device) -> dict:
+def _curve_counts(second, point, candidates, features, ref_centroids, small, distance) -> tuple[int, ...]:
+    """(tp, fp, fn, tp of small CMBs) of one test subject under a second look (candidate centres, not regions)."""
+    scores = second.score(features)
+    above = np.flatnonzero(scores >= point.second_look)
+    kept = above[suppress_duplicates(candidates.centres[above], scores[above], distance)]
+    match = match_paper(candidates.centres[kept], ref_centroids, distance)
+    tp_small = int(np.isin(match.pairs[:, 1], np.flatnonzero(small)).sum()) if len(match.pairs) else 0
+    return match.n_tp, match.n_fp, match.n_fn, tp_small
+
+
+def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str], device: torch.device,
+            curve: list[int] = ()) -> dict:
     model = load_detection_model(run)
     profile = apply_overrides(model.profile, overrides)
     ev = profile.evaluation
@@ -76,7 +87,8 @@ def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str]
     test_subjects = load_subjects(test)
     second, point = model.second_look, model.operating_point
     report = {}
-    if refit or second is None:
+    fits = {}
+    if refit or second is None or curve:
         volumes = load_preprocessed(val_subjects, profile.preprocess, cache, progress=False)
         probs = _probabilities(model, volumes, device)
         refs = [np.asarray(load_mask(s.mask_path).dataobj) for s in val_subjects]
@@ -90,9 +102,14 @@ def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str]
                                 np.asarray(load_mask(s.mask_path).dataobj))
                  for v, s in zip(load_preprocessed(train_subjects, profile.preprocess, cache, progress=False),
                                  train_subjects)]
-        second, point, report = fit_second_look(cases, blobs, profile.second_look, single, ev.match_distance_voxels,
-                                                profile.seed)
-        model = dataclasses.replace(model, second_look=second, calibrated=point)
+        for n in curve:  # the learning curve: the image model on the first n training subjects
+            fits[n] = fit_second_look(cases, blobs[:n], profile.second_look, single, ev.match_distance_voxels,
+                                      profile.seed)
+        if refit or second is None:
+            second, point, report = fit_second_look(cases, blobs, profile.second_look, single,
+                                                    ev.match_distance_voxels, profile.seed)
+            model = dataclasses.replace(model, second_look=second, calibrated=point)
+    curve_counts = {n: [] for n in fits}
     rows = {"one stage": [], "two stages": []}
     ceiling, n_candidates, seconds_second = [], [], []
     fp_kinds = {"one stage": [], "two stages": []}
@@ -112,6 +129,11 @@ def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str]
                 if candidates.n and ref.n else np.full(ref.n, np.inf))
         ceiling.append(pd.DataFrame({"found": gaps <= ev.match_distance_voxels, "diameter": diam}))
         n_candidates.append(candidates.n)
+        if fits:
+            features = candidate_features(candidates, prob, brain, volume.input_voxel_mm)
+            for n, (fitted, fitted_point, _) in fits.items():
+                curve_counts[n].append(_curve_counts(fitted, fitted_point, candidates, features, ref.centroids,
+                                                     diam <= SMALL_DIAMETER_MM, ev.match_distance_voxels))
         for name, rule in (("one stage", point.single_stage), ("two stages", point)):
             start = time.perf_counter()
             found = find_detections(prob, rule, brain, image, volume.input_voxel_mm, second)
@@ -145,6 +167,15 @@ def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str]
     out["recall_ceiling_small"] = float(found.loc[found["diameter"] <= SMALL_DIAMETER_MM, "found"].mean())
     out["recall_ceiling_by_size"] = {str(k): round(float(v), 3) for k, v in found.groupby(bins, observed=True)["found"].mean().items()}
     out["candidates_per_subject"] = float(np.mean(n_candidates))
+    out["learning_curve"] = {}
+    for n, counts in curve_counts.items():
+        tp, fp, fn, tp_small = np.asarray(counts).sum(axis=0)
+        small_total = sum(int((d <= SMALL_DIAMETER_MM).sum()) for d in [f["diameter"] for f in ceiling])
+        out["learning_curve"][n] = {"f1": 2 * tp / max(2 * tp + fp + fn, 1), "precision": tp / max(tp + fp, 1),
+                                    "recall": tp / max(tp + fn, 1), "fp_per_subject": fp / len(counts),
+                                    "recall_small": tp_small / max(small_total, 1),
+                                    "validation_f1": fits[n][2].get("classifiers", {}).get(
+                                        fits[n][2].get("chosen"), {}).get("f1", float("nan"))}
     out["second_look_seconds_per_subject"] = float(np.median(seconds_second))
     return out
 
@@ -163,6 +194,10 @@ def _print(result: dict) -> None:
         print(f"  {name:10s} P {fmt('precision')}  R {fmt('recall')}  F1 {fmt('f1')}  FP/subj {fmt('fp_per_subject')}"
               f"  R<=3mm {r['recall_small']:.3f}  rho {r['spearman_rho'][0]:.3f}  ARIA-H {r['aria_h_agreement']:.3f}")
         print(f"             FP by kind per subject: {r['fp_by_kind']}")
+    for n, r in result.get("learning_curve", {}).items():
+        print(f"  learning curve: image model on {n:3d} training subjects: test F1 {r['f1']:.3f} (P {r['precision']:.3f},"
+              f" R {r['recall']:.3f}, {r['fp_per_subject']:.2f} FP/subject, R<=3mm {r['recall_small']:.3f}); "
+              f"out-of-fold validation F1 {r['validation_f1']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,10 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", required=True, type=Path, help="the test cohort")
     parser.add_argument("--refit", action="store_true", help="train the second look here on the run's validation subjects")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--learning-curve", default="", help="training-subject counts of the image model, e.g. "
+                        "6,12,24,48: the second look refitted on each (kept candidates' centres are matched)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    results = [measure(run, args.data, args.test, args.refit, args.overrides, torch.device("cpu")) for run in args.run]
+    curve = [int(n) for n in args.learning_curve.split(",") if n.strip()]
+    results = [measure(run, args.data, args.test, args.refit, args.overrides, torch.device("cpu"), curve)
+               for run in args.run]
     for result in results:
         _print(result)
     if args.json:

@@ -247,19 +247,23 @@ def find_detections(probability: np.ndarray, point: OperatingPoint, brain: np.nd
     keep = np.sort(keep)
     labels = np.zeros(np.shape(probability), dtype=np.int32)
     centroids, n_voxels, peaks = [], [], []
-    for k, i in enumerate(keep, start=1):
+    kept = []
+    for i in keep:  # the network's components first (they come first), then each blob's free dark voxels
         if candidates.from_network[i]:
             region = np.argwhere(candidates.network.labels == candidates.component[i])
         else:
             region = _blob_region(candidates.ratio, candidates.centres[i])
-            region = region[labels[tuple(region.T)] == 0] if len(region) > 1 else region
-        labels[tuple(region.T)] = k
+            region = region[labels[tuple(region.T)] == 0]
+            if not len(region):  # wholly on a lesion already kept: the same lesion
+                continue
+        kept.append(i)
+        labels[tuple(region.T)] = len(kept)
         centroids.append(region.mean(axis=0))
         n_voxels.append(len(region))
         peaks.append(float(np.asarray(probability)[tuple(region.T)].max()))
     lesions = Lesions(labels, np.asarray(centroids, float).reshape(-1, 3), np.asarray(n_voxels, np.int64),
                       np.asarray(peaks, float))
-    return Detections(lesions, scores[keep], candidates.n)
+    return Detections(lesions, scores[np.asarray(kept, dtype=int)], candidates.n)
 
 
 def _sidecar(path: Path) -> Path:
