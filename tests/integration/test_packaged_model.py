@@ -44,7 +44,7 @@ def test_packaged_model_provenance() -> None:
     assert path.with_name(f"{path.stem}.second_look.joblib").stat().st_size < 2_000_000
     made = json.loads(path.with_name(f"{path.stem}.second_look.json").read_text())
     assert made["provenance"]["model"] == "packaged:rlk_unet_cbam_quick"
-    assert made["provenance"]["data"]["layout"] == "synthetic"
+    assert made["provenance"]["data"]["layout"] == "synthetic" and "data_root" not in made["provenance"]["data"]
     assert not set(made["provenance"]["validation_subjects"]) & set(made["provenance"]["training_subjects"])
     assert model.point_for(single_stage=True).second_look is None
 

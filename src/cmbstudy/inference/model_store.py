@@ -32,6 +32,7 @@ from ..data.run_folder import (
     RESULT,
     load_run_operating_point,
     load_run_profile,
+    load_run_split,
 )
 from ..errors import ConfigError, InputError
 from ..evaluation.operating_point import OperatingPoint
@@ -332,6 +333,9 @@ def export_model(run_dir: Path, out_dir: Path, data_root: Path | None = None, na
     write_atomically(out_dir / f"{name}.pt", lambda tmp: torch.save(payload, tmp))
     write_json(out_dir / f"{name}.json", provenance)
     if loaded.second_look is not None:  # the run's own second look travels with its network
-        save_second_look(loaded.second_look, second_look_path(out_dir / f"{name}.pt"),
-                         {"model": name, "run": run_dir.name, "validation": dict(loaded.second_look.validation)})
+        save_second_look(loaded.second_look, second_look_path(out_dir / f"{name}.pt"), {
+            "model": f"packaged:{name}", "data": training_data, "command": command,
+            "validation_subjects": load_run_split(run_dir, "val"), "training_subjects": load_run_split(run_dir, "train"),
+            "report": json.loads(second_look_path(run_dir).with_suffix(".json").read_text()).get(
+                "provenance", {}).get("report", {})})
     return out_dir / f"{name}.pt"
