@@ -7,11 +7,14 @@ in the brain), merged with the strongest dark blobs of a scale-normalised
 in-plane Laplacian of Gaussian (local 3D maxima, at most ``log_candidates``
 per volume, at the CMB scale of one voxel) of the scan divided by its local
 brain mean (:func:`local_ratio`: bias fields and sites cancel, and the scan is
-looked at on its own grid, not through the network's resampling). A blob whose peak lies within
-``merge_distance`` voxels of a network candidate's centroid, or inside its
-component, is the same candidate and is dropped; of two blobs closer than that,
-the weaker goes. The second look (:mod:`cmbstudy.inference.second_look`) then
-decides which candidates are CMBs.
+looked at on its own grid, not through the network's resampling). A blob whose
+peak lies inside a network candidate's component, or within
+:data:`SAME_PLACE_VOXELS` of its centroid, is the same candidate and is
+dropped; of two blobs that close, the weaker goes. Candidates farther apart
+but within the match distance may still be one lesion: of those that the
+second look keeps, :func:`suppress_duplicates` keeps the best scored. The
+second look (:mod:`cmbstudy.inference.second_look`) then decides which
+candidates are CMBs.
 
 Arrays are (X, Y, Z) on one grid: the input scan's, where lesions are scored.
 """
@@ -27,6 +30,7 @@ from scipy import ndimage
 from ..errors import InputError
 from ..evaluation.lesions import Lesions
 from ..evaluation.operating_point import OperatingPoint, apply_operating_point
+from ..models.baselines.classical import local_ratio as classical_ratio
 
 __all__ = ["LOG_SIGMAS_VOXELS", "LOCAL_MEAN_MM", "SAME_PLACE_VOXELS", "Candidates", "local_ratio", "blob_response",
            "find_blobs", "find_candidates", "suppress_duplicates"]
@@ -68,16 +72,9 @@ class Candidates:
 
 
 def local_ratio(image: np.ndarray, brain: np.ndarray, voxel_mm: Sequence[float]) -> np.ndarray:
-    """(X, Y, Z) float32: the scan over its in-plane local brain mean (Gaussian, :data:`LOCAL_MEAN_MM`), 1 outside.
-
-    Tissue is about 1, a CMB well below it, whatever the scanner's scale and bias field.
-    """
-    image = np.nan_to_num(np.asarray(image, dtype=np.float32))
-    brain = np.asarray(brain, dtype=bool)
-    sigma = (LOCAL_MEAN_MM / float(voxel_mm[0]), LOCAL_MEAN_MM / float(voxel_mm[1]), 0.0)
-    num = ndimage.gaussian_filter(image * brain, sigma)
-    den = ndimage.gaussian_filter(brain.astype(np.float32), sigma)
-    return np.where(brain, image * den / np.maximum(num, 1e-6), 1.0).astype(np.float32)
+    """(X, Y, Z) float32: the scan over its in-plane local brain mean at :data:`LOCAL_MEAN_MM`, 1 outside the brain
+    (the classical detector's ratio, :func:`cmbstudy.models.baselines.classical.local_ratio`)."""
+    return classical_ratio(image, brain, voxel_mm, LOCAL_MEAN_MM)
 
 
 def blob_response(image: np.ndarray, sigmas: Sequence[float] = LOG_SIGMAS_VOXELS) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["ClassicalParams", "ClassicalDetection", "compute_score", "find_peaks", "detect_classical"]
+__all__ = ["ClassicalParams", "ClassicalDetection", "local_ratio", "compute_score", "find_peaks", "detect_classical"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,19 @@ class ClassicalDetection:
     peak_scores: np.ndarray  # (n,) score at each detection
 
 
+def local_ratio(image: np.ndarray, brain: np.ndarray, voxel_mm: Sequence[float], sigma_mm: float) -> np.ndarray:
+    """(X, Y, Z) float32: the image over its in-plane local brain mean (Gaussian of ``sigma_mm``), 1 outside ``brain``.
+
+    Tissue is about 1 and a CMB well below it, whatever the scanner's scale and bias field.
+    """
+    image = np.nan_to_num(np.asarray(image, dtype=np.float32))
+    brain = np.asarray(brain, dtype=bool)
+    sigma = (sigma_mm / float(voxel_mm[0]), sigma_mm / float(voxel_mm[1]), 0.0)
+    num = ndimage.gaussian_filter(image * brain, sigma)
+    den = ndimage.gaussian_filter(brain.astype(np.float32), sigma)
+    return np.where(brain, image * den / np.maximum(num, 1e-6), 1.0).astype(np.float32)
+
+
 def compute_score(
     image: np.ndarray, brain: np.ndarray, voxel_mm: Sequence[float], sigmas_mm: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -54,10 +67,7 @@ def compute_score(
         raise ValueError(f"image shape {image.shape} and brain mask shape {brain.shape} differ")
     if min(sigmas_mm) <= 0:
         raise ValueError(f"LoG scales {tuple(sigmas_mm)} must be positive (mm)")
-    s_local = [8.0 / voxel_mm[0], 8.0 / voxel_mm[1], 0.0]
-    num = ndimage.gaussian_filter(image * brain, s_local)
-    den = ndimage.gaussian_filter(brain.astype(np.float32), s_local)
-    ratio = np.where(brain, image * den / np.maximum(num, 1e-6), 1.0).astype(np.float32)
+    ratio = local_ratio(image, brain, voxel_mm, 8.0)
     score = np.full(image.shape, -np.inf, dtype=np.float32)
     for s in sigmas_mm:
         sig = (s / voxel_mm[0], s / voxel_mm[1], 0.0)
