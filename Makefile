@@ -21,7 +21,7 @@ WEIGHTS_EPOCHS ?= 60
 SECOND_LOOK_SUBJECTS ?= 60
 SECOND_LOOK_SEED ?= 3
 
-.PHONY: setup study test test-unit clean-study weights second-look
+.PHONY: setup study test test-unit clean-study weights second-look gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,3 +69,13 @@ second-look: setup
 		--n-subjects $(SECOND_LOOK_SUBJECTS) --seed $(SECOND_LOOK_SEED) --out $(WEIGHTS_WORK)/second-look-cohort
 	$(VENV)/bin/cmbstudy second-look --model packaged --data $(WEIGHTS_WORK)/second-look-cohort \
 		--out src/cmbstudy/weights --seed $(SECOND_LOOK_SEED) --overwrite
+
+# Wheels for benchmarks/gpu_check.sh on a GPU machine that has torch (with numpy, scipy, pandas, scikit-learn)
+# but not the project's imaging libraries: nibabel, SimpleITK and MONAI at this environment's versions, for
+# CPython 3.12 on x86-64 (about 58 MB). Add others with GPU_WHEELS="nibabel simpleitk monai pandas".
+GPU_WHEELS ?= nibabel simpleitk monai
+gpu-wheels: setup
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		$$($(PY) -m pip freeze | grep -iE "^($$(echo $(GPU_WHEELS) | tr ' ' '|'))==")
+	du -sh .whl

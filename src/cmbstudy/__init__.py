@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from importlib import metadata
 
-__all__ = ["__version__", "collect_environment", "print_environment"]
+__all__ = ["__version__", "available_cores", "collect_environment", "print_environment"]
 
 try:
     __version__ = metadata.version("cmbstudy")
@@ -38,6 +39,14 @@ def collect_environment() -> dict[str, str]:
     except ImportError:
         pass
     return env
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
 
 
 def print_environment() -> None:

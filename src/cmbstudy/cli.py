@@ -54,10 +54,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         if args.n_subjects is not None or args.seed is not None:
             raise ConfigError("--test takes its size and seed from the profile: use "
                               "--set synth.n_test_subjects=N --set synth.test_seed=S instead of --n-subjects/--seed")
-        print(make_test_cohort(args.out, profile, overwrite=args.overwrite, progress=not args.quiet))
+        print(make_test_cohort(args.out, profile, overwrite=args.overwrite, progress=not args.quiet,
+                               workers=args.workers))
         return 0
     print(make_cohort(args.out, profile=profile, n_subjects=args.n_subjects, seed=args.seed,
-                      overwrite=args.overwrite, progress=not args.quiet))
+                      overwrite=args.overwrite, progress=not args.quiet, workers=args.workers))
     return 0
 
 
@@ -148,6 +149,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
+    from .study.jobs import resolve_jobs
     from .study.runner import run_study
 
     if args.list_runs:
@@ -167,7 +169,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         build_book=not args.no_book,
         steps=args.steps.split(",") if args.steps else None,
         runs=args.run.split(",") if args.run else None,
-        jobs=args.jobs,
+        jobs=resolve_jobs(args.jobs),
         threads=args.threads,
     )
     return 0
@@ -249,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder to create")
     p.add_argument("--n-subjects", type=int, default=None, help="default: the profile's")
     p.add_argument("--seed", type=int, default=None, help="default: the profile's")
+    p.add_argument("--workers", type=int, default=None, help="subjects simulated at once (default: the cores)")
     p.add_argument("--test", action="store_true",
                    help="the profile's separate test cohort (synth.n_test_subjects from synth.test_seed)")
     _add_common(p, profile=True, out=True)
@@ -318,8 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", default=None,
                    help="comma-separated notebook names to run, e.g. 01_synthetic_cohort,02_preprocessing "
                         "(default: all, in order)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="training runs at once on this machine (default 1); each gets the cores divided by N")
+    p.add_argument("--jobs", default="auto",
+                   help="training runs at once on this machine: a number, or auto (default: one per core on "
+                        "fewer than 4 cores, else one per two cores; 1 with a GPU); each gets the cores divided by N")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of each training run (default: the cores divided by --jobs); "
                         "the same value repeats a run to the bit")

@@ -155,3 +155,41 @@ def test_list_runs_prints_the_profiles_training_runs(capsys: pytest.CaptureFixtu
     assert [line.split("\t")[0] for line in lines[1:]] == [r["name"] for r in training_instances(load_profile("quick"))]
     assert main(["study", "--profile", "quick", "--set", "study.cv_folds=[0]", "--list-runs"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == len(lines) - 2  # folds 1 and 2 of the main network gone
+
+
+@pytest.mark.slow
+def test_an_edited_figure_module_reruns_its_notebook_and_retrains_nothing(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+    import shutil
+
+    import cmbstudy
+    from cmbstudy.study import runner
+
+    package = tmp_path / "src" / "cmbstudy"  # a copy of the package, edited below, whose modules the keys hash
+    shutil.copytree(Path(cmbstudy.__file__).parent, package, ignore=shutil.ignore_patterns("weights", "__pycache__"))
+    monkeypatch.setattr(runner, "notebook_source_hash",
+                        functools.partial(runner.notebook_source_hash, package_dir=package))
+    root, out = tmp_path / "project", tmp_path / "results"
+    imports = {TRAINING: "from cmbstudy.study.training_runs import train_run_report\n",
+               "08_burden": "from cmbstudy.figures.burden import plot_aria_h_confusion\n"}
+    _write_project(root, LOG_BODY)
+    for step, line in imports.items():  # the notebooks import what the study's notebooks import
+        path = root / "notebooks" / f"{step}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        nb.cells[1].source = line + nb.cells[1].source
+        nbformat.write(nb, path)
+    steps = ["01_synthetic_cohort", TRAINING, "08_burden"]
+    run_study("smoke", out=out, overrides=RUNS, build_book=False, steps=steps, project_root=root)
+    assert len(_log(out)) == 4
+
+    with (package / "figures" / "burden.py").open("a") as module:
+        module.write("# an edit to the burden figure\n")
+    ran = run_study("smoke", out=out, overrides=RUNS, build_book=False, steps=steps, project_root=root)
+    assert set(ran) == {"08_burden"} and _log(out) == ["08_burden smoke 0"]
+
+    with (package / "models" / "rlk_unet.py").open("a") as module:  # reached through the model registry
+        module.write("# an edit to the network\n")
+    run_study("smoke", out=out, overrides=RUNS, build_book=False, steps=steps, project_root=root)
+    assert _log(out) == [f"{TRAINING} rlk_unet_cbam 0 all smoke 0", f"{TRAINING} without_cbam 0 all smoke 0",
+                         "08_burden smoke 0"]

@@ -27,7 +27,7 @@ def _digests(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "cohort"
-    summary = make_cohort(root, profile="smoke", n_subjects=4, seed=11, progress=False)
+    summary = make_cohort(root, profile="smoke", n_subjects=4, seed=11, progress=False, workers=2)
     assert summary.n_subjects == 4 and "subjects/s" in str(summary)
     return root
 
@@ -67,8 +67,8 @@ def test_layout_is_read_by_the_loader(cohort: Path) -> None:
 
 
 def test_same_seed_gives_identical_bytes(cohort: Path, tmp_path: Path) -> None:
-    again = tmp_path / "again"
-    make_cohort(again, profile="smoke", n_subjects=4, seed=11, progress=False)
+    again = tmp_path / "again"  # one process here, the machine's cores for the fixture: the same files
+    make_cohort(again, profile="smoke", n_subjects=4, seed=11, progress=False, workers=1)
     assert _digests(again) == _digests(cohort)
     other = tmp_path / "other"
     make_cohort(other, profile="smoke", n_subjects=1, seed=12, progress=False)

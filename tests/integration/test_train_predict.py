@@ -132,6 +132,15 @@ def test_a_real_dataset_holds_out_a_saved_test_split(tmp_path: Path, monkeypatch
     assert json.loads((record.run_dir / "dataset.json").read_text())["held_out"] == test
     assert [r["subject_id"] for r in record.evaluation["per_subject"]] == test  # scored on it alone
     assert (record.run_dir / "operating_point.json").is_file()
+    # the run timed its phases, and they add up to its time
+    from cmbstudy.study.runs import PHASES
+
+    assert list(record.phases) == list(PHASES)
+    assert all(seconds >= 0 for phase, seconds in record.phases.items() if phase != "other")
+    assert record.phases["training"] > 0 and record.phases["test inference"] > 0 and record.phases["scoring"] > 0
+    history = pd.read_csv(record.run_dir / "history.csv")
+    assert record.phases["training"] + record.phases["validation"] + record.phases["mining"] == pytest.approx(
+        history["seconds"].sum(), abs=0.05)
     # `cmbstudy predict --split test` predicts the held-out subject of a run
     assert main(["predict", "--run", str(record.run_dir), "--data", str(data), "--split", "test",
                  "--out", str(tmp_path / "pred"), "--quiet"]) == 0

@@ -7,7 +7,8 @@ A run folder ``RUN/`` holds:
 * ``environment.json``: library versions and the accelerator;
 * ``dataset.json``: the training data (:func:`cmbstudy.data.datasets.describe_dataset`);
 * ``history.csv``: one row per epoch (:data:`HISTORY_COLUMNS`; ``crops_*``: the
-  training samples of each kind, ``hard_pool``: mined false positives available);
+  training samples of each kind, ``hard_pool``: mined false positives available;
+  ``mining_seconds``, ``validation_seconds``: the parts of ``seconds`` spent mining and validating);
 * ``checkpoint_last.pt``: weights, optimiser, scheduler and random states (resume);
 * ``checkpoint_best.pt``: the weights chosen by validation F1 (or the last epoch);
 * ``operating_point.json``: the threshold and minimum lesion size chosen on the
@@ -61,7 +62,8 @@ RUN_FILES: tuple[str, ...] = (PROFILE, SPLIT, ENVIRONMENT, HISTORY, CHECKPOINT_L
 #: Columns of ``history.csv``; the validation columns are empty on epochs without validation.
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "lr", "train_loss", "val_loss", "val_precision", "val_recall", "val_f1",
-    "val_fp_per_subject", "crops_lesion", "crops_hard", "crops_edge", "crops_other", "hard_pool", "seconds",
+    "val_fp_per_subject", "crops_lesion", "crops_hard", "crops_edge", "crops_other", "hard_pool", "mining_seconds",
+    "validation_seconds", "seconds",
 )
 
 

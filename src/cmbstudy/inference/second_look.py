@@ -140,6 +140,26 @@ def _hessians(smooth: np.ndarray, points: np.ndarray, voxel_mm: np.ndarray) -> n
     return h
 
 
+def _edge_distance(brain: np.ndarray, points: np.ndarray, voxel_mm: np.ndarray) -> np.ndarray:
+    """(n,) distance (mm) from integer ``points`` to the nearest voxel outside ``brain`` (scipy's exact EDT).
+
+    Computed on the brain's bounding box grown by one voxel (within the volume): a background voxel
+    outside that box is never nearer to a point in it than its projection onto the box's face, which is
+    background too, so the distances are those of the whole volume, at a fraction of its cost.
+    """
+    if not brain.any():
+        return np.zeros(len(points))
+    shape = np.array(brain.shape)
+    nonzero = np.nonzero(brain)
+    lo = np.maximum(np.array([a.min() for a in nonzero]) - 1, 0)
+    hi = np.minimum(np.array([a.max() for a in nonzero]) + 2, shape)
+    box = brain[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    inside = np.all((points >= lo) & (points < hi), axis=1)
+    local = np.clip(points - lo, 0, np.array(box.shape) - 1)
+    distance = ndimage.distance_transform_edt(box, sampling=voxel_mm)[tuple(local.T)]
+    return np.where(inside, distance, 0.0)
+
+
 def _run_length(dark: np.ndarray, z: np.ndarray) -> np.ndarray:
     """(n,) length of the run of True in each row of (n, Z) ``dark`` through column ``z`` (0 where it is False)."""
     n, depth = dark.shape
@@ -182,10 +202,12 @@ def candidate_features(candidates: Candidates, probability: np.ndarray, brain: n
     centre = inner.min(axis=(1, 2))
     contrast = background - centre
     cut = background - contrast / 2
-    column = ndimage.minimum_filter(ratio, size=(3, 3, 1))[x, y, :]  # (n, Z) darkest of 3x3 per slice
+    column = np.pad(ratio, ((1, 1), (1, 1), (0, 0)), mode="edge")[
+        x[:, None, None] + np.arange(3)[None, :, None], y[:, None, None] + np.arange(3)[None, None, :], :
+    ].min(axis=(1, 2))  # (n, Z) the darkest of the 3x3 around each candidate, per slice
     extent = _run_length(column <= cut[:, None], z) * voxel_mm[2]
     dark = (_gather(ratio, points, _BOX) <= cut[:, None, None, None]).sum(axis=(1, 2, 3))
-    edge = ndimage.distance_transform_edt(np.asarray(brain, bool), sampling=voxel_mm)[x, y, z]
+    edge = _edge_distance(np.asarray(brain, bool), points, voxel_mm)
     network_volume = np.bincount(candidates.network.labels.ravel(), minlength=candidates.network.n + 1)
     voxel_mm3 = float(np.prod(voxel_mm))
     peak = _gather(np.asarray(probability, np.float32), points, (1, 1, 1)).max(axis=(1, 2, 3))

@@ -24,7 +24,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
-from skimage.filters import threshold_otsu
 
 from ..errors import ConfigError, InputError
 
@@ -64,6 +63,8 @@ def extract_brain(data: np.ndarray, method: str) -> np.ndarray:
     if method == "nonzero":
         brain = data != 0
     elif method == "threshold":
+        from skimage.filters import threshold_otsu  # here: the scans that come with a mask never need it
+
         brain = data > threshold_otsu(data)
         labels, n = ndimage.label(brain, structure=np.ones((3, 3, 3), bool))
         if n > 1:

@@ -9,7 +9,8 @@ claims of the paper (:mod:`~cmbstudy.study.claims`) judged for the abstract
 (:mod:`~cmbstudy.study.verdicts`); the
 settings of a build beside the paper's (:mod:`~cmbstudy.study.settings_table`); and
 the papermill runner that executes the notebooks (:mod:`~cmbstudy.study.runner`, with
-:mod:`~cmbstudy.study.jobs` running training runs several at a time)
+:mod:`~cmbstudy.study.jobs` running training runs several at a time and
+:mod:`~cmbstudy.study.dependencies` naming the package modules each notebook runs)
 and builds the book (:mod:`~cmbstudy.study.book`).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 from . import (
     book,
     claims,
+    dependencies,
     examples,
     explanations,
     paper,
@@ -31,6 +33,7 @@ from . import (
 )
 from .book import *  # noqa: F403  (its __all__)
 from .claims import *  # noqa: F403  (its __all__)
+from .dependencies import *  # noqa: F403  (its __all__)
 from .examples import *  # noqa: F403  (its __all__)
 from .explanations import *  # noqa: F403  (its __all__)
 from .paper import *  # noqa: F403  (its __all__)
@@ -52,6 +55,7 @@ __all__ = [
     *claims.__all__,
     *settings_table.__all__,
     *runner.__all__,
+    *dependencies.__all__,
     *state.__all__,
     *(name for name in book.__all__ if name not in runner.__all__),
     "tables",

@@ -2,7 +2,9 @@
 
 Each step is one notebook of ``notebooks/``. A step is skipped when nothing it
 depends on changed since its last successful run: its notebook, its
-parameters, the package's source, and the steps it depends on (a content hash,
+parameters, the package modules it runs (:mod:`~cmbstudy.study.dependencies`: its imports, followed
+through the package, so a figure module's edit reruns that figure's notebook and retrains nothing), and
+the steps it depends on (a content hash,
 kept in ``OUT/study_state.json``). The training step runs its notebook once per
 training run of :func:`cmbstudy.study.runs.training_instances`, each with its own
 hash, so adding a run or changing one variant retrains only what changed. With ``jobs`` above 1 the
@@ -31,6 +33,7 @@ from ..config import Profile, load_profile, profile_to_dict, resolve_variant
 from ..data.io import check_output_dir, write_text_atomically
 from ..errors import ConfigError
 from .book import build_book, build_book_from
+from .dependencies import notebook_source_hash
 from .jobs import Pending, StudyError, run_notebook, run_pending, threads_per_job
 from .runs import STATE_FILE, TIMINGS_FILE, training_instances
 from .state import RECORD_SUFFIX, load_instance_records, load_state
@@ -102,12 +105,6 @@ def _sha256_of_files(paths: Sequence[Path]) -> str:
         digest.update(str(path.name).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def _source_hash() -> str:
-    package = Path(__file__).resolve().parents[1]  # the whole cmbstudy package
-    files = [p for p in package.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()]
-    return _sha256_of_files(files)
 
 
 def _hash(payload: Any) -> str:
@@ -233,7 +230,7 @@ def run_study(
         "seed": profile.seed,
         "device": "auto",
     }
-    run = _StudyRun(profile, root, out, executed_dir, load_state(out / STATE_FILE), _source_hash(), force,
+    run = _StudyRun(profile, root, out, executed_dir, load_state(out / STATE_FILE), force,
                     only_runs=None if runs is None else tuple(runs), jobs=jobs, threads=run_threads)
     for step in STEPS:
         if step.name not in wanted:
@@ -281,7 +278,6 @@ class _StudyRun:
     out: Path
     executed_dir: Path
     state: dict[str, Any]
-    source_hash: str
     force: bool
     only_runs: tuple[str, ...] | None = None  # train only these instances (None: all)
     jobs: int = 1  # training runs at once
@@ -295,7 +291,7 @@ class _StudyRun:
     def _base_key(self, step: Step, source: Path) -> dict[str, Any]:
         return {
             "notebook": _sha256_of_files([source]),
-            "source": self.source_hash,
+            "source": notebook_source_hash(source),  # the package modules the notebook imports, followed
             "upstream": [self.state["steps"].get(dep, {}).get("key") for dep in step.depends_on],
         }
 

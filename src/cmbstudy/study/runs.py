@@ -41,6 +41,8 @@ from .test_set import TestSet
 
 __all__ = [
     "RUNS_DIR",
+    "PHASES_FILE",
+    "PHASES",
     "TIMINGS_FILE",
     "STATE_FILE",
     "TEST_PREDICTIONS",
@@ -75,6 +77,11 @@ TEST_PREDICTIONS = "pred-test"
 TEST_EVALUATION, TEST_EVALUATION_VALDO = "eval-test.json", "eval-test-valdo.json"
 #: The same test subjects with the run's second look (the network's single pass, two stages).
 TEST_PREDICTIONS_TWO_STAGE, TEST_EVALUATION_TWO_STAGE = "pred-test-2stage", "eval-test-2stage.json"
+#: Where a run's seconds went, phase by phase (:data:`PHASES`), as the study's run measured them.
+PHASES_FILE = "phases.json"
+#: The phases of a run of the study, in the order they run.
+PHASES: tuple[str, ...] = ("training", "mining", "validation", "calibration", "test inference",
+                           "test reading and writing", "scoring", "other")
 MODALITIES: tuple[str, ...] = ("gre", "swi")
 RUN_COLUMNS: tuple[str, ...] = (
     "name", "variant", "model", "fold", "modality", *DETECTION_METRICS,
@@ -104,6 +111,7 @@ class RunRecord:
     train_seconds: float  # training + validation time (s)
     seconds_per_subject: float  # inference time per test subject, model + post-processing (s)
     evaluation_two_stage: dict | None = None  # eval-test-2stage.json: with the second look (None: none trained)
+    phases: dict | None = None  # phases.json: seconds per phase of PHASES (None: a run from before phases were timed)
 
     @property
     def validation(self) -> dict:
@@ -265,6 +273,7 @@ def load_run(results_dir: Path | str, name: str) -> RunRecord:
         seconds_per_subject=math.nan if seconds is None else float(seconds),
         evaluation_two_stage=read_json(run_dir / TEST_EVALUATION_TWO_STAGE)
         if (run_dir / TEST_EVALUATION_TWO_STAGE).is_file() else None,
+        phases=read_json(run_dir / PHASES_FILE) if (run_dir / PHASES_FILE).is_file() else None,
     )
 
 

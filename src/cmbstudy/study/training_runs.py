@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pandas as pd
 
 from ..config import Profile, resolve_variant
 from ..data.datasets import load_subjects
+from ..data.outputs import write_json
 from ..data.run_folder import HISTORY
 from ..formatting import as_float
 from ..inference.model_store import SECOND_LOOK
@@ -26,6 +28,8 @@ from ..training.plan import SAMPLE_KINDS
 from ..training.run import train_fold
 from .paper import TABLE2
 from .runs import (
+    PHASES,
+    PHASES_FILE,
     TEST_EVALUATION,
     TEST_EVALUATION_TWO_STAGE,
     TEST_EVALUATION_VALDO,
@@ -83,7 +87,9 @@ def train_and_evaluate(
     subjects), ``pred-test/``, ``eval-test.json`` (paper rule: the single stage, as the paper
     has it) and, with ``valdo``, ``eval-test-valdo.json`` (VALDO rule); where the run trained a
     second look, also ``pred-test-2stage/`` and ``eval-test-2stage.json``, from the same network pass. A modality run is tested on
-    the test subjects of the other modality.
+    the test subjects of the other modality. ``phases.json`` holds the seconds of each phase of
+    :data:`~cmbstudy.study.runs.PHASES` (training, mining, validation, calibration, test inference, reading and
+    writing the test subjects, scoring, and the rest).
 
     Args:
         profile: the study profile; the variant's overrides are applied here.
@@ -102,17 +108,21 @@ def train_and_evaluate(
     out = run_path(results_dir, variant, fold, modality)
     resolved = resolve_variant(profile, variant)
     data_root = Path(data_root)
+    started = time.perf_counter()
     test_set = resolve_test_set(profile, data_root, test_root or data_root, results_dir)
-    train_fold(resolved, data_root, fold, out, device=device, overwrite=True, progress=progress,
-               modality=modality, exclude=test_set.excluded_from_training)
+    (out / PHASES_FILE).unlink(missing_ok=True)
+    result = train_fold(resolved, data_root, fold, out, device=device, overwrite=True, progress=progress,
+                        modality=modality, exclude=test_set.excluded_from_training)
+    trained = time.perf_counter()
     two_stage = (out / SECOND_LOOK).is_file()
     shutil.rmtree(out / TEST_PREDICTIONS_TWO_STAGE, ignore_errors=True)
     (out / TEST_EVALUATION_TWO_STAGE).unlink(missing_ok=True)
     # one network pass: the run's own rule (two stages where it trained a second look), and the paper's single stage
-    predict_dataset(out, test_set.root, out / (TEST_PREDICTIONS_TWO_STAGE if two_stage else TEST_PREDICTIONS),
-                    device=device, overwrite=True, progress=progress, split="all",
-                    subject_ids=test_subjects_of_run(test_set, modality),
-                    single_stage_out=out / TEST_PREDICTIONS if two_stage else None)
+    first = out / (TEST_PREDICTIONS_TWO_STAGE if two_stage else TEST_PREDICTIONS)
+    predicted = predict_dataset(out, test_set.root, first, device=device, overwrite=True, progress=progress,
+                                split="all", subject_ids=test_subjects_of_run(test_set, modality),
+                                single_stage_out=out / TEST_PREDICTIONS if two_stage else None)
+    scoring = time.perf_counter()
     evaluate_run_predictions(out / TEST_PREDICTIONS, test_set.root, resolved, "paper", out / TEST_EVALUATION)
     if two_stage:
         evaluate_run_predictions(out / TEST_PREDICTIONS_TWO_STAGE, test_set.root, resolved, "paper",
@@ -121,6 +131,16 @@ def train_and_evaluate(
     if valdo:
         evaluate_run_predictions(out / TEST_PREDICTIONS, test_set.root, resolved, "valdo",
                                  out / TEST_EVALUATION_VALDO)
+    done = time.perf_counter()
+    history = pd.read_csv(out / HISTORY)
+    part = {k: float(history[c].fillna(0).sum()) if c in history else 0.0
+            for k, c in (("mining", "mining_seconds"), ("validation", "validation_seconds"))}
+    inference = predicted.seconds_per_subject * predicted.n_subjects if predicted.n_subjects else 0.0
+    phases = {"training": float(history["seconds"].sum()) - part["mining"] - part["validation"], **part,
+              "calibration": result.calibration_seconds, "test inference": inference,
+              "test reading and writing": scoring - trained - inference, "scoring": done - scoring}
+    phases["other"] = (done - started) - sum(phases.values())  # reading the cohort, preprocessing, set-up
+    write_json(out / PHASES_FILE, {phase: round(float(phases[phase]), 2) for phase in PHASES})
     return load_run(results_dir, out.name)
 
 

@@ -11,7 +11,9 @@ per subject) and NIfTI gzip streams are written with mtime 0 and no file name.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .. import __version__
+from .. import __version__, available_cores
 from ..config import Profile, SynthConfig, load_profile, profile_to_dict
 from ..data.aria_h import ARIA_H_CATEGORIES, aria_h_category
 from ..data.datasets import SMALL_DIAMETER_MM, load_participants, load_subjects
@@ -142,9 +144,44 @@ def _write_subject(root: Path, label: str, site: Site, scan: SubjectScan) -> Non
     _lesion_table(scan).to_csv(f"{base}_lesions.tsv", sep="\t", index=False, float_format="%.4f")
 
 
+def _simulate_and_write(root: Path, label: str, cfg: SynthConfig, site: Site, n_cmbs: int,
+                        seed: np.random.SeedSequence) -> dict:
+    """One subject simulated and written under ``root``; its row of ``participants.tsv`` (run in a worker)."""
+    scan = make_subject(cfg, site, n_cmbs, seed)
+    _write_subject(root, label, site, scan)
+    sx, sy, sz = scan.geometry.scan.spacing
+    return {"participant_id": f"sub-{label}", "modality": site.modality, "site": site.name,
+            "b0_tesla": site.b0_tesla, "te_ms": site.te_ms, "voxel_x_mm": sx, "voxel_y_mm": sy,
+            "slice_thickness_mm": sz, "cmb_count": len(scan.cmbs), "aria_h_category": aria_h_category(len(scan.cmbs))}
+
+
+def _simulate_all(root: Path, labels: list[str], cfg: SynthConfig, sites: list[Site], counts: list[int],
+                  seeds: list[np.random.SeedSequence], workers: int, progress: bool) -> list[dict]:
+    """Every subject, ``workers`` at a time in processes (each subject has its own seed: the same files for any
+    number of workers); rows in subject order."""
+    jobs = list(zip(labels, sites, counts, seeds))
+    bar = tqdm(total=len(jobs), desc="synth", unit="subject", disable=not progress)
+    if workers <= 1 or len(jobs) <= 1:
+        rows = []
+        for label, site, n_cmbs, seed in jobs:
+            rows.append(_simulate_and_write(root, label, cfg, site, n_cmbs, seed))
+            bar.update()
+        bar.close()
+        return rows
+    # spawn: a worker starts clean, with no thread pool inherited from the parent (a notebook's torch)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_simulate_and_write, root, label, cfg, site, n_cmbs, seed)
+                   for label, site, n_cmbs, seed in jobs]
+        for future in as_completed(futures):
+            future.result()  # a failure stops here, with the worker's traceback
+            bar.update()
+        bar.close()
+        return [future.result() for future in futures]
+
+
 def make_cohort(
     out: str | Path, profile: Profile | str = "quick", n_subjects: int | None = None, seed: int | None = None,
-    overwrite: bool = False, progress: bool = True, label_prefix: str = "",
+    overwrite: bool = False, progress: bool = True, label_prefix: str = "", workers: int | None = None,
 ) -> CohortSummary:
     """Generate the synthetic cohort into ``out`` (created atomically).
 
@@ -157,6 +194,8 @@ def make_cohort(
         progress: show a progress bar over subjects.
         label_prefix: letters before each subject's number (``"test"``: ``sub-test001``), so that
             subjects of two cohorts never share a label.
+        workers: processes simulating subjects at once (None: this machine's cores); the files are the
+            same for any number.
 
     Raises:
         ConfigError: unknown profile or a bad parameter (nothing is written).
@@ -181,17 +220,10 @@ def make_cohort(
     counts = [draw_cmb_count(c, plan_rng) for c in categories]
     sites = _sites_for(n, cfg.swi_fraction, plan_rng)
     width = max(3, len(str(n)))
-    rows = []
+    labels = [f"{label_prefix}{i + 1:0{width}d}" for i in range(n)]
+    workers = available_cores() if workers is None else max(1, int(workers))
     with atomic_output_dir(out, overwrite) as tmp:
-        for i in tqdm(range(n), desc="synth", unit="subject", disable=not progress):
-            label = f"{label_prefix}{i + 1:0{width}d}"
-            scan = make_subject(cfg, sites[i], counts[i], subject_seeds[i])
-            _write_subject(tmp, label, sites[i], scan)
-            sx, sy, sz = scan.geometry.scan.spacing
-            rows.append({"participant_id": f"sub-{label}", "modality": sites[i].modality, "site": sites[i].name,
-                         "b0_tesla": sites[i].b0_tesla, "te_ms": sites[i].te_ms, "voxel_x_mm": sx, "voxel_y_mm": sy,
-                         "slice_thickness_mm": sz, "cmb_count": len(scan.cmbs),
-                         "aria_h_category": aria_h_category(len(scan.cmbs))})
+        rows = _simulate_all(tmp, labels, cfg, sites, counts, subject_seeds, min(workers, n), progress)
         table = pd.DataFrame(rows)
         table.to_csv(tmp / "participants.tsv", sep="\t", index=False, float_format="%.4f")
         description = {
@@ -209,7 +241,7 @@ def make_cohort(
 
 
 def make_test_cohort(out: str | Path, profile: Profile | str = "quick", overwrite: bool = False,
-                     progress: bool = True) -> CohortSummary:
+                     progress: bool = True, workers: int | None = None) -> CohortSummary:
     """Generate the profile's separate test cohort into ``out``: the paper's design (section 3.1).
 
     ``synth.n_test_subjects`` subjects (72, the paper's test set, by default) from
@@ -230,7 +262,7 @@ def make_test_cohort(out: str | Path, profile: Profile | str = "quick", overwrit
             f"{profile.seed + 1}"
         )
     return make_cohort(out, profile, n_subjects=profile.synth.n_test_subjects, seed=profile.synth.test_seed,
-                       overwrite=overwrite, progress=progress, label_prefix=TEST_LABEL_PREFIX)
+                       overwrite=overwrite, progress=progress, label_prefix=TEST_LABEL_PREFIX, workers=workers)
 
 
 def cohort_tables(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -82,6 +82,7 @@ class RunResult:
     n_params: int  # trainable parameters
     device: str  # torch device
     operating_point: Mapping[str, Any] | None = None  # threshold and minimum size chosen on validation
+    calibration_seconds: float = math.nan  # choosing the operating point and training the second look (s)
 
     def __str__(self) -> str:
         v = self.best_val
@@ -220,17 +221,19 @@ def _make_dataset(model: torch.nn.Module, volumes: Sequence[PreprocessedVolume],
     return SliceDataset(volumes, profile.train, seed=sampler_seed, augment=True)
 
 
-def _mine(session: _Session, train_volumes: Sequence[PreprocessedVolume], profile: Profile, epoch: int) -> None:
-    """Refresh the ``hard`` pool with the network's false positives, when ``epoch`` is a mining epoch."""
+def _mine(session: _Session, train_volumes: Sequence[PreprocessedVolume], profile: Profile, epoch: int) -> float:
+    """Refresh the ``hard`` pool with the network's false positives, when ``epoch`` is a mining epoch; its seconds."""
     cfg = profile.train
     if cfg.mine_after <= 0 or cfg.hard_negative_fraction <= 0 or epoch < cfg.mine_after:
-        return
+        return 0.0
     if (epoch - cfg.mine_after) % cfg.mine_after:
-        return
+        return 0.0
+    tic = time.perf_counter()
     indices = mining_subjects(len(train_volumes), cfg.mine_subjects, session.sampler_seed, epoch)
     session.hard_negatives = session.place.on_main(
         lambda: mine_hard_negatives(session.model, train_volumes, indices, profile, session.device))
     session.dataset.set_hard_negatives(session.hard_negatives)
+    return time.perf_counter() - tic
 
 
 def _train_epoch(session: _Session, epoch: int, epochs: int, batch_size: int, num_workers: int,
@@ -366,12 +369,14 @@ def fit(
         tic = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         row: dict[str, Any] = {"epoch": epoch, "lr": lr}
-        _mine(session, train_volumes, profile, epoch)
+        row["mining_seconds"] = _mine(session, train_volumes, profile, epoch)
         row["train_loss"] = _train_epoch(session, epoch, cfg.epochs, cfg.batch_size, cfg.num_workers, progress)
         row.update({f"crops_{kind}": count for kind, count in session.dataset.plan.counts().items()})
         row["hard_pool"] = len(session.hard_negatives)
         if cfg.val_every > 0 and ((epoch + 1) % cfg.val_every == 0 or epoch == cfg.epochs - 1) and place.main:
+            started = time.perf_counter()
             val = validate(model, val_volumes, references, profile, dev, session.loss_fn)
+            row["validation_seconds"] = time.perf_counter() - started
             row.update({f"val_{k}": val[k] for k in DETECTION_METRICS})
             row["val_loss"] = val["loss"]
             if _better(val["f1"], val["loss"], session.best):

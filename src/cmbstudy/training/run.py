@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -184,4 +185,6 @@ def train_fold(
                               place.device(resolve_device(device)), out, [s.image_path for s in val_subjects], training)
         return point.to_json()
 
-    return dataclasses.replace(result, operating_point=place.on_main(calibrate))
+    started = time.perf_counter()
+    point = place.on_main(calibrate)
+    return dataclasses.replace(result, operating_point=point, calibration_seconds=time.perf_counter() - started)

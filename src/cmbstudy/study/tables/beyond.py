@@ -26,6 +26,8 @@ from ...evaluation.scores import DETECTION_METRICS, summarize_detection
 from ...formatting import as_float
 from ..paper import INFERENCE_SECONDS, TABLE2
 from ..runs import (
+    PHASES,
+    PHASES_FILE,
     RUNS_DIR,
     TEST_PREDICTIONS,
     TIMINGS_FILE,
@@ -127,9 +129,10 @@ class StudyTimings:
     Attributes:
         table: per step, how many runs it made and their seconds; note: markdown when there is no file.
         training_minutes, study_minutes: the training step's minutes and all steps' minutes.
-        runs: per training run, where its notebook's seconds went: training, predicting the test
-            set (model and post-processing), and the rest (calibration, evaluation, reading data,
-            starting the kernel).
+        runs: per training run, where its notebook's seconds went, by phase
+            (:data:`~cmbstudy.study.runs.PHASES`: training, mining, validation, calibration, test
+            inference, reading and writing the test subjects, scoring; "other": reading the data,
+            preprocessing, starting the kernel).
     """
 
     table: pd.DataFrame
@@ -147,14 +150,17 @@ def _run_time_breakdown(results_dir: Path, instances: pd.DataFrame) -> pd.DataFr
         prediction = run / TEST_PREDICTIONS / PREDICTION_INFO
         if not (result.is_file() and prediction.is_file()):
             continue
-        training = as_float(json.loads(result.read_text()).get("seconds"))
-        info = json.loads(prediction.read_text())
-        predicting = as_float(info.get("seconds_per_subject")) * int(info.get("n_subjects") or 0)
-        rows.append({"run": name, "training": training, "test prediction": predicting,
-                     "calibration, evaluation, other": float(seconds) - training - predicting,
-                     "notebook": float(seconds)})
-    columns = ["training", "test prediction", "calibration, evaluation, other", "notebook"]
-    return pd.DataFrame(rows, columns=["run", *columns]).set_index("run").round(1)
+        phases = run / PHASES_FILE
+        if phases.is_file():  # timed phase by phase by the run itself; the kernel's start and the report remain
+            row = {phase: as_float(value) for phase, value in json.loads(phases.read_text()).items() if phase in PHASES}
+            row["other"] = float(seconds) - sum(v for k, v in row.items() if k != "other")
+        else:  # a run from before its phases were timed: training, test prediction and the rest
+            training = as_float(json.loads(result.read_text()).get("seconds"))
+            info = json.loads(prediction.read_text())
+            predicting = as_float(info.get("seconds_per_subject")) * int(info.get("n_subjects") or 0)
+            row = {"training": training, "test inference": predicting, "other": float(seconds) - training - predicting}
+        rows.append({"run": name, **row, "notebook": float(seconds)})
+    return pd.DataFrame(rows, columns=["run", *PHASES, "notebook"]).set_index("run").dropna(axis=1, how="all").round(1)
 
 
 def load_study_timings(results_dir: Path | str) -> StudyTimings:
