@@ -17,8 +17,8 @@ WEIGHTS_SUBJECTS ?= 150
 WEIGHTS_SEED ?= 2
 WEIGHTS_EPOCHS ?= 60
 # the packaged second look: a cohort of its own (no subject of the network's), half for the image model, half
-# for the combiner and threshold, which the packaged network predicts
-SECOND_LOOK_SUBJECTS ?= 60
+# for the combiner and threshold, which the packaged network predicts; each subject also skull-stripped
+SECOND_LOOK_SUBJECTS ?= 120
 SECOND_LOOK_SEED ?= 3
 
 .PHONY: setup study test test-unit clean-study weights second-look gpu-wheels
@@ -39,7 +39,7 @@ test: setup
 	@command -v chromium > /dev/null 2>&1 || ! command -v apt-get > /dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq chromium) || \
 		echo "chromium could not be installed: the browser test of the book will be skipped"
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadgroup tests
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
@@ -62,7 +62,7 @@ weights: setup
 		command='make weights WEIGHTS_SUBJECTS=$(WEIGHTS_SUBJECTS) WEIGHTS_SEED=$(WEIGHTS_SEED) WEIGHTS_EPOCHS=$(WEIGHTS_EPOCHS)'))"
 
 # Regenerates the packaged model's second look (src/cmbstudy/weights/rlk_unet_cbam_quick.second_look.*; about
-# ten minutes on 2 CPU cores, most of it preprocessing) for the packaged network as it is. (`make weights` exports
+# twenty minutes on 2 CPU cores, most of it preprocessing) for the packaged network as it is. (`make weights` exports
 # the second look its run trained; this replaces it with one trained on a cohort of its own.)
 second-look: setup
 	test -f $(WEIGHTS_WORK)/second-look-cohort/participants.tsv || $(VENV)/bin/cmbstudy synth --profile quick \

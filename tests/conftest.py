@@ -1,9 +1,27 @@
-"""Shared fixtures: a seeded rng, and no network or user data directories in tests."""
+"""Shared fixtures: a seeded rng, and no network or user data directories in tests; how the tests share out
+over pytest-xdist's workers (``make test`` runs one per core)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: each computes on one thread (and so do the
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # notebook kernels it starts), so that none waits on another
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Under pytest-xdist's ``--dist loadgroup`` (``make test``): the tests of a file run on one worker, so that
+    its module fixtures are made once, and every test of the smoke study on one worker, so that the session's
+    smoke study (tests/integration/conftest.py) is made once. (Marked as each test is collected: xdist reads
+    the groups when collection ends.)"""
+    group = "smoke_study" if "smoke_study" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+    item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture

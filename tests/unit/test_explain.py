@@ -249,3 +249,22 @@ def test_slice_explanations_and_focus_table(tiny: TinyNet) -> None:
     assert focus[["subject_id", "z", "lesion_pixels"]].values.tolist() == [["007", 1, 2], ["007", 3, 1]]
     assert focus["chance"].tolist() == pytest.approx([8 / (H * W), 5 / (H * W)])  # pixels and 4-neighbours
     assert ((focus["cam_mass_fraction"] >= 0) & (focus["cam_mass_fraction"] <= 1)).all()
+
+
+def test_gradcam_share_of_a_fixed_tiny_model_on_a_fixed_slice_is_pinned() -> None:
+    """The Grad-CAM share near a lesion, of a seeded tiny RLK-UNet + CBAM on a slice drawn by formula: the same
+    number on any machine and thread count, to a tolerance far above CPU kernels' last bits and far below what
+    a change to the Grad-CAM computation (layer, score, weights, normalisation) moves it."""
+    from cmbstudy.explain.gradcam import compute_cam_mass_fraction
+    from cmbstudy.models.registry import get_model
+
+    torch.manual_seed(0)
+    model = get_model("rlk_unet_cbam", widths=(4, 8, 16, 32), kernel_size=5, blocks_per_stage=1, small_kernel=3,
+                      mlp_ratio=1.0, norm_groups=2, drop_path=0.0).eval()
+    yy, xx = np.mgrid[:48, :48]
+    tissue = (1.0 + 0.2 * np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.float32)
+    lesion = (yy - 20) ** 2 + (xx - 28) ** 2 <= 4
+    x = torch.from_numpy(np.stack([tissue, np.where(lesion, -2.0, tissue).astype(np.float32), tissue]))[None]
+    cam = compute_gradcam(model, x, torch.from_numpy(lesion)[None, None])
+    assert compute_cam_mass_fraction(cam[0, 0], lesion, 5.0) == pytest.approx(0.061284, abs=5e-5)
+    assert float(cam.sum()) == pytest.approx(482.10, abs=0.05)

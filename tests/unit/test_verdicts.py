@@ -138,19 +138,30 @@ def test_table8_needs_every_arm_and_every_step_up() -> None:
     assert ablation_claims(SimpleNamespace(scores=arms))[2].verdict == DOES_NOT_REPLICATE
 
 
-def test_gradcam_claim_is_a_paired_difference() -> None:
+def test_gradcam_claim_is_a_paired_difference_judged_over_trained_pairs() -> None:
     index = pd.MultiIndex.from_product([["without CBAM", "with CBAM"], range(20)], names=["model", "row"])
     mass = np.r_[np.full(20, 0.2), np.full(20, 0.5)] + np.tile(np.linspace(0, 0.1, 20), 2)
     focus = pd.DataFrame({"cam_mass_fraction": mass, "chance": 0.1}, index=index)
+    # one pair of trained networks: its estimate and interval over slices are shown, not judged
     [claim] = explanation_claims(SimpleNamespace(focus=focus))
+    assert claim.estimate == pytest.approx(0.3) and claim.ci_low > 0 and claim.verdict == CANNOT_TELL
+    assert claim.note.startswith("one pair of trained networks: the interval is over 20 test slices")
+    # three folds with both arms: judged on the folds' means, with a t interval over folds
+    folds = pd.DataFrame({"with minus without": [0.3, 0.25, 0.35], "slices": 20}, index=[0, 1, 2])
+    [claim] = explanation_claims(SimpleNamespace(focus=focus, fold_differences=folds))
     assert claim.estimate == pytest.approx(0.3) and claim.verdict == REPLICATES
+    assert claim.ci_low == pytest.approx(0.3 - 4.302653 * 0.05 / math.sqrt(3), abs=1e-5)
+    folds["with minus without"] = [-0.3, -0.25, -0.35]
+    assert explanation_claims(SimpleNamespace(focus=focus, fold_differences=folds))[0].verdict == DOES_NOT_REPLICATE
+    folds["with minus without"] = [0.3, -0.25, 0.05]  # trainings disagree: the sign is not the architecture's
+    assert explanation_claims(SimpleNamespace(focus=focus, fold_differences=folds))[0].verdict == CANNOT_TELL
     [claim] = explanation_claims(SimpleNamespace(focus=focus.loc[["with CBAM"]]))
     assert claim.verdict == CANNOT_TELL and claim.note == "an arm was not trained"
     # an all-zero map (NaN share) in one arm leaves that slice out of the pairs, and says so
     focus.loc[("without CBAM", 3), "cam_mass_fraction"] = np.nan
     [claim] = explanation_claims(SimpleNamespace(focus=focus))
-    assert math.isfinite(claim.estimate) and claim.verdict == REPLICATES
-    assert claim.note == "1 of 20 slices left out: a Grad-CAM map there is all zero"
+    assert math.isfinite(claim.estimate)
+    assert claim.note.endswith("; 1 of 20 slices left out: a Grad-CAM map there is all zero")
 
 
 def test_claims_round_trip_through_their_files_in_the_papers_order(tmp_path) -> None:

@@ -2,7 +2,8 @@
 
 No module here imports a compute module (types only), and no compute module
 draws. Axes helpers (:mod:`~cmbstudy.figures.axes`); detection overlays, TP blue,
-FP yellow, FN red (:mod:`~cmbstudy.figures.overlays`); burden and counts
+FP yellow, FN red (:mod:`~cmbstudy.figures.overlays`); the candidates of the first look
+and the second look's verdict (:mod:`~cmbstudy.figures.candidates`); burden and counts
 (:mod:`~cmbstudy.figures.burden`); FROC (:mod:`~cmbstudy.figures.froc`); training
 curves and the ablation (:mod:`~cmbstudy.figures.curves`); false positives by
 mimic (:mod:`~cmbstudy.figures.false_positives`); Grad-CAM and CBAM maps
@@ -17,6 +18,7 @@ from __future__ import annotations
 from . import (
     axes,
     burden,
+    candidates,
     curves,
     explain,
     false_positives,
@@ -29,6 +31,7 @@ from . import (
 )
 from .axes import *  # noqa: F403  (its __all__)
 from .burden import *  # noqa: F403  (its __all__)
+from .candidates import *  # noqa: F403  (its __all__)
 from .curves import *  # noqa: F403  (its __all__)
 from .explain import *  # noqa: F403  (its __all__)
 from .false_positives import *  # noqa: F403  (its __all__)
@@ -43,6 +46,7 @@ from .timing import *  # noqa: F403  (its __all__)
 __all__ = [
     *axes.__all__,
     *overlays.__all__,
+    *candidates.__all__,
     *burden.__all__,
     *froc.__all__,
     *curves.__all__,

@@ -26,8 +26,7 @@ from ..evaluation.subsets import SMALL_DIAMETER_MM
 from ..formatting import as_float, format_value
 from .paper import FIG4_SPEARMAN, TABLE2, TABLE3_MEAN_SD, TABLE4, TABLE5, TABLE7, TABLE8
 from .tables.comparison import row_scores
-from .tables.format import method_label
-from .tables.looks import ONE_STAGE, TWO_STAGES, row_label
+from .tables.format import ONE_STAGE, TWO_STAGES, method_label, row_label
 from .verdicts import (
     CANNOT_TELL,
     DOES_NOT_REPLICATE,
@@ -40,6 +39,8 @@ from .verdicts import (
 )
 
 __all__ = [
+    "MIN_GRADCAM_PAIRS",
+    "paired_focus_difference",
     "detected_nothing",
     "comparison_claims",
     "cross_validation_claims",
@@ -216,35 +217,61 @@ def ablation_claims(ablation: Any, arms: Sequence[str] = tuple(TABLE8)) -> list[
     return claims
 
 
+#: Folds with both arms trained before the Grad-CAM claim is judged: the claim is about the architecture, and a
+#: second training of the same network moves the Grad-CAM share by as much as CBAM does (notebook 10).
+MIN_GRADCAM_PAIRS = 3
+
+
+def paired_focus_difference(focus: pd.DataFrame) -> tuple[np.ndarray, int]:
+    """Per test slice, the Grad-CAM share with minus without CBAM where both maps exist (``focus`` as
+    :attr:`cmbstudy.study.explanations.Explanations.focus`), and how many slices were left out (a map there is all zero)."""
+    with_cbam = focus.xs("with CBAM", level="model")["cam_mass_fraction"].to_numpy(dtype=float)
+    without = focus.xs("without CBAM", level="model")["cam_mass_fraction"].to_numpy(dtype=float)
+    difference = with_cbam - without  # the arms explain the same slices, in the same order
+    paired = np.isfinite(difference)
+    return difference[paired], int((~paired).sum())
+
+
 def explanation_claims(explained: Any, n_resamples: int = 1000, seed: int = 0) -> list[Claim]:
     """Figs. 5-6 (:class:`~cmbstudy.study.explanations.Explanations`): Grad-CAM sits more on the lesions with CBAM.
 
-    Ours is the mean, over test slices with a lesion, of the difference in the
-    share of Grad-CAM mass near the lesions (with minus without CBAM), with a
-    paired bootstrap interval over slices; it replicates when the interval lies
-    above zero, does not when below. The paper shows this qualitatively. A slice
-    where either arm's Grad-CAM map is all zero (its share is undefined, NaN)
-    leaves the pairs; the note says how many.
+    The quantity is the difference in the share of Grad-CAM mass near the lesions (with
+    minus without CBAM), paired by test slice. The paper's claim is about the architecture,
+    so the unit of replication is a pair of trained networks, not a slice: with
+    :data:`MIN_GRADCAM_PAIRS` or more folds where both arms were trained
+    (``explained.fold_differences``, one mean difference per fold), the estimate is their
+    mean with a t interval over folds, and the claim replicates when it lies above zero,
+    does not when below. With fewer, the comparison fold's mean and its bootstrap interval
+    over slices are shown, and the verdict is "cannot tell": that interval covers the
+    slices, not the training, and a network trained again (another thread count, another
+    machine's last bits) gives another pair of maps, which turned this estimate's sign
+    between two builds. A slice where either arm's map is all zero (its share is
+    undefined) leaves the pairs; the note says how many.
     """
     focus = explained.focus
     arms = set(focus.index.get_level_values("model")) if len(focus) else set()
     estimate = low = high = math.nan
-    note = "an arm was not trained"
+    verdict, note = CANNOT_TELL, "an arm was not trained"
     if {"with CBAM", "without CBAM"} <= arms:
-        with_cbam = focus.xs("with CBAM", level="model")["cam_mass_fraction"].to_numpy(dtype=float)
-        without = focus.xs("without CBAM", level="model")["cam_mass_fraction"].to_numpy(dtype=float)
-        difference = with_cbam - without  # the arms explain the same slices, in the same order
-        paired = np.isfinite(difference)
-        dropped = int((~paired).sum())
-        note = (f"{dropped} of {len(difference)} slices left out: a Grad-CAM map there is all zero"
-                if dropped else "")
-        if paired.any():
-            estimate, low, high = bootstrap_ci(difference[paired], np.mean, n_resamples=n_resamples, seed=seed)
+        difference, dropped = paired_focus_difference(focus)
+        left_out = f"; {dropped} of {len(difference) + dropped} slices left out: a Grad-CAM map there is all zero" \
+            if dropped else ""
+        if len(difference):
+            estimate, low, high = bootstrap_ci(difference, np.mean, n_resamples=n_resamples, seed=seed)
+        folds = getattr(explained, "fold_differences", None)
+        values = (folds["with minus without"].dropna().to_numpy(dtype=float)
+                  if folds is not None and len(folds) else np.zeros(0))
+        if len(values) >= MIN_GRADCAM_PAIRS:
+            estimate = float(values.mean())
+            half = float(scipy_stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+            low, high = estimate - half, estimate + half
+            verdict = REPLICATES if low > 0 else DOES_NOT_REPLICATE if high < 0 else CANNOT_TELL
+            note = f"mean over {len(values)} folds with both arms, t interval over folds" + left_out
+        elif len(difference):
+            note = (f"one pair of trained networks: the interval is over {len(difference)} test slices, not over "
+                    f"trainings; judged with both arms on {MIN_GRADCAM_PAIRS} folds" + left_out)
         else:
             note = "no slice where both arms have a Grad-CAM map"
-    verdict = CANNOT_TELL
-    if math.isfinite(low) and math.isfinite(high):
-        verdict = REPLICATES if low > 0 else DOES_NOT_REPLICATE if high < 0 else CANNOT_TELL
     return [Claim("Figs. 5-6", "with CBAM, more of the Grad-CAM map lies on the lesions", ORDERING, "cam_focus",
                   "shown, not measured", f"with minus without {_with_ci(estimate, low, high)}", estimate, low, high,
                   verdict, note)]

@@ -25,6 +25,7 @@ from ..explain.gradcam import (
 )
 from ..inference.model_store import load_detection_model
 from ..preprocessing.geometry import PreprocessedVolume
+from .claims import paired_focus_difference
 from .examples import load_test_volumes, select_example_slices
 from .runs import dataset_label, load_runs, run_name
 
@@ -47,6 +48,9 @@ class Explanations:
         explanations: one per example slice; with_cbam: those with CBAM maps.
         focus: Grad-CAM mass near the lesions on every test slice with a lesion, per arm;
             by_model: its mean per arm; focus_without, focus_with, focus_chance: the means glued.
+        fold_differences: per fold where both arms were trained (the comparison fold first), the
+            mean over slices of the share with minus without CBAM, and the slices paired: what
+            the claim judges (:func:`cmbstudy.study.claims.explanation_claims`).
     """
 
     dataset: str
@@ -64,6 +68,14 @@ class Explanations:
     focus_without: float
     focus_with: float
     focus_chance: float
+    fold_differences: pd.DataFrame
+
+
+def _fold_difference(fold: int, focus: pd.DataFrame) -> dict[str, float]:
+    """The mean over slices of the Grad-CAM share with minus without CBAM on one fold's pair of networks."""
+    difference, _ = paired_focus_difference(focus)
+    return {"fold": fold, "with minus without": float(difference.mean()) if len(difference) else math.nan,
+            "slices": len(difference)}
 
 
 def explain_arms(results_dir: Path | str, test_root: Path | str, profile: Profile, n_examples: int = 3
@@ -85,6 +97,16 @@ def explain_arms(results_dir: Path | str, test_root: Path | str, profile: Profil
                        names=["model", "row"]) if models else pd.DataFrame(columns=columns))
     by_model = focus.groupby(level="model")[columns].mean() if models else focus
     with_cbam = tuple(ex for ex in explanations if ex.cbam)
+    differences = [_fold_difference(fold, focus)] if len(models) == len(ARMS) else []
+    for other in range(profile.train.n_folds):  # the other folds where both arms ran: the claim's replicates
+        names = {arm: run_name(variant or profile.study.main, other) for arm, variant in ARMS.items()}
+        found, absent = load_runs(results_dir, list(names.values()))
+        if other == fold or absent:
+            continue
+        pair = {arm: load_detection_model(found[name].run_dir).network.eval() for arm, name in names.items()}
+        differences.append(_fold_difference(other, pd.concat(
+            {arm: compute_gradcam_focus(model, volumes, radius=FOCUS_RADIUS) for arm, model in pair.items()},
+            names=["model", "row"])))
     return Explanations(
         dataset=dataset_label(test_root), fold=fold, note=note,
         cbam_note="" if with_cbam or not explanations else "No CBAM in the models shown.",
@@ -93,4 +115,6 @@ def explain_arms(results_dir: Path | str, test_root: Path | str, profile: Profil
         focus_without=float(by_model["cam_mass_fraction"].get("without CBAM", math.nan)),
         focus_with=float(by_model["cam_mass_fraction"].get("with CBAM", math.nan)),
         focus_chance=float(focus["chance"].mean()) if len(focus) else math.nan,
+        fold_differences=pd.DataFrame(differences, columns=["fold", "with minus without", "slices"]).set_index(
+            "fold").round(4),
     )

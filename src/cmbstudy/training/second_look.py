@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,8 +34,9 @@ import torch
 from tqdm import tqdm
 
 from ..config import SecondLookConfig
-from ..data.datasets import describe_dataset, load_subjects
+from ..data.datasets import Subject, describe_dataset, load_subjects
 from ..data.io import load_mask, load_scan
+from ..data.outputs import save_nifti
 from ..errors import ConfigError, InputError, OutputError
 from ..evaluation.lesions import find_lesions
 from ..evaluation.matching import match_paper
@@ -46,7 +48,7 @@ from ..inference.second_look import NETWORK_FEATURES, SecondLook, candidate_feat
 from ..inference.sliding_window import predict_volume
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
 
-__all__ = ["CLASSIFIERS", "SecondLookCase", "CandidateSet", "make_classifier", "collect_candidates",
+__all__ = ["CLASSIFIERS", "SecondLookCase", "CandidateSet", "make_classifier", "collect_candidates", "best_threshold",
            "fit_second_look", "SecondLookSummary", "train_model_second_look"]
 
 CLASSIFIERS: tuple[str, ...] = ("boosting", "logistic")
@@ -129,7 +131,7 @@ def collect_candidates(cases: Sequence[SecondLookCase], settings: SecondLookConf
                         found / total if total else math.nan)
 
 
-def _best_threshold(found: CandidateSet, scores: np.ndarray, match_distance: float) -> tuple[float, dict]:
+def best_threshold(found: CandidateSet, scores: np.ndarray, match_distance: float) -> tuple[float, dict]:
     """The score threshold with the best pooled F1 (paper rule; ties: fewer FPs, then higher), and its scores."""
     best: tuple[tuple[float, ...], float, dict] | None = None
     for threshold in _THRESHOLDS:
@@ -152,13 +154,16 @@ def _best_threshold(found: CandidateSet, scores: np.ndarray, match_distance: flo
     return best[1], best[2]
 
 
-def _out_of_fold(kind: str, inputs: np.ndarray, found: CandidateSet, n_splits: int, seed: int) -> np.ndarray:
-    """Each candidate's score from a combiner fitted on the other subject folds (scikit-learn's GroupKFold)."""
+def _out_of_fold(kind: str, inputs: np.ndarray, found: CandidateSet, n_splits: int, seed: int,
+                 groups: np.ndarray | None = None) -> np.ndarray:
+    """Each candidate's score from a combiner fitted on the other subject folds (scikit-learn's GroupKFold);
+    ``groups`` (per case) keeps the cases of one person in one fold (a scan and its skull-stripped twin)."""
     from sklearn.model_selection import GroupKFold
 
     scores = np.zeros(len(found.labels))
-    n_groups = len(np.unique(found.subjects))
-    for train, held in GroupKFold(n_splits=min(n_splits, n_groups)).split(inputs, found.labels, found.subjects):
+    by_candidate = found.subjects if groups is None else np.asarray(groups)[found.subjects]
+    n_groups = len(np.unique(by_candidate))
+    for train, held in GroupKFold(n_splits=min(n_splits, n_groups)).split(inputs, found.labels, by_candidate):
         train = train[found.labels[train] >= 0]
         if len(np.unique(found.labels[train])) < 2:
             scores[held] = float(found.labels[train].mean()) if len(train) else 0.0
@@ -173,13 +178,15 @@ def _enough(found: CandidateSet) -> bool:
 
 
 def fit_second_look(cases: Sequence[SecondLookCase], training: Sequence[SecondLookCase], settings: SecondLookConfig,
-                    point: OperatingPoint, match_distance: float, seed: int
+                    point: OperatingPoint, match_distance: float, seed: int, groups: Sequence[int] | None = None
                     ) -> tuple[SecondLook | None, OperatingPoint, dict[str, Any]]:
     """Train the second look and set its threshold in the run's lesion rule ``point`` (the module docstring).
 
     Args:
         cases: the validation subjects, with the network's probability maps.
         training: the training subjects (their probability maps are not used: the image model sees blobs only).
+        groups: per case of ``cases``, the person it is (None: each case its own): the out-of-fold folds keep
+            a person's cases together.
 
     Returns:
         The second look (None when either set holds too few candidates of either kind to learn from),
@@ -201,8 +208,8 @@ def fit_second_look(cases: Sequence[SecondLookCase], training: Sequence[SecondLo
     image_model = make_classifier("boosting", seed).fit(blobs.features[known, n_network:], blobs.labels[known])
     inputs = stack_scores(image_model.predict_proba(found.features[:, n_network:])[:, 1], found.features)
     for kind in settings.classifiers:
-        scores = _out_of_fold(kind, inputs, found, settings.cv_splits, seed)
-        threshold, summary = _best_threshold(found, scores, match_distance)
+        scores = _out_of_fold(kind, inputs, found, settings.cv_splits, seed, groups)
+        threshold, summary = best_threshold(found, scores, match_distance)
         report["classifiers"][kind] = {"threshold": threshold, **summary}
     ranked = sorted(report["classifiers"].items(), key=lambda kv: (kv[1].get("f1", -1.0),
                                                                    -kv[1].get("fp_per_subject", math.inf)),
@@ -236,14 +243,29 @@ class SecondLookSummary:
                 f"recall {chosen['recall']:.3f}, F1 {chosen['f1']:.3f}, {chosen['fp_per_subject']:.2f} FP per subject")
 
 
+def _stripped_twin(subject: Subject, image: np.ndarray, brain: np.ndarray, affine: np.ndarray, folder: Path) -> Subject:
+    """The subject's scan times its brain mask, written under ``folder``, with no brain mask: a scan as VALDO
+    ships them, which ``detect`` takes with the non-zero voxels as the brain."""
+    path = folder / f"sub-{subject.subject_id}stripped.nii.gz"
+    save_nifti(np.where(brain, image, 0.0).astype(np.float32), affine, path, np.float32)
+    return dataclasses.replace(subject, subject_id=f"{subject.subject_id}stripped", image_path=path,
+                               brain_mask_path=None, extra_paths={})
+
+
 def train_model_second_look(model: DetectionModel, data_root: Path, out: Path, validation_fraction: float = 0.5,
-                            seed: int = 0, overwrite: bool = False, progress: bool = True) -> SecondLookSummary:
+                            seed: int = 0, overwrite: bool = False, progress: bool = True,
+                            skull_stripped: bool = True) -> SecondLookSummary:
     """Train a second look for a trained model on a labelled dataset: ``cmbstudy second-look``.
 
     The subjects of ``data_root`` are split with ``seed``: ``validation_fraction`` of them are the
     combiner's (the model predicts them; none may be a subject it was trained on), the rest the image
     model's. Written to ``out/<model stem>.second_look.joblib`` (and its ``.json``), where
     :func:`~cmbstudy.inference.model_store.load_detection_model` finds it beside a model file of that stem.
+
+    With ``skull_stripped``, every subject is seen twice: as given, and skull-stripped with no brain mask
+    (its scan times its brain mask; the brain is then the non-zero voxels, as ``detect`` finds it on such
+    scans), so that the second look knows the edge of a stripped brain. A subject and its twin stay on
+    one side of the split and in one out-of-fold fold.
 
     Raises:
         InputError: fewer than four subjects with a CMB mask.
@@ -263,25 +285,38 @@ def train_model_second_look(model: DetectionModel, data_root: Path, out: Path, v
     n_val = min(max(2, int(round(validation_fraction * len(subjects)))), len(subjects) - 2)
     validation, training = [subjects[i] for i in order[:n_val]], [subjects[i] for i in order[n_val:]]
     profile, cache, device = model.profile, default_cache_dir(Path(data_root)), torch.device("cpu")
-    cases, blobs, combined = [], [], {s.subject_id for s in validation}
-    for subject in tqdm(validation + training, desc="second look", unit="subject", disable=not progress):
-        volume = load_preprocessed([subject], profile.preprocess, cache, progress=False)[0]
-        image = np.asarray(load_scan(subject.image_path)[0].dataobj)
-        reference = np.asarray(load_mask(subject.mask_path).dataobj)
-        if subject.subject_id in combined:
-            prob = predict_volume(model.network, volume, profile.train.val_batch_size, device,
-                                  profile.train.patch_size)
-            probability = np.clip(volume.restore(prob, order=1), 0.0, 1.0).astype(np.float32)
-            cases.append(SecondLookCase(probability, image, volume.input_brain(), volume.input_voxel_mm, reference))
-        else:
-            blobs.append(SecondLookCase(np.zeros(image.shape, np.float32), image, volume.input_brain(),
-                                        volume.input_voxel_mm, reference))
+    stripped = dataclasses.replace(profile.preprocess, brain_extraction="nonzero")
+    cases, blobs, groups, combined = [], [], [], {s.subject_id for s in validation}
+    with tempfile.TemporaryDirectory(prefix="second-look-") as twins:
+        for subject in tqdm(validation + training, desc="second look", unit="subject", disable=not progress):
+            volume = load_preprocessed([subject], profile.preprocess, cache, progress=False)[0]
+            scan = load_scan(subject.image_path)[0]
+            image = np.asarray(scan.dataobj, dtype=np.float32)
+            reference = np.asarray(load_mask(subject.mask_path).dataobj)
+            looks = [(volume, image)]
+            if skull_stripped:
+                twin = _stripped_twin(subject, image, volume.input_brain(), np.asarray(scan.affine), Path(twins))
+                looks.append((load_preprocessed([twin], stripped, Path(twins) / "cache", progress=False)[0],
+                              np.asarray(load_scan(twin.image_path)[0].dataobj, dtype=np.float32)))
+            for seen, pixels in looks:
+                if subject.subject_id in combined:
+                    prob = predict_volume(model.network, seen, profile.train.val_batch_size, device,
+                                          profile.train.patch_size)
+                    probability = np.clip(seen.restore(prob, order=1), 0.0, 1.0).astype(np.float32)
+                    cases.append(SecondLookCase(probability, pixels, seen.input_brain(), seen.input_voxel_mm,
+                                                reference))
+                    groups.append(subject.subject_id)
+                else:
+                    blobs.append(SecondLookCase(np.zeros(pixels.shape, np.float32), pixels, seen.input_brain(),
+                                                seen.input_voxel_mm, reference))
     ev = profile.evaluation
     second, _, report = fit_second_look(cases, blobs, profile.second_look, model.operating_point.single_stage,
-                                        ev.match_distance_voxels, seed)
+                                        ev.match_distance_voxels, seed,
+                                        groups=[sorted(set(groups)).index(g) for g in groups])
     if second is None:
         raise InputError(f"{data_root}: {report.get('note')}; give more subjects with CMBs")
     provenance = {"model": model.source, "data": describe_dataset(Path(data_root)), "seed": seed,
+                  "skull_stripped_twins": skull_stripped,
                   "validation_subjects": [s.subject_id for s in validation],
                   "training_subjects": [s.subject_id for s in training], "report": report}
     provenance["data"].pop("data_root", None)

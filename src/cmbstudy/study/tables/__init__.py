@@ -8,7 +8,8 @@
 - Table 6 and Fig. 4 (burden, counts): :mod:`~cmbstudy.study.tables.burden`;
 - Tables 7 and 8 (CBAM ablation): :mod:`~cmbstudy.study.tables.ablation`;
 - beyond the paper, one look or two (each network single-stage and with the second look):
-  :mod:`~cmbstudy.study.tables.looks`; sites, VALDO rule, timing: :mod:`~cmbstudy.study.tables.beyond`, and what the
+  :mod:`~cmbstudy.study.tables.looks`, with the LoG floor's second look and one slice of the two looks
+  :mod:`~cmbstudy.study.tables.log_floor`; sites, VALDO rule, timing: :mod:`~cmbstudy.study.tables.beyond`, and what the
   remaining errors are (false positives by kind, missed CMBs by size): :mod:`~cmbstudy.study.tables.errors`;
 - the one "paper beside ours" layout and the method labels: :mod:`~cmbstudy.study.tables.format`.
 """
@@ -24,6 +25,7 @@ from . import (
     errors,
     folds,
     format,
+    log_floor,
     looks,
     methods,
     modality,
@@ -36,6 +38,7 @@ from .comparison import *  # noqa: F403  (its __all__)
 from .errors import *  # noqa: F403  (its __all__)
 from .folds import *  # noqa: F403  (its __all__)
 from .format import *  # noqa: F403  (its __all__)
+from .log_floor import *  # noqa: F403  (its __all__)
 from .looks import *  # noqa: F403  (its __all__)
 from .methods import *  # noqa: F403  (its __all__)
 from .modality import *  # noqa: F403  (its __all__)
@@ -51,6 +54,7 @@ __all__ = [
     *burden.__all__,
     *ablation.__all__,
     *looks.__all__,
+    *log_floor.__all__,
     *errors.__all__,
     *beyond.__all__,
 ]

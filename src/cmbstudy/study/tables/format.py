@@ -22,6 +22,10 @@ from ...formatting import as_float, format_value
 from ..paper import PAPER_DATASET_LABEL
 
 __all__ = [
+    "ONE_STAGE",
+    "TWO_STAGES",
+    "LOG_FLOOR",
+    "row_label",
     "CLASSICAL",
     "METHOD_LABELS",
     "DISPLAY_NAMES",
@@ -35,6 +39,12 @@ __all__ = [
     "CANNOT_TELL",
     "ordering_verdict",
 ]
+
+#: The rules of the "one look or two" chapter (:mod:`cmbstudy.study.tables.looks`): the paper's single stage and
+#: the network with the second look; and its row of the LoG floor with the main network's second look
+#: (:mod:`cmbstudy.study.tables.log_floor`).
+ONE_STAGE, TWO_STAGES = "one stage", "with the second look"
+LOG_FLOOR = "LoG floor, with the second look"
 
 #: Name of the classical LoG detector among the methods (it has no variant and no run).
 CLASSICAL = "classical"
@@ -182,3 +192,8 @@ def ordering_verdict(first: Mapping[str, float] | None, second: Mapping[str, flo
     if high_a < low_b:
         return BELOW
     return CANNOT_TELL
+
+
+def row_label(variant: str, rule: str) -> str:
+    """``"<network>, one stage"`` or ``"<network>, with the second look"``."""
+    return f"{method_label(variant)}, {rule}"
