@@ -40,7 +40,7 @@ from cmbstudy.evaluation.matching import match_paper
 from cmbstudy.evaluation.operating_point import choose_operating_point
 from cmbstudy.evaluation.stats import bootstrap_detection_ci, spearman_with_ci
 from cmbstudy.evaluation.subsets import SMALL_DIAMETER_MM, compute_reference_diameters
-from cmbstudy.inference.candidates import find_candidates, suppress_duplicates
+from cmbstudy.inference.candidates import find_candidates, keep_best
 from cmbstudy.inference.model_store import load_detection_model
 from cmbstudy.inference.second_look import candidate_features, find_detections
 from cmbstudy.inference.sliding_window import predict_volume
@@ -69,8 +69,7 @@ def _in_plane_edge(brain: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 def _curve_counts(second, point, candidates, features, ref_centroids, small, distance) -> tuple[int, ...]:
     """(tp, fp, fn, tp of small CMBs) of one test subject under a second look (candidate centres, not regions)."""
     scores = second.score(features)
-    above = np.flatnonzero(scores >= point.second_look)
-    kept = above[suppress_duplicates(candidates.centres[above], scores[above], distance)]
+    kept = keep_best(candidates.centres, scores, point.second_look, distance)
     match = match_paper(candidates.centres[kept], ref_centroids, distance)
     tp_small = int(np.isin(match.pairs[:, 1], np.flatnonzero(small)).sum()) if len(match.pairs) else 0
     return match.n_tp, match.n_fp, match.n_fn, tp_small

@@ -33,7 +33,7 @@ from ..evaluation.operating_point import OperatingPoint, apply_operating_point
 from ..models.baselines.classical import local_ratio as classical_ratio
 
 __all__ = ["LOG_SIGMAS_VOXELS", "LOCAL_MEAN_MM", "SAME_PLACE_VOXELS", "Candidates", "local_ratio", "blob_response",
-           "find_blobs", "find_candidates", "suppress_duplicates"]
+           "find_blobs", "find_candidates", "suppress_duplicates", "keep_best"]
 
 #: In-plane LoG scales (voxels) of the blob detector: the small CMBs that a network misses are 1-2 voxel foci.
 LOG_SIGMAS_VOXELS: tuple[float, ...] = (1.0,)
@@ -121,6 +121,17 @@ def suppress_duplicates(centres: np.ndarray, scores: np.ndarray, distance: float
         if not len(kept) or np.linalg.norm(centres[kept] - centres[i], axis=1).min() > distance:
             keep[i] = True
     return keep
+
+
+def keep_best(centres: np.ndarray, scores: np.ndarray, threshold: float, distance: float,
+              eligible: np.ndarray | None = None) -> np.ndarray:
+    """Indices (ascending) of the candidates scored at or above ``threshold`` (and ``eligible``, where given), of
+    any such candidates within ``distance`` voxels of each other the best scored (:func:`suppress_duplicates`):
+    the lesions a second look keeps."""
+    scores = np.asarray(scores)
+    above = scores >= threshold
+    above = np.flatnonzero(above if eligible is None else above & eligible)
+    return above[suppress_duplicates(np.asarray(centres)[above], scores[above], distance)]
 
 
 def find_candidates(probability: np.ndarray, image: np.ndarray, brain: np.ndarray, voxel_mm: Sequence[float],

@@ -43,7 +43,7 @@ from ..data.outputs import write_atomically, write_json
 from ..errors import ConfigError, InputError
 from ..evaluation.lesions import Lesions
 from ..evaluation.operating_point import OperatingPoint, apply_operating_point
-from .candidates import Candidates, find_candidates, suppress_duplicates
+from .candidates import Candidates, find_candidates, keep_best
 
 __all__ = ["FEATURES", "NETWORK_FEATURES", "IMAGE_FEATURES", "stack_scores", "SecondLook", "Detections", "candidate_features", "score_candidates", "find_detections",
            "save_second_look", "load_second_look"]
@@ -264,9 +264,7 @@ def find_detections(probability: np.ndarray, point: OperatingPoint, brain: np.nd
     candidates, scores = score_candidates(second_look, probability, image, brain, voxel_mm, point.connectivity)
     sizes = np.bincount(candidates.network.labels.ravel(), minlength=candidates.network.n + 1)
     big_enough = ~candidates.from_network | (sizes[candidates.component] >= point.min_voxels)
-    keep = np.flatnonzero((scores >= point.second_look) & big_enough)
-    keep = keep[suppress_duplicates(candidates.centres[keep], scores[keep], second_look.merge_distance)]
-    keep = np.sort(keep)
+    keep = keep_best(candidates.centres, scores, point.second_look, second_look.merge_distance, big_enough)
     labels = np.zeros(np.shape(probability), dtype=np.int32)
     centroids, n_voxels, peaks = [], [], []
     kept = []

@@ -42,7 +42,7 @@ from ..evaluation.lesions import find_lesions
 from ..evaluation.matching import match_paper
 from ..evaluation.operating_point import OperatingPoint
 from ..evaluation.scores import summarize_detection
-from ..inference.candidates import find_candidates, suppress_duplicates
+from ..inference.candidates import find_candidates, keep_best
 from ..inference.model_store import DetectionModel, packaged_model_path, second_look_path
 from ..inference.second_look import NETWORK_FEATURES, SecondLook, candidate_features, save_second_look, stack_scores
 from ..inference.sliding_window import predict_volume
@@ -138,8 +138,7 @@ def best_threshold(found: CandidateSet, scores: np.ndarray, match_distance: floa
         counts = []
         for s, (centres, ref) in enumerate(zip(found.centres, found.references)):
             own = scores[found.subjects == s]
-            above = own >= threshold
-            kept = centres[above][suppress_duplicates(centres[above], own[above], match_distance)]
+            kept = centres[keep_best(centres, own, threshold, match_distance)]
             match = match_paper(kept, ref, match_distance)
             counts.append((match.n_tp, match.n_fp, match.n_fn))
         summary = summarize_detection(counts)

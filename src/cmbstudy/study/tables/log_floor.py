@@ -34,7 +34,7 @@ from ...evaluation.matching import match_paper
 from ...evaluation.scores import summarize_detection
 from ...evaluation.stats import bootstrap_detection_ci
 from ...evaluation.subsets import compute_reference_diameters
-from ...inference.candidates import find_candidates, suppress_duplicates
+from ...inference.candidates import find_candidates, keep_best
 from ...inference.model_store import load_detection_model
 from ...inference.second_look import SecondLook, candidate_features
 from ...preprocessing.cache import default_cache_dir, load_preprocessed
@@ -79,9 +79,7 @@ def _kept(second: SecondLook, case: SecondLookCase, threshold: float, connectivi
     candidates = find_candidates(case.probability, case.image, case.brain, case.voxel_mm, s.candidate_threshold,
                                  s.log_candidates, connectivity)
     scores = second.image_score(candidate_features(candidates, case.probability, case.brain, case.voxel_mm))
-    above = np.flatnonzero(scores >= threshold)
-    keep = above[suppress_duplicates(candidates.centres[above], scores[above], second.merge_distance)]
-    return candidates.centres[keep], candidates.n
+    return candidates.centres[keep_best(candidates.centres, scores, threshold, second.merge_distance)], candidates.n
 
 
 def log_floor_second_look(run_dir: Path | str, data_root: Path | str, test_root: Path | str, profile: Profile,
@@ -182,8 +180,7 @@ def candidate_example(run_dir: Path | str, test_root: Path | str, profile: Profi
                                  s.log_candidates, ev.connectivity)
     scores = second.score(candidate_features(candidates, probability, case.brain, case.voxel_mm))
     kept = np.zeros(candidates.n, bool)
-    above = np.flatnonzero(scores >= point.second_look)
-    kept[above[suppress_duplicates(candidates.centres[above], scores[above], second.merge_distance)]] = True
+    kept[keep_best(candidates.centres, scores, point.second_look, second.merge_distance)] = True
     slices = np.rint(ref.centroids[:, 2]).astype(int) if ref.n else np.array([case.image.shape[2] // 2])
     z = int(np.bincount(slices).argmax())
     near = lambda xyz: np.abs(xyz[:, 2] - z) <= 1  # noqa: E731  (within one slice of the one shown)
