@@ -61,6 +61,7 @@ class SynthConfig:
     cmb_chi_scale: float = 1.0  # multiplies every CMB's susceptibility (lower = fainter CMBs)
     n_test_subjects: int = 72  # subjects of the separate test cohort (the paper's test set: 72)
     test_seed: int = 1  # master seed of the test cohort (the training cohort uses the profile's seed)
+    n_follow_up_pairs: int = 24  # baseline/follow-up pairs of the monitoring chapter, from test_seed + 1
 
 
 @dataclass(frozen=True)

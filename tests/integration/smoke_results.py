@@ -138,8 +138,13 @@ def _probabilities(pred_dir: Path) -> dict[str, float]:
 def _cohort(root: Path, rows: dict[str, str]) -> None:
     with open(root / "participants.tsv") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
-            rows[f"cohort.{row['participant_id']}.cmb_count"] = row["cmb_count"]
-    for path in sorted(root.glob("sub-*/anat/sub-*_T2starw.nii.gz")) + sorted(root.glob("sub-*/anat/sub-*_swi.nii.gz")):
+            for key in ("cmb_count", "cmb_count_baseline", "new_count"):  # the follow-up pairs have the last two
+                if key in row:
+                    rows[f"cohort.{row['participant_id']}.{key}"] = row[key]
+    scans = [p for pattern in ("sub-*/anat/sub-*_T2starw.nii.gz", "sub-*/anat/sub-*_swi.nii.gz",
+                               "sub-*/ses-*/anat/sub-*_T2starw.nii.gz", "sub-*/ses-*/anat/sub-*_swi.nii.gz")
+             for p in sorted(root.glob(pattern))]
+    for path in scans:
         data = np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
         name = path.name.split(".")[0]
         rows[f"cohort.{name}.mean"] = _number(float(data.mean()))
@@ -150,7 +155,7 @@ def collect(results: Path) -> dict[str, str]:
     """key -> value text of the numbers of a smoke study's results folder (see the module docstring)."""
     results = Path(results)
     rows: dict[str, str] = {}
-    for cohort in sorted((results / "data").glob("synthetic-*")):  # the training pool and the test cohort
+    for cohort in sorted((results / "data").glob("synthetic-*")):  # the training pool, the test cohort, the pairs
         _cohort(cohort, rows)
     notebooks = sorted((results / "notebooks").glob("*.ipynb")) + sorted((results / "notebooks").glob("*/*.ipynb"))
     for path in notebooks:

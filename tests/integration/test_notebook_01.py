@@ -1,4 +1,5 @@
-"""Notebook 01 executes at the smoke profile and glues the numbers its prose quotes."""
+"""Notebook 01 executes at the smoke profile and glues the numbers its prose quotes (executed by the session's
+smoke study, tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -21,14 +22,8 @@ def test_notebook_source_is_thin() -> None:
         assert "def " not in source and "class " not in source
 
 
-def test_notebook_executes(tmp_path: Path) -> None:
-    papermill = pytest.importorskip("papermill")
-    out = tmp_path / "01.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(out), parameters={"profile": "smoke", "data_root": str(tmp_path / "cohort"), "seed": 0},
-        kernel_name="python3", cwd=str(tmp_path), progress_bar=False,
-    )
-    nb = json.loads(out.read_text())
+def test_notebook_executes(smoke_study) -> None:
+    nb = json.loads((smoke_study.results / "notebooks" / "01_synthetic_cohort.ipynb").read_text())
     pngs = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(pngs) >= 4, "figures were not displayed as images (matplotlib backend?)"
     glued = {}
@@ -41,4 +36,4 @@ def test_notebook_executes(tmp_path: Path) -> None:
         assert key in glued, f"{key} not glued"
     assert 1.4 < float(glued["te_blooming_ratio"]) < 3.0
     assert float(glued["sphere_field_error"]) < 0.01
-    assert (tmp_path / "cohort" / "participants.tsv").is_file()
+    assert (smoke_study.results / "data" / "synthetic-smoke" / "participants.tsv").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -102,6 +103,32 @@ def test_changed_variant_reruns_only_its_instance(tmp_path: Path) -> None:
                        project_root=root)
     assert set(forced) == set(steps)
     assert len(_log(out)) == 5
+
+
+def _interval(executed: Path) -> tuple[datetime, datetime]:
+    meta = nbformat.read(executed, as_version=4).metadata["papermill"]
+    return datetime.fromisoformat(meta["start_time"]), datetime.fromisoformat(meta["end_time"])
+
+
+@pytest.mark.slow
+def test_steps_that_need_none_of_each_other_run_together(tmp_path: Path) -> None:
+    root, out = tmp_path / "project", tmp_path / "results"
+    _write_project(root, "import time\nif 'STEP' > '03':\n    time.sleep(1.5)")
+    analyses = [step.name for step in STEPS if "03_training" in step.depends_on and step.name > TRAINING]
+    steps = ["01_synthetic_cohort", TRAINING, *analyses, "14_abstract"]
+    run_study("smoke", out=out, overrides=RUNS, build_book=False, steps=steps, project_root=root, jobs=2)
+    executed = out / "notebooks"
+    when = {name: _interval(executed / f"{name}.ipynb") for name in ["01_synthetic_cohort", *analyses, "14_abstract"]}
+    trained = max(_interval(path)[1] for path in (executed / TRAINING).glob("*.ipynb"))
+    assert when["01_synthetic_cohort"][1] <= min(start for start, _ in (when[a] for a in analyses))
+    assert all(trained <= when[a][0] for a in analyses)  # after the runs they read
+    first, second = (when[a] for a in analyses[:2])
+    assert first[0] < second[1] and second[0] < first[1]  # two at a time
+    assert max(end for _, end in (when[a] for a in analyses)) <= when["14_abstract"][0]  # after what it reads
+    state = json.loads((out / "study_state.json").read_text())
+    assert set(analyses) <= set(state["steps"])
+    assert run_study("smoke", out=out, overrides=RUNS, build_book=False, steps=steps, project_root=root,
+                     jobs=2) == {}
 
 
 @pytest.mark.slow

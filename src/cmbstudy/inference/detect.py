@@ -61,19 +61,21 @@ from ..device import resolve_device
 from ..errors import ConfigError, InputError
 from ..data.prediction_folder import DSEG_SUFFIX, LESIONS_SUFFIX, PROBSEG_SUFFIX, SUMMARY_SUFFIX
 from ..evaluation.lesions import Lesions, equivalent_diameter_mm, voxel_volume_mm3
-from ..evaluation.operating_point import BRAIN_RULE
+from ..evaluation.operating_point import BRAIN_RULE, OperatingPoint
 from ..preprocessing.brain import resolve_brain_extraction
 from ..preprocessing.preprocess import preprocess_image
 from .location import LesionLocations
 from .model_store import DetectionModel, load_detection_model
-from .pipeline import describe_rule, detect_preprocessed, map_rule
+from .pipeline import VolumeDetection, describe_rule, detect_preprocessed, map_rule
 from .predict import lesion_table
 from .scan_inputs import find_scans, modality_from_name, subject_label
 
 __all__ = [
     "MODALITIES",
     "ScanResult",
+    "ScanDetection",
     "DetectionSummary",
+    "find_cmbs",
     "subject_label",
     "modality_from_name",
     "detect_scan",
@@ -177,6 +179,44 @@ def _detection_table(lesions: Lesions, affine: np.ndarray, locations: Sequence[s
     return table
 
 
+@dataclass(frozen=True)
+class ScanDetection:
+    """One scan through the detector (:func:`find_cmbs`), nothing written."""
+
+    image: nib.Nifti1Image  # the scan as read
+    lesions: Lesions  # the CMBs found, on the scan's grid
+    detection_map: np.ndarray  # what ``_desc-cmb_probseg`` holds (:func:`~cmbstudy.inference.pipeline.detection_map`)
+    result: VolumeDetection  # the network's probability, the brain, the lesion rule's detections
+    brain_method: str  # the brain extraction used
+    brain_source: str  # and why
+    seconds_preprocessing: float
+
+
+def find_cmbs(scan: Path, model: DetectionModel, point: OperatingPoint, device: torch.device,
+              brain_mask: Path | None = None, brain_extraction: str = "auto", subject_id: str = "") -> ScanDetection:
+    """Read, brain-extract and preprocess ``scan``, then find its CMBs under ``point``: the path of ``detect``.
+
+    Raises:
+        InputError: an unreadable or invalid scan or brain mask, NaN voxels inside the brain.
+        ConfigError: a bad brain extraction, or a two-stage ``point`` for a model without a second look.
+    """
+    scan = Path(scan)
+    start = time.perf_counter()
+    image, nonfinite = load_scan(scan)
+    brain_img = load_mask(brain_mask, reference=image, what="brain mask") if brain_mask is not None else None
+    method, brain_source = resolve_brain_extraction(brain_extraction, np.asarray(image.dataobj),
+                                                    brain_img is not None)
+    if brain_mask is not None and method == "mask":
+        brain_source += f" ({Path(brain_mask).name})"
+    log.info("%s: brain extraction %s", scan.name, brain_source)
+    cfg = dataclasses.replace(model.profile.preprocess, brain_extraction=method)
+    volume = preprocess_image(image, cfg, brain_mask=brain_img, subject_id=subject_id or subject_label(scan),
+                              nonfinite=nonfinite)
+    prep = time.perf_counter() - start
+    result = detect_preprocessed(model, volume, [point], device, np.asarray(image.dataobj))
+    return ScanDetection(image, result.detections[0].lesions, result.maps[0], result, method, brain_source, prep)
+
+
 def detect_scan(
     scan: Path,
     model: DetectionModel,
@@ -227,18 +267,10 @@ def detect_scan(
     dev = resolve_device(device)
     with _collecting() as notes:
         start = time.perf_counter()
-        image, nonfinite = load_scan(scan)
-        brain_img = load_mask(brain_mask, reference=image, what="brain mask") if brain_mask is not None else None
-        method, brain_source = resolve_brain_extraction(brain_extraction, np.asarray(image.dataobj),
-                                                        brain_img is not None)
-        if brain_mask is not None and method == "mask":
-            brain_source += f" ({Path(brain_mask).name})"
-        log.info("%s: brain extraction %s", scan.name, brain_source)
-        cfg = dataclasses.replace(profile.preprocess, brain_extraction=method)
-        volume = preprocess_image(image, cfg, brain_mask=brain_img, subject_id=sid, nonfinite=nonfinite)
-        prep_done = time.perf_counter()
-        result = detect_preprocessed(model, volume, [point], dev, np.asarray(image.dataobj))
-        lesions, detection_map = result.detections[0].lesions, result.maps[0]
+        found = find_cmbs(scan, model, point, dev, brain_mask, brain_extraction, sid)
+        image, result, method, brain_source = found.image, found.result, found.brain_method, found.brain_source
+        lesions, detection_map = found.lesions, found.detection_map
+        prep_done = start + found.seconds_preprocessing
         affine = np.asarray(image.affine, dtype=float)
         locations, where = None, {"method": LOCATION_NOTE if locate is None else NOTHING_TO_LOCATE}
         if locate is not None and lesions.n:

@@ -1,8 +1,9 @@
-"""Executing the study's notebooks: one with papermill, or many training runs at once with their share of the cores.
+"""Executing the study's notebooks: one with papermill, or several at once with their share of the cores.
 
 A notebook runs in its own kernel; a failing one leaves its executed copy (with
 the traceback) beside where the result would have gone and raises a
-:class:`StudyError` naming the cell. Training runs go ``jobs`` at a time in
+:class:`StudyError` naming the cell. Notebooks that do not depend on each other
+(the training runs; the analyses once the runs are trained) go ``jobs`` at a time in
 worker processes, each kernel with ``threads`` torch threads
 (``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``, read when the kernel starts).
 """
@@ -112,7 +113,7 @@ def run_notebook_in_job(source: Path, executed: Path, parameters: dict[str, Any]
     start = time.perf_counter()
     try:
         run_notebook(source, executed, parameters, cwd, label)
-    finally:  # the analysis notebooks after the runs keep torch's default
+    finally:  # the caller's own settings again
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -123,30 +124,37 @@ def run_notebook_in_job(source: Path, executed: Path, parameters: dict[str, Any]
 
 @dataclass(frozen=True)
 class Pending:
-    """A training run to execute: its name, skip key, progress label, executed copy and parameters."""
+    """A notebook to execute: its name (a step's or a training run's), skip key, progress label, executed copy
+    and parameters; ``source`` where it is not the notebook :func:`run_pending` is given."""
 
     name: str
     key: str
     label: str
     executed: Path
     parameters: dict[str, Any]
+    source: Path | None = None
 
 
-def run_pending(source: Path, pending: Sequence[Pending], finished: Callable[[Pending, float], None], cwd: Path,
-                jobs: int, threads: int | None, progress: Callable[[str], None]) -> None:
+def run_pending(source: Path | None, pending: Sequence[Pending], finished: Callable[[Pending, float], None],
+                cwd: Path, jobs: int, threads: int | None, progress: Callable[[str], None],
+                what: str = "training runs") -> None:
     """Run the notebooks of ``pending`` in ``cwd``, ``jobs`` at a time; ``finished`` records each as it ends.
 
-    When one fails, no new one starts; those running finish (and are recorded),
-    then the first failure is raised.
+    Each job runs its own ``source`` where it has one, else ``source``. When one fails, no new one starts;
+    those running finish (and are recorded), then the first failure is raised.
     """
     each = f" on {threads} thread(s) each" if threads is not None else ""
+
+    def label(job: Pending) -> str:
+        return f" (instance {job.name})" if job.source is None else ""
+
     if jobs == 1 or len(pending) <= 1:
         for job in pending:
             progress(f"{job.label}{each} ...")
-            finished(job, run_notebook_in_job(source, job.executed, job.parameters, cwd,
-                                              f" (instance {job.name})", threads))
+            finished(job, run_notebook_in_job(job.source or source, job.executed, job.parameters, cwd,
+                                              label(job), threads))
         return
-    progress(f"{len(pending)} training runs, {jobs} at a time{each}")
+    progress(f"{len(pending)} {what}, {jobs} at a time{each}")
     queue, running, failures = list(pending), {}, []
     # spawn: each worker starts clean (no inherited torch threads or open kernels)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -154,8 +162,8 @@ def run_pending(source: Path, pending: Sequence[Pending], finished: Callable[[Pe
             while queue and len(running) < jobs and not failures:
                 job = queue.pop(0)
                 progress(f"{job.label} ...")
-                future: Future = pool.submit(run_notebook_in_job, source, job.executed, job.parameters,
-                                             cwd, f" (instance {job.name})", threads)
+                future: Future = pool.submit(run_notebook_in_job, job.source or source, job.executed,
+                                             job.parameters, cwd, label(job), threads)
                 running[future] = job
             if not running:
                 break

@@ -9,7 +9,8 @@ kept in ``OUT/study_state.json``). The training step runs its notebook once per
 training run of :func:`cmbstudy.study.runs.training_instances`, each with its own
 hash, so adding a run or changing one variant retrains only what changed. With ``jobs`` above 1 the
 training runs go N at a time, each notebook in its own kernel with its share of the cores (the runs
-do not depend on each other). A failing step names the notebook and the
+do not depend on each other), and so do the steps that need none of each other's results (the
+analyses, once the runs are trained). A failing step names the notebook and the
 cell, and leaves the executed copy (with the traceback) for inspection. The
 executed notebooks are copied into ``book/executed/`` and rendered by Jupyter
 Book 1 (Sphinx), which builds offline; Jupyter Book 2 downloads its theme at
@@ -34,7 +35,7 @@ from ..data.io import check_output_dir, write_text_atomically
 from ..errors import ConfigError
 from .book import build_book, build_book_from
 from .dependencies import notebook_source_hash
-from .jobs import Pending, StudyError, run_notebook, run_pending, threads_per_job
+from .jobs import Pending, StudyError, run_pending, threads_per_job
 from .runs import STATE_FILE, TIMINGS_FILE, training_instances
 from .state import RECORD_SUFFIX, load_instance_records, load_state
 
@@ -73,6 +74,8 @@ STEPS: tuple[Step, ...] = (
     Step("11_qualitative", _TRAINED, "Figs. 2-3: detections overlaid"),
     Step("12_beyond_the_paper", _TRAINED, "beyond the paper: mimics, sites, VALDO rule, timing"),
     Step("13_one_look_or_two", _TRAINED, "beyond the paper: one look or two (the second look)"),
+    Step("15_monitoring", _TRAINED, "beyond the paper: ARIA-H monitoring, new CMBs between two scans",
+         synthetic_only=True),
     # the claims of every analysis notebook (OUT/claims/) judged in one table: the book's first page
     Step("14_abstract", ("04_cross_validation", "05_method_comparison", "06_small_lesions", "07_cross_modality",
                          "08_burden", "09_cbam_ablation", "10_explainability", "13_one_look_or_two"),
@@ -190,8 +193,8 @@ def run_study(
         runs: train only these runs (names of :func:`~cmbstudy.study.runs.training_instances`):
             the training step and the steps it depends on, no analysis and no book. The runs do not
             depend on each other, so a cluster can train one per job; the study then skips them.
-        jobs: training runs at once on this machine, each in its own kernel.
-        threads: torch threads of each training run (default: the cores divided by ``jobs``;
+        jobs: training runs (and independent notebooks) at once on this machine, each in its own kernel.
+        threads: torch threads of each training run and notebook (default: the cores divided by ``jobs``;
             with one job, torch's own default). Give the same value to repeat a run to the bit.
 
     Returns:
@@ -232,15 +235,21 @@ def run_study(
     }
     run = _StudyRun(profile, root, out, executed_dir, load_state(out / STATE_FILE), force,
                     only_runs=None if runs is None else tuple(runs), jobs=jobs, threads=run_threads)
+    # consecutive steps that need none of each other's results run together, ``jobs`` at a time
+    batch: list[tuple[Step, dict[str, Any]]] = []
     for step in STEPS:
         if step.name not in wanted:
             continue
         synthetic = {"data_root": synthetic_root_text, "test_root": synthetic_test_text}
         step_context = {**context, **synthetic} if step.synthetic_only else context
+        if step.instances is not None or any(dep in {s.name for s, _ in batch} for dep in step.depends_on):
+            run.run_steps(batch)
+            batch = []
         if step.instances is None:
-            run.run_step(step, step_context)
+            batch.append((step, step_context))
         else:
             run.run_instances(step, step_context)
+    run.run_steps(batch)
     run.progress(f"notebooks done; steps run now: {', '.join(run.timings) or 'none'}")
     if build_book:
         start = time.perf_counter()
@@ -280,8 +289,8 @@ class _StudyRun:
     state: dict[str, Any]
     force: bool
     only_runs: tuple[str, ...] | None = None  # train only these instances (None: all)
-    jobs: int = 1  # training runs at once
-    threads: int | None = None  # torch threads of each training run (None: torch's default)
+    jobs: int = 1  # training runs (and notebooks that need none of each other) at once
+    threads: int | None = None  # torch threads of each (None: torch's default)
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
@@ -295,22 +304,32 @@ class _StudyRun:
             "upstream": [self.state["steps"].get(dep, {}).get("key") for dep in step.depends_on],
         }
 
-    def run_step(self, step: Step, context: dict[str, Any]) -> None:
-        """Run a one-notebook step unless its inputs are unchanged."""
+    def plan_step(self, step: Step, context: dict[str, Any]) -> Pending | None:
+        """A one-notebook step to run, or None (said so) when its inputs are unchanged."""
         source = self.root / "notebooks" / f"{step.name}.ipynb"
         parameters = _step_parameters(pm.inspect_notebook(str(source)), context)
         key = _hash({**self._base_key(step, source), "parameters": parameters})
         executed = self.executed_dir / f"{step.name}.ipynb"
         if not self.force and executed.is_file() and self.state["steps"].get(step.name, {}).get("key") == key:
             self.progress(f"{step.name}: inputs unchanged, skipped")
-            return
-        self.progress(f"{step.name}: {step.title} ...")
-        start = time.perf_counter()
-        run_notebook(source, executed, parameters, cwd=self.out)
-        self.timings[step.name] = time.perf_counter() - start
-        self.state["steps"][step.name] = {"key": key, "seconds": round(self.timings[step.name], 1), "finished": _now()}
-        _write_timings(self.out, self.state)
-        self.progress(f"{step.name}: done in {self.timings[step.name]:.0f} s")
+            return None
+        return Pending(step.name, key, f"{step.name}: {step.title}", executed, parameters, source=source)
+
+    def run_steps(self, steps: Sequence[tuple[Step, dict[str, Any]]]) -> None:
+        """Run one-notebook steps that do not depend on each other, ``jobs`` at a time; skip those unchanged.
+
+        With more than one job every step runs on ``threads`` threads, whatever runs beside it, so that a
+        step rerun alone gives the numbers it gave among others.
+        """
+        pending = [job for job in (self.plan_step(step, context) for step, context in steps) if job is not None]
+
+        def finished(job: Pending, seconds: float) -> None:
+            self.timings[job.name] = seconds
+            self.state["steps"][job.name] = {"key": job.key, "seconds": round(seconds, 1), "finished": _now()}
+            _write_timings(self.out, self.state)
+            self.progress(f"{job.name}: done in {seconds:.0f} s")
+
+        run_pending(None, pending, finished, self.out, self.jobs, self.threads, self.progress, what="notebooks")
 
     def run_instances(self, step: Step, context: dict[str, Any]) -> None:
         """Run a step's notebook once per instance (training run) whose inputs changed."""

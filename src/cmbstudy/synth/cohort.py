@@ -131,10 +131,11 @@ def _lesion_table(scan: SubjectScan) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _write_subject(root: Path, label: str, site: Site, scan: SubjectScan) -> None:
-    anat = root / f"sub-{label}" / "anat"
+def _write_subject(root: Path, label: str, site: Site, scan: SubjectScan, session: str | None = None) -> None:
+    """One subject's files (``session``: under ``ses-<session>/``, the BIDS layout of a longitudinal study)."""
+    anat = root / f"sub-{label}" / (f"ses-{session}" if session else "") / "anat"
     suffix = "T2starw" if site.modality == "gre" else "swi"
-    base = anat / f"sub-{label}"
+    base = anat / (f"sub-{label}_ses-{session}" if session else f"sub-{label}")
     aff = scan.geometry.scan.affine
     save_nifti(scan.magnitude, aff, f"{base}_{suffix}.nii.gz", np.float32)
     save_nifti(scan.phase, aff, f"{base}_part-phase_{suffix}.nii.gz", np.float32)

@@ -20,7 +20,7 @@ from .susceptibility import (
     tube_occupancy,
 )
 
-__all__ = ["MIMIC_LABELS", "SubjectScan", "simulate_subject"]
+__all__ = ["MIMIC_LABELS", "SubjectScan", "simulate_subject", "scan_subject", "slab_z_range"]
 
 MIMIC_LABELS: dict[int, str] = {0: "none", 1: "vein", 2: "calcification", 3: "air-tissue artefact", 4: "deep-nuclei iron"}
 
@@ -79,19 +79,37 @@ def simulate_subject(
     """
     transform = random_transform(rng)
     veins = make_venous_tree(template, transform, rng, int(round(40 * mimic_scale)), int(round(150 * mimic_scale)))
-    sz = geom.scan.spacing[2]
-    z0 = geom.scan.origin[2] - sz / 2
-    z_range = (z0, z0 + geom.scan.shape[2] * sz)
+    z_range = slab_z_range(geom)
     cmbs = place_cmbs(template, transform, rng, n_cmb, z_range, veins, cmb_chi_scale)
     calcs = place_calcifications(template, transform, rng, int(rng.poisson(1.0 * mimic_scale)), z_range, cmbs)
     air = place_air(template, transform, rng)
+    return scan_subject(template, transform, geom, site, veins, cmbs, calcs, air, rng, snr_scale=snr_scale)
+
+
+def slab_z_range(geom: ScanGeometry) -> tuple[float, float]:
+    """The scanned slab's extent along subject z (mm): where lesions may be placed."""
+    sz = geom.scan.spacing[2]
+    z0 = geom.scan.origin[2] - sz / 2
+    return z0, z0 + geom.scan.shape[2] * sz
+
+
+def scan_subject(
+    template: TemplateSpace, transform, geom: ScanGeometry, site: Site, veins: list[Tube], cmbs: list[FocalSource],
+    calcs: list[FocalSource], air: list[AirSphere], rng: np.random.Generator,
+    noise_rng: np.random.Generator | None = None, snr_scale: float = 1.0,
+) -> SubjectScan:
+    """Scan a drawn subject (its anatomy ``transform``, veins and sources, in subject mm) at ``site``.
+
+    The tissue's iron comes from ``rng``, the acquisition's noise from ``noise_rng`` (default ``rng``): two
+    sessions of one brain share the first and not the second (:mod:`cmbstudy.synth.follow_up`).
+    """
     maps, brain_p, deep, vein = _tissue_maps(template, transform, geom, veins, rng)
     sources = cmbs + calcs
     signal = simulate_signal(maps, geom, sources, air, site.b0_tesla, site.te_ms)
     b = geom.z_factor
     blk = lambda a: a.reshape(a.shape[0], a.shape[1], -1, b)  # noqa: E731
     brain = blk(brain_p).mean(axis=3) > 0.5
-    magnitude, phase = acquire(signal.image, brain, geom.scan.spacing, site, rng, snr_scale)
+    magnitude, phase = acquire(signal.image, brain, geom.scan.spacing, site, noise_rng or rng, snr_scale)
     mimic = np.zeros(geom.scan.shape, dtype=np.uint8)
     mimic[(blk(deep).mean(axis=3) > 0.5) & brain] = 4
     mimic[(signal.air_attenuation < 0.6) & brain] = 3

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -301,8 +302,10 @@ def place_cmbs(
     z_range_mm: tuple[float, float],
     veins: list[Tube],
     chi_scale: float = 1.0,
+    avoid: Sequence[FocalSource] = (),
 ) -> list[FocalSource]:
-    """``count`` CMBs inside the scanned slab (subject z in ``z_range_mm``), away from veins and each other."""
+    """``count`` CMBs inside the scanned slab (subject z in ``z_range_mm``), away from veins, each other and
+    the sources of ``avoid`` (a follow-up's new CMBs away from the baseline's)."""
     cand = _candidates(int(round(t.spacing)))
     segs = tube_segments(veins)
     out: list[FocalSource] = []
@@ -318,7 +321,7 @@ def place_cmbs(
                 continue
             if _vein_clearance(p, segs) < r + 1.5:
                 continue
-            if any(np.linalg.norm(p - np.array(o.center_mm)) < r + o.diameter_mm / 2 + 4.0 for o in out):
+            if any(np.linalg.norm(p - np.array(o.center_mm)) < r + o.diameter_mm / 2 + 4.0 for o in [*avoid, *out]):
                 continue
             chi = float(np.clip(rng.lognormal(np.log(CMB_CHI_MEDIAN_PPM), 0.6), *CMB_CHI_PPM) * chi_scale)
             out.append(FocalSource("cmb", tuple(float(v) for v in p), _ovoid(rng, d), chi, loc))

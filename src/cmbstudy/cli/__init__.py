@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
-from .errors import CmbStudyError, ConfigError
+from .. import __version__
+from ..errors import CmbStudyError, ConfigError
 
 __all__ = ["main", "build_parser", "resolve_data_root", "DATA_ENV_VAR"]
 
@@ -39,17 +39,21 @@ def resolve_data_root(value: str | os.PathLike | None) -> Path:
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
-    from . import print_environment
+    from .. import print_environment
 
     print_environment()
     return 0
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .config import load_profile
-    from .synth import make_cohort, make_test_cohort
+    from ..config import load_profile
+    from ..synth import make_cohort, make_test_cohort
 
     profile = load_profile(args.profile, args.set)
+    if args.follow_up:
+        from .scans import synth_follow_up
+
+        return synth_follow_up(args, profile)
     if args.test:
         if args.n_subjects is not None or args.seed is not None:
             raise ConfigError("--test takes its size and seed from the profile: use "
@@ -63,7 +67,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from .data.manifest import check_dataset
+    from ..data.manifest import check_dataset
 
     report = check_dataset(Path(args.root), dataset=args.dataset)
     print(report.format_table())
@@ -71,9 +75,9 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_profile, resolve_variant
-    from .data.splits import load_test_split
-    from .training.run import train_fold
+    from ..config import load_profile, resolve_variant
+    from ..data.splits import load_test_split
+    from ..training.run import train_fold
 
     profile = load_profile(args.profile, args.set)
     if args.variant is not None:
@@ -102,7 +106,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .inference.predict import predict_dataset
+    from ..inference.predict import predict_dataset
 
     print(predict_dataset(args.model, data_root=resolve_data_root(args.data), out=Path(args.out),
                           threshold=args.threshold, device=args.device, overwrite=args.overwrite,
@@ -112,15 +116,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .config import Profile, apply_overrides
-    from .evaluation.evaluate import evaluate_predictions
+    from ..config import Profile, apply_overrides
+    from ..evaluation.evaluate import evaluate_predictions
 
+    if args.rule == "monitoring":
+        from .scans import evaluate_monitoring_command
+
+        return evaluate_monitoring_command(args, apply_overrides(Profile("defaults"), args.set))
     if args.model is not None:
-        from .data.prediction_folder import (
+        from ..data.prediction_folder import (
             read_prediction_min_voxels,
             read_prediction_threshold,
         )
-        from .inference.model_store import load_detection_model
+        from ..inference.model_store import load_detection_model
 
         model = load_detection_model(args.model, args.set)
         profile, point = model.profile, model.operating_point
@@ -149,12 +157,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from .study.jobs import resolve_jobs
-    from .study.runner import run_study
+    from ..study.jobs import resolve_jobs
+    from ..study.runner import run_study
 
     if args.list_runs:
-        from .config import load_profile
-        from .study.runs import training_instances
+        from ..config import load_profile
+        from ..study.runs import training_instances
 
         print("run\tvariant\tfold\tmodality")
         for run in training_instances(load_profile(args.profile, args.set)):
@@ -176,28 +184,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_second_look(args: argparse.Namespace) -> int:
-    from .inference.model_store import load_detection_model
-    from .training.second_look import train_model_second_look
+    from ..inference.model_store import load_detection_model
+    from ..training.second_look import train_model_second_look
 
     model = load_detection_model(args.model, args.set)
     print(train_model_second_look(model, resolve_data_root(args.data), Path(args.out), args.validation_fraction,
                                   args.seed, args.overwrite, not args.quiet))
-    return 0
-
-
-def _cmd_detect(args: argparse.Namespace) -> int:
-    from .figures.report import write_detection_reports
-    from .inference.detect import detect_path
-    from .inference.location import assign_locations
-
-    summary = detect_path(
-        args.scan, args.out, model=args.model, modality=args.modality, threshold=args.threshold,
-        brain_mask=args.brain_mask, device=args.device, overwrite=args.overwrite, progress=not args.quiet,
-        report=write_detection_reports, brain_extraction=args.brain_extraction,
-        brain_mask_pattern=args.brain_mask_pattern, overrides=args.set,
-        locate=None if args.no_location else assign_locations, single_stage=args.single_stage,
-    )
-    print(summary)
     return 0
 
 
@@ -215,7 +207,7 @@ def _add_set(p: argparse.ArgumentParser, example: str = "train.epochs=3") -> Non
 
 
 def _add_model(p: argparse.ArgumentParser, brain: bool = True) -> None:
-    from .preprocessing.brain import BRAIN_EXTRACTION_CHOICES
+    from ..preprocessing.brain import BRAIN_EXTRACTION_CHOICES
 
     p.add_argument("--model", default=None, help=_MODEL_HELP)
     _add_set(p, "evaluation.connectivity=6")
@@ -254,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="subjects simulated at once (default: the cores)")
     p.add_argument("--test", action="store_true",
                    help="the profile's separate test cohort (synth.n_test_subjects from synth.test_seed)")
+    p.add_argument("--follow-up", action="store_true",
+                   help="baseline and follow-up sessions of each subject, with new CMBs at follow-up (ARIA-H "
+                        "monitoring; default synth.n_follow_up_pairs pairs from synth.test_seed + 1)")
     _add_common(p, profile=True, out=True)
     p.set_defaults(func=_cmd_synth)
 
@@ -295,10 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("evaluate", help="lesion-wise evaluation of predictions")
-    p.add_argument("--pred", required=True, help="prediction folder (from predict or detect)")
+    p.add_argument("--pred", required=True, help="prediction folder (from predict or detect; from monitor with "
+                                                 "--rule monitoring)")
     _add_model(p, brain=False)
     p.add_argument("--ref", default=None, help=f"reference dataset root (default: ${DATA_ENV_VAR})")
-    p.add_argument("--rule", choices=("paper", "valdo"), default="paper")
+    p.add_argument("--rule", choices=("paper", "valdo", "monitoring"), default="paper",
+                   help="paper, valdo, or monitoring: new CMBs between two sessions against a follow-up "
+                        "dataset's lesion tables (the pairs of synth --follow-up)")
     p.add_argument("--distance", type=float, default=None,
                    help="match distance (paper: voxels, default evaluation.match_distance_voxels; "
                         "valdo: mm, default evaluation.valdo_distance_mm)")
@@ -346,23 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, out=True)
     p.set_defaults(func=_cmd_second_look)
 
-    p = sub.add_parser("detect", help="detect CMBs and assess burden on your own scan(s)")
-    p.add_argument("scan", help="T2*-GRE/SWI .nii[.gz], a folder of them, or a BIDS-like or VALDO dataset root")
-    _add_model(p)
-    p.add_argument("--out", required=True, help="derivatives folder to create")
-    p.add_argument("--modality", choices=("gre", "swi"), default=None,
-                   help="default: from the BIDS suffix (_swi), else gre")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="default: the model's lesion rule; a threshold gives the single stage at it")
-    p.add_argument("--brain-mask", default=None, help="binary brain mask on the scan's grid (a single scan)")
-    p.add_argument("--brain-mask-pattern", default=None,
-                   help="a folder's brain masks beside its scans: {stem} is the scan's name without .nii[.gz], "
-                        "{subject} its label, e.g. '{stem}_brainmask.nii.gz'")
-    p.add_argument("--no-location", action="store_true",
-                   help="skip the registration to the ICBM152 template that gives each CMB its location")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    _add_common(p, out=True)
-    p.set_defaults(func=_cmd_detect)
+    from .scans import add_scan_commands
+
+    add_scan_commands(sub, _add_model, _add_common)
     return parser
 
 

@@ -1,0 +1,109 @@
+"""The commands on a user's own scans, ``detect`` and ``monitor``, and the monitoring parts of ``synth`` and
+``evaluate``: argument parsing only; the work is done by :mod:`cmbstudy.inference` and :mod:`cmbstudy.evaluation`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import Profile
+from ..errors import ConfigError
+
+__all__ = ["add_scan_commands", "synth_follow_up", "evaluate_monitoring_command"]
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from ..figures.report import write_detection_reports
+    from ..inference.detect import detect_path
+    from ..inference.location import assign_locations
+
+    summary = detect_path(
+        args.scan, args.out, model=args.model, modality=args.modality, threshold=args.threshold,
+        brain_mask=args.brain_mask, device=args.device, overwrite=args.overwrite, progress=not args.quiet,
+        report=write_detection_reports, brain_extraction=args.brain_extraction,
+        brain_mask_pattern=args.brain_mask_pattern, overrides=args.set,
+        locate=None if args.no_location else assign_locations, single_stage=args.single_stage,
+    )
+    print(summary)
+    return 0
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from ..figures.monitor import write_monitoring_report
+    from ..inference.monitor_files import monitor_path
+
+    summary = monitor_path(
+        args.baseline, args.followup, args.out, model=args.model, device=args.device, overwrite=args.overwrite,
+        progress=not args.quiet, report=write_monitoring_report, single_stage=args.single_stage,
+        brain_extraction=args.brain_extraction, modality=args.modality, baseline_date=args.baseline_date,
+        followup_date=args.followup_date, baseline_mask=args.baseline_mask, followup_mask=args.followup_mask,
+    )
+    print(summary)
+    return 0
+
+
+def synth_follow_up(args: argparse.Namespace, profile: Profile) -> int:
+    """``cmbstudy synth --follow-up``: the baseline/follow-up pairs (:mod:`cmbstudy.synth.follow_up`)."""
+    from ..synth.follow_up import SEVERITIES, make_follow_up_cohort
+
+    if args.test:
+        raise ConfigError("--follow-up and --test are two cohorts: give one of them")
+    table = make_follow_up_cohort(args.out, profile, n_subjects=args.n_subjects, seed=args.seed,
+                                  overwrite=args.overwrite, progress=not args.quiet, workers=args.workers)
+    severities = table["severity"].value_counts()
+    print(f"synthetic follow-up pairs {args.out}\n  pairs: {len(table)} ({int(table['new_count'].sum())} new CMBs)\n"
+          "  severity: " + ", ".join(f"{k}: {int(severities.get(k, 0))}" for k in SEVERITIES))
+    return 0
+
+
+def evaluate_monitoring_command(args: argparse.Namespace, profile: Profile) -> int:
+    """``cmbstudy evaluate --rule monitoring``: new CMBs against a follow-up dataset's lesion tables."""
+    from . import resolve_data_root
+    from ..evaluation.monitoring import evaluate_monitoring
+
+    scores = evaluate_monitoring(Path(args.pred), resolve_data_root(args.ref),
+                                 distance=args.distance or profile.evaluation.match_distance_voxels,
+                                 n_bootstrap=profile.evaluation.n_bootstrap,
+                                 json_out=Path(args.json) if args.json else None)
+    print(scores.format_table())
+    return 0
+
+
+def add_scan_commands(sub: Any, add_model: Callable[[argparse.ArgumentParser], None],
+                      add_common: Callable[..., None]) -> None:
+    """Add ``detect`` and ``monitor`` to the subparsers ``sub`` (``add_model``, ``add_common``: the shared options
+    of :mod:`cmbstudy.cli`)."""
+    p = sub.add_parser("detect", help="detect CMBs and assess burden on your own scan(s)")
+    p.add_argument("scan", help="T2*-GRE/SWI .nii[.gz], a folder of them, or a BIDS-like or VALDO dataset root")
+    add_model(p)
+    p.add_argument("--out", required=True, help="derivatives folder to create")
+    p.add_argument("--modality", choices=("gre", "swi"), default=None,
+                   help="default: from the BIDS suffix (_swi), else gre")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="default: the model's lesion rule; a threshold gives the single stage at it")
+    p.add_argument("--brain-mask", default=None, help="binary brain mask on the scan's grid (a single scan)")
+    p.add_argument("--brain-mask-pattern", default=None,
+                   help="a folder's brain masks beside its scans: {stem} is the scan's name without .nii[.gz], "
+                        "{subject} its label, e.g. '{stem}_brainmask.nii.gz'")
+    p.add_argument("--no-location", action="store_true",
+                   help="skip the registration to the ICBM152 template that gives each CMB its location")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_common(p, out=True)
+    p.set_defaults(func=_cmd_detect)
+
+    p = sub.add_parser("monitor", help="new CMBs between a baseline and a follow-up scan (ARIA-H severity)")
+    p.add_argument("baseline", help="the baseline T2*-GRE/SWI .nii[.gz], or a dataset root with "
+                                    "sub-<id>/ses-baseline and ses-followup sessions")
+    p.add_argument("followup", nargs="?", default=None, help="the follow-up scan (omit with a dataset root)")
+    add_model(p)
+    p.add_argument("--out", required=True, help="folder to create")
+    p.add_argument("--modality", choices=("gre", "swi"), default=None,
+                   help="default: from the BIDS suffix of both scans (they must agree)")
+    p.add_argument("--baseline-mask", default=None, help="brain mask on the baseline's grid")
+    p.add_argument("--followup-mask", default=None, help="brain mask on the follow-up's grid")
+    p.add_argument("--baseline-date", default=None, help="YYYY-MM-DD: refused when the follow-up is older")
+    p.add_argument("--followup-date", default=None, help="YYYY-MM-DD")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_common(p, out=True)
+    p.set_defaults(func=_cmd_monitor)

@@ -1,0 +1,167 @@
+"""Scoring ARIA-H monitoring (``cmbstudy evaluate --rule monitoring``): new CMBs against the reference.
+
+The reference is a dataset root with ``ses-baseline``/``ses-followup`` sessions
+whose follow-up lesion table marks each CMB ``new`` (the synthetic follow-up
+pairs, :mod:`cmbstudy.synth.follow_up`); the predictions are the folder
+``cmbstudy monitor ROOT --out DIR`` wrote. For each pair, the follow-up CMBs
+that ``monitor`` found are matched one-to-one to the reference's follow-up CMBs
+(the paper's rule: centroids within ``distance`` voxels of the follow-up's
+grid). A CMB called **new** is a true positive when it matches a reference CMB
+that is new; otherwise it is a **false "new"**, either on a persistent CMB
+(the baseline's CMB not recognised) or where the reference has no CMB
+(detector noise). A reference new CMB not called new is a false negative. The
+naive rule (``new_naive``) is scored the same way. Severity is compared per
+pair: agreement and Cohen's kappa with linear weights (scikit-learn).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import cohen_kappa_score
+
+from ..errors import InputError
+from ..synth.follow_up import SEVERITIES, severity_of
+from .matching import match_paper
+from .stats import bootstrap_ci
+
+__all__ = ["MonitoringScores", "score_pair", "evaluate_monitoring"]
+
+
+@dataclass(frozen=True)
+class MonitoringScores:
+    """New-CMB detection over the pairs, and the severity's agreement."""
+
+    per_pair: pd.DataFrame  # one row per pair (see :func:`evaluate_monitoring`)
+    summary: dict  # precision, recall, f1 (with ci_low/ci_high), false_new_per_pair, its split, severity
+
+    def format_table(self) -> str:
+        s = self.summary
+        lines = [f"ARIA-H monitoring: {s['n_pairs']} pairs, {s['n_reference_new']} new CMBs in the reference",
+                 f"  paired rule: P {s['precision']:.3f}  R {s['recall']:.3f}  F1 {s['f1']:.3f} "
+                 f"[{s['f1_ci_low']:.3f}, {s['f1_ci_high']:.3f}]  false new per pair {s['false_new_per_pair']:.2f} "
+                 f"(on a persistent CMB {s['false_new_persistent_per_pair']:.2f}, "
+                 f"no CMB there {s['false_new_no_cmb_per_pair']:.2f})",
+                 f"  naive rule:  P {s['naive_precision']:.3f}  R {s['naive_recall']:.3f}  F1 {s['naive_f1']:.3f}  "
+                 f"false new per pair {s['naive_false_new_per_pair']:.2f}",
+                 f"  severity right for {s['severity_agreement']:.1%} of pairs, weighted kappa "
+                 f"{s['severity_weighted_kappa']:.3f}"]
+        return "\n".join(lines)
+
+
+def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+    return precision, recall, f1
+
+
+def score_pair(found: pd.DataFrame, reference: pd.DataFrame, distance: float = 4.0) -> dict[str, int]:
+    """Counts of one pair: ``found`` is monitor's lesion table, ``reference`` the follow-up's lesion table.
+
+    Returns tp, fp (false "new"), fp_persistent (of them on a persistent CMB), fp_no_cmb, fn, and the same for
+    the naive rule (``naive_`` prefix), and the predicted new count.
+    """
+    follow = found[found["detected_followup"].astype(bool)].reset_index(drop=True)
+    pred = follow[["fx_vox", "fy_vox", "fz_vox"]].to_numpy(dtype=float).reshape(-1, 3)
+    ref = reference[["x_vox", "y_vox", "z_vox"]].to_numpy(dtype=float).reshape(-1, 3)
+    ref_new = reference["new"].to_numpy(dtype=bool) if len(reference) else np.zeros(0, bool)
+    match = match_paper(pred, ref, distance)
+    partner = {int(p): int(r) for p, r in match.pairs}
+    out: dict[str, int] = {}
+    for prefix, called in (("", follow["status"].eq("new").to_numpy()),
+                           ("naive_", follow["new_naive"].astype(bool).to_numpy())):
+        tp = fp_persistent = fp_no_cmb = 0
+        hit = np.zeros(len(ref), bool)
+        for i in np.flatnonzero(called):
+            j = partner.get(int(i))
+            if j is not None and ref_new[j]:
+                tp += 1
+                hit[j] = True
+            elif j is not None:
+                fp_persistent += 1
+            else:
+                fp_no_cmb += 1
+        out.update({f"{prefix}tp": tp, f"{prefix}fp": fp_persistent + fp_no_cmb,
+                    f"{prefix}fp_persistent": fp_persistent, f"{prefix}fp_no_cmb": fp_no_cmb,
+                    f"{prefix}fn": int((ref_new & ~hit).sum()), f"{prefix}new_count": int(called.sum())})
+    return out
+
+
+def evaluate_monitoring(pred_dir: str | Path, ref_root: str | Path, distance: float = 4.0,
+                        n_bootstrap: int = 1000, seed: int = 0, json_out: str | Path | None = None
+                        ) -> MonitoringScores:
+    """Score ``cmbstudy monitor``'s outputs in ``pred_dir`` against the pairs of ``ref_root``.
+
+    Raises:
+        InputError: a reference without follow-up lesion tables, or no pair monitored.
+    """
+    pred_dir, ref_root = Path(pred_dir), Path(ref_root)
+    participants = ref_root / "participants.tsv"
+    if not participants.is_file():
+        raise InputError(f"{ref_root} has no participants.tsv: give the follow-up pairs' dataset root")
+    truth = pd.read_csv(participants, sep="\t").set_index("participant_id")
+    rows = []
+    for subject in sorted(p for p in pred_dir.glob("sub-*") if p.is_dir()):
+        table_path, summary_path = subject / "lesions.tsv", subject / "monitor.json"
+        if not table_path.is_file() or not summary_path.is_file():
+            continue
+        reference = ref_root / subject.name / "ses-followup" / "anat" / f"{subject.name}_ses-followup_lesions.tsv"
+        if not reference.is_file():
+            raise InputError(f"{reference} is missing: the reference must hold each pair's follow-up lesion table")
+        ref_table = pd.read_csv(reference, sep="\t")
+        if "new" not in ref_table:
+            raise InputError(f"{reference} has no 'new' column: it is not a follow-up's lesion table")
+        found = pd.read_csv(table_path, sep="\t")
+        counts = score_pair(found, ref_table, distance)
+        summary = json.loads(summary_path.read_text())
+        ref_new = int(ref_table["new"].sum())
+        rows.append({"subject_id": subject.name, **counts, "reference_new": ref_new,
+                     "severity": summary["aria_h_severity"], "reference_severity": severity_of(ref_new),
+                     "rotation_deg": truth.loc[subject.name].get("rotation_deg", np.nan),
+                     "translation_mm": truth.loc[subject.name].get("translation_mm", np.nan),
+                     "site_change": truth.loc[subject.name].get("site_baseline")
+                     != truth.loc[subject.name].get("site_followup"),
+                     "brain_dice": summary["registration"]["brain_dice"]})
+    if not rows:
+        raise InputError(f"{pred_dir} holds no monitored pair (sub-*/monitor.json): run cmbstudy monitor ROOT first")
+    per_pair = pd.DataFrame(rows)
+    totals = per_pair[["tp", "fp", "fn", "naive_tp", "naive_fp", "naive_fn"]].sum()
+    precision, recall, f1 = _prf(totals["tp"], totals["fp"], totals["fn"])
+    naive = _prf(totals["naive_tp"], totals["naive_fp"], totals["naive_fn"])
+    counts = per_pair[["tp", "fp", "fn"]].to_numpy(dtype=float)
+
+    def pooled_f1(sample: np.ndarray) -> float:
+        tp, fp, fn = sample.sum(axis=0)
+        return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+
+    _, low, high = bootstrap_ci(counts, pooled_f1, n_resamples=n_bootstrap, seed=seed)
+    naive_counts = per_pair[["naive_tp", "naive_fp", "naive_fn"]].to_numpy(dtype=float)
+    _, naive_low, naive_high = bootstrap_ci(naive_counts, pooled_f1, n_resamples=n_bootstrap, seed=seed)
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    ref_sev, our_sev = per_pair["reference_severity"].map(order), per_pair["severity"].map(order)
+    kappa = (float(cohen_kappa_score(ref_sev, our_sev, weights="linear", labels=list(range(len(SEVERITIES)))))
+             if len(set(ref_sev) | set(our_sev)) > 1 else float("nan"))
+    n = len(per_pair)
+    summary = {
+        "n_pairs": n, "n_reference_new": int(per_pair["reference_new"].sum()), "distance_voxels": distance,
+        "precision": precision, "recall": recall, "f1": f1, "f1_ci_low": low, "f1_ci_high": high,
+        "false_new_per_pair": float(totals["fp"]) / n,
+        "false_new_persistent_per_pair": float(per_pair["fp_persistent"].sum()) / n,
+        "false_new_no_cmb_per_pair": float(per_pair["fp_no_cmb"].sum()) / n,
+        "naive_precision": naive[0], "naive_recall": naive[1], "naive_f1": naive[2],
+        "naive_f1_ci_low": naive_low, "naive_f1_ci_high": naive_high,
+        "naive_false_new_per_pair": float(totals["naive_fp"]) / n,
+        "severity_agreement": float((ref_sev == our_sev).mean()), "severity_weighted_kappa": kappa,
+    }
+    summary = {key: float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer) else v
+               for key, v in summary.items()}  # plain numbers: glued into the book and written as JSON
+    scores = MonitoringScores(per_pair, summary)
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps({"summary": summary, "per_pair": per_pair.to_dict("records")},
+                                             indent=2, default=float) + "\n")
+    return scores

@@ -1,0 +1,193 @@
+"""ARIA-H monitoring: follow-up pairs, registration, the paired decision, `cmbstudy monitor` and its scoring."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from cmbstudy.cli import main
+from cmbstudy.config import load_profile
+from cmbstudy.errors import ConfigError, InputError
+from cmbstudy.evaluation.lesions import find_lesions
+from cmbstudy.evaluation.monitoring import evaluate_monitoring, score_pair
+from cmbstudy.inference.monitor import check_pair_inputs, focal_darkness, pair_lesions
+from cmbstudy.inference.rigid import register_follow_up, resample_onto, to_sitk
+from cmbstudy.synth.acquisition import SITES
+from cmbstudy.synth.anatomy import load_template_space
+from cmbstudy.synth.follow_up import FollowUpSettings, make_follow_up_cohort, severity_of, simulate_pair
+
+QUICK = load_profile("quick").synth
+GRE = SITES[1]
+
+
+def _image(scan) -> nib.Nifti1Image:
+    return nib.Nifti1Image(scan.magnitude.astype(np.float32), scan.geometry.scan.affine)
+
+
+def _oracle(scan, keep: list[int] | None = None) -> SimpleNamespace:
+    """What the detector would give if it found exactly the scan's CMBs (those of ``keep``, by lesion order)."""
+    lesions = find_lesions(scan.cmb_mask.astype(np.float32), 0.5, connectivity=26)
+    if keep is not None:
+        order = [int(np.argmin([np.linalg.norm(c - scan.geometry.scan.to_index(np.array(s.center_mm)[None])[0])
+                                for c in lesions.centroids])) for s in scan.cmbs]
+        chosen = [order[i] for i in keep]
+        labels = np.zeros_like(lesions.labels)
+        for new_id, old in enumerate(chosen, start=1):
+            labels[lesions.labels == old + 1] = new_id
+        lesions = SimpleNamespace(labels=labels, centroids=lesions.centroids[chosen], n=len(chosen))
+    return SimpleNamespace(image=_image(scan), lesions=lesions, result=SimpleNamespace(brain=scan.brain > 0))
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """One head, 3 CMBs at baseline and 2 new ones, the head turned 5 degrees about z and shifted 2 mm."""
+    template = load_template_space(QUICK.template_resolution)
+    return simulate_pair(template, QUICK, (GRE, GRE), 3, 2, np.random.SeedSequence(7),
+                         motion=((0.0, 0.0, 5.0), (2.0, -1.0, 1.0)))
+
+
+@pytest.fixture(scope="module")
+def registered(pair):
+    base, follow = to_sitk(_image(pair.baseline)), to_sitk(_image(pair.followup))
+    registration = register_follow_up(base, follow, pair.baseline.brain > 0, pair.followup.brain > 0)
+    return base, follow, registration, resample_onto(follow, base, registration.transform)
+
+
+def test_severity_counts_new_microbleeds() -> None:
+    assert [severity_of(n) for n in (0, 1, 4, 5, 9, 10, 30)] == ["none", "mild", "mild", "moderate", "moderate",
+                                                                 "severe", "severe"]
+    with pytest.raises(ValueError, match="non-negative"):
+        severity_of(-1)
+    with pytest.raises(ConfigError, match="severity shares"):
+        FollowUpSettings(severity_shares=(1, 0, 0))
+
+
+def test_the_follow_up_is_the_same_brain_moved_with_new_cmbs(pair) -> None:
+    assert pair.new == [False, False, False, True, True]
+    assert pair.motion.rotation_deg == pytest.approx(5.0)
+    moved = pair.motion.move(np.array([c.center_mm for c in pair.baseline.cmbs]))
+    assert np.allclose(moved, [c.center_mm for c in pair.followup.cmbs[:3]])
+    assert pair.motion.inverse(pair.motion(moved)) == pytest.approx(moved, abs=0.05)
+
+
+def test_registration_recovers_the_motion(pair, registered) -> None:
+    base, follow, registration, _ = registered
+    assert registration.rotation_deg == pytest.approx(5.0, abs=0.5)
+    assert registration.brain_dice > 0.97 and registration.correlation > 0.6
+    # the truth: where the baseline's CMBs went (within a voxel)
+    for before, after in zip(pair.baseline.cmbs, pair.followup.cmbs):
+        mapped = registration.transform.TransformPoint(
+            base.TransformContinuousIndexToPhysicalPoint(
+                [float(v) for v in pair.baseline.geometry.scan.to_index(np.array(before.center_mm)[None])[0]]))
+        truth = follow.TransformContinuousIndexToPhysicalPoint(
+            [float(v) for v in pair.followup.geometry.scan.to_index(np.array(after.center_mm)[None])[0]])
+        assert np.linalg.norm(np.subtract(mapped, truth)) < 1.5
+
+
+def test_a_persistent_cmb_stays_persistent_and_a_new_one_is_found(pair, registered) -> None:
+    base, follow, registration, follow_in_base = registered
+    table = pair_lesions(_oracle(pair.baseline), _oracle(pair.followup), follow_in_base, follow, base,
+                         registration.transform)
+    found = table[table["detected_followup"]]
+    assert len(found) == 5 and (table["status"] != "not seen").all()
+    # the follow-up's CMBs, in its lesion order: three from the baseline, then the two new ones
+    statuses = [found.loc[np.argmin(np.linalg.norm(
+        found[["fx_vox", "fy_vox", "fz_vox"]].to_numpy() - pair.followup.geometry.scan.to_index(
+            np.array(c.center_mm)[None])[0], axis=1)), "status"] for c in pair.followup.cmbs]
+    assert statuses == ["persistent"] * 3 + ["new"] * 2
+
+
+def test_the_paired_decision_looks_at_the_baseline_scan(pair, registered) -> None:
+    """The baseline's detector missed one of its CMBs: the naive rule calls it new, the paired decision does not."""
+    base, follow, registration, follow_in_base = registered
+    table = pair_lesions(_oracle(pair.baseline, keep=[0, 1]), _oracle(pair.followup), follow_in_base, follow, base,
+                         registration.transform)
+    found = table[table["detected_followup"]]
+    assert int(found["new_naive"].sum()) == 3
+    assert int((found["status"] == "new").sum()) == 2
+    reference = pd.DataFrame({"x_vox": [], "y_vox": [], "z_vox": [], "new": []})
+    for i, c in enumerate(pair.followup.cmbs):
+        reference.loc[i] = [*pair.followup.geometry.scan.to_index(np.array(c.center_mm)[None])[0], int(pair.new[i])]
+    counts = score_pair(table, reference)
+    assert (counts["tp"], counts["fp"], counts["fn"]) == (2, 0, 0)
+    assert (counts["naive_tp"], counts["naive_fp"], counts["naive_fp_persistent"]) == (2, 1, 1)
+
+
+def test_two_different_people_are_refused(pair) -> None:
+    other = simulate_pair(load_template_space(QUICK.template_resolution), QUICK, (GRE, GRE), 2, 0,
+                          np.random.SeedSequence(8))
+    with pytest.raises(InputError, match="same person"):
+        register_follow_up(to_sitk(_image(pair.baseline)), to_sitk(_image(other.followup)), pair.baseline.brain > 0,
+                           other.followup.brain > 0)
+
+
+def test_focal_darkness_sees_a_dark_focus_and_not_flat_tissue() -> None:
+    image = np.full((40, 40, 5), 100.0, dtype=np.float32)
+    image[19:22, 19:22, 2] = 10.0
+    voxel_mm = np.array([1.0, 1.0, 2.0])
+    assert focal_darkness(image, np.array([20, 20, 2]), voxel_mm) == pytest.approx(0.9)
+    assert focal_darkness(image, np.array([8, 8, 2]), voxel_mm) == 0.0
+    assert focal_darkness(image, np.array([80, 8, 2]), voxel_mm) == 0.0  # outside the image
+
+
+def test_bad_pairs_are_named(tmp_path: Path) -> None:
+    gre, swi = tmp_path / "sub-1_ses-baseline_T2starw.nii.gz", tmp_path / "sub-1_ses-followup_swi.nii.gz"
+    with pytest.raises(InputError, match="both the baseline and the follow-up"):
+        check_pair_inputs(gre, gre)
+    with pytest.raises(InputError, match="dated before the baseline"):
+        check_pair_inputs(gre, gre.with_name("b_T2starw.nii.gz"), *map(pd.Timestamp.date, (
+            pd.Timestamp("2026-05-01"), pd.Timestamp("2026-01-01"))))
+    with pytest.raises(InputError, match="new CMBs are counted between scans of one modality"):
+        check_pair_inputs(gre, swi)
+    assert check_pair_inputs(gre, swi, modality="gre") == "gre"
+
+
+@pytest.mark.slow
+def test_follow_up_cohort_is_deterministic_and_monitored_end_to_end(tmp_path: Path, capsys) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    table = make_follow_up_cohort(one, "quick", n_subjects=2, seed=3, progress=False, workers=1)
+    make_follow_up_cohort(two, "quick", n_subjects=2, seed=3, progress=False, workers=2)
+    digest = {p.relative_to(one): hashlib.sha256(p.read_bytes()).hexdigest() for p in one.rglob("*") if p.is_file()}
+    assert digest == {p.relative_to(two): hashlib.sha256(p.read_bytes()).hexdigest()
+                      for p in two.rglob("*") if p.is_file()}
+    follow = pd.read_csv(one / "sub-001" / "ses-followup" / "anat" / "sub-001_ses-followup_lesions.tsv", sep="\t")
+    assert int(follow["new"].sum()) == int(table.loc[0, "new_count"])
+    assert list(table["severity"]) == [severity_of(n) for n in table["new_count"]]
+
+    out = tmp_path / "monitored"
+    assert main(["monitor", str(one), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "monitored 2 pair(s)" in printed
+    for subject in ("sub-001", "sub-002"):
+        summary = json.loads((out / subject / "monitor.json").read_text())
+        lesions = pd.read_csv(out / subject / "lesions.tsv", sep="\t")
+        assert summary["new_count"] == int((lesions["status"] == "new").sum())
+        assert summary["aria_h_severity"] == severity_of(summary["new_count"])
+        assert summary["registration"]["brain_dice"] >= summary["registration"]["min_brain_dice"]
+        status = np.asarray(nib.load(out / subject / "space-baseline_desc-cmbstatus_dseg.nii.gz").dataobj)
+        baseline = nib.load(one / subject / "ses-baseline" / "anat" / f"{subject}_ses-baseline_T2starw.nii.gz"
+                            if (one / subject / "ses-baseline" / "anat" / f"{subject}_ses-baseline_T2starw.nii.gz"
+                                ).is_file() else
+                            one / subject / "ses-baseline" / "anat" / f"{subject}_ses-baseline_swi.nii.gz")
+        assert status.shape == baseline.shape and set(np.unique(status)) <= {0, 1, 2, 3}
+        assert (out / subject / "monitor_report.pdf").read_bytes()[:4] == b"%PDF"
+    scores = evaluate_monitoring(out, one, n_bootstrap=20)
+    assert scores.summary["n_pairs"] == 2 and 0.0 <= scores.summary["severity_agreement"] <= 1.0
+    assert main(["evaluate", "--rule", "monitoring", "--pred", str(out), "--ref", str(one)]) == 0
+    assert "ARIA-H monitoring: 2 pairs" in capsys.readouterr().out
+    # a rerun does not overwrite, and two scans of different people write nothing
+    assert main(["monitor", str(one), "--out", str(out), "--quiet"]) == 2
+    mixed = tmp_path / "mixed"
+    base = one / "sub-001" / "ses-baseline" / "anat"
+    other = one / "sub-002" / "ses-followup" / "anat"
+    scans = [next(p for p in folder.glob("*.nii.gz") if "label" not in p.name and "phase" not in p.name)
+             for folder in (base, other)]
+    code = main(["monitor", str(scans[0]), str(scans[1]), "--out", str(mixed), "--quiet", "--modality", "gre"])
+    assert code == 2 and not mixed.exists()
