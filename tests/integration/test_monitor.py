@@ -97,6 +97,7 @@ def test_a_persistent_cmb_stays_persistent_and_a_new_one_is_found(pair, register
                          registration.transform)
     found = table[table["detected_followup"]]
     assert len(found) == 5 and (table["status"] != "not seen").all()
+    assert sorted(found["followup_lesion"]) == [1, 2, 3, 4, 5] and sorted(found["baseline_lesion"]) == [0, 0, 1, 2, 3]
     # the follow-up's CMBs, in its lesion order: three from the baseline, then the two new ones
     statuses = [found.loc[np.argmin(np.linalg.norm(
         found[["fx_vox", "fy_vox", "fz_vox"]].to_numpy() - pair.followup.geometry.scan.to_index(

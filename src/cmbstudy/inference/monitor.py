@@ -122,7 +122,9 @@ def pair_lesions(base: ScanDetection, follow: ScanDetection, follow_in_base: np.
                  baseline_itk: sitk.Image, transform: sitk.Transform) -> pd.DataFrame:
     """The lesion table of a pair: one row per CMB with its status (:data:`STATUSES`) and the naive one.
 
-    Columns: lesion_id, status, new_naive, detected_baseline, detected_followup, the baseline's voxel and mm
+    Columns: lesion_id, status, new_naive, detected_baseline, detected_followup, baseline_lesion and
+    followup_lesion (the CMB's label in each scan's detections, 0 where that scan's detector did not find it), the
+    baseline's voxel and mm
     coordinates (x/y/z_vox, x/y/z_mm: the follow-up's CMBs mapped there), the follow-up's voxel coordinates
     (fx/fy/fz_vox; empty for a baseline CMB), darkness_baseline and darkness_followup at that place.
     """
@@ -144,7 +146,8 @@ def pair_lesions(base: ScanDetection, follow: ScanDetection, follow_in_base: np.
         else:
             status = "persistent" if dark_f > 0 and dark_b >= DARKNESS_RATIO * dark_f else "new"
         rows.append({"status": status, "new_naive": i not in matched_follow, "detected_baseline": i in matched_follow,
-                     "detected_followup": True, "place": place, "follow": own, "darkness_baseline": dark_b,
+                     "detected_followup": True, "baseline_lesion": matched_follow.get(i, -1) + 1,
+                     "followup_lesion": i + 1, "place": place, "follow": own, "darkness_baseline": dark_b,
                      "darkness_followup": dark_f})
     for j, place in enumerate(base_c):
         if j in matched_base:
@@ -153,10 +156,11 @@ def pair_lesions(base: ScanDetection, follow: ScanDetection, follow_in_base: np.
         dark_f = focal_darkness(follow_in_base, place, voxel_mm)
         status = "persistent" if dark_b > 0 and dark_f >= DARKNESS_RATIO * dark_b else "not seen"
         rows.append({"status": status, "new_naive": False, "detected_baseline": True, "detected_followup": False,
-                     "place": place, "follow": np.full(3, np.nan), "darkness_baseline": dark_b,
-                     "darkness_followup": dark_f})
-    columns = ["lesion_id", "status", "new_naive", "detected_baseline", "detected_followup", "x_vox", "y_vox",
-               "z_vox", "x_mm", "y_mm", "z_mm", "fx_vox", "fy_vox", "fz_vox", "darkness_baseline", "darkness_followup"]
+                     "baseline_lesion": j + 1, "followup_lesion": 0, "place": place, "follow": np.full(3, np.nan),
+                     "darkness_baseline": dark_b, "darkness_followup": dark_f})
+    columns = ["lesion_id", "status", "new_naive", "detected_baseline", "detected_followup", "baseline_lesion",
+               "followup_lesion", "x_vox", "y_vox", "z_vox", "x_mm", "y_mm", "z_mm", "fx_vox", "fy_vox", "fz_vox",
+               "darkness_baseline", "darkness_followup"]
     if not rows:
         return pd.DataFrame(columns=columns)
     places = np.stack([r.pop("place") for r in rows])

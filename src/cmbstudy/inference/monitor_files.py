@@ -94,14 +94,12 @@ def write_pair(result: PairResult, pair: PairInput, folder: Path, model: Detecti
     follow_labels = resample_onto(
         to_sitk(result.followup.image, result.followup.lesions.labels.astype(np.float32)), to_sitk(base.image),
         result.registration.transform, sitk.sitkNearestNeighbor).astype(np.int32)
-    follow_ids = iter(range(1, result.followup.lesions.n + 1))
-    base_ids = iter(range(1, base.lesions.n + 1))
+    for row in table.itertuples():  # the follow-up's components first: they carry every new CMB
+        if row.followup_lesion:
+            status[(follow_labels == row.followup_lesion) & (status == 0)] = STATUS_LABELS[row.status]
     for row in table.itertuples():
-        if row.detected_followup:
-            status[(follow_labels == next(follow_ids)) & (status == 0)] = STATUS_LABELS[row.status]
-    for row in table.itertuples():
-        if row.detected_baseline and not row.detected_followup:
-            status[(base.lesions.labels == next(base_ids)) & (status == 0)] = STATUS_LABELS[row.status]
+        if not row.followup_lesion:
+            status[(base.lesions.labels == row.baseline_lesion) & (status == 0)] = STATUS_LABELS[row.status]
     files = {"lesions": folder / PAIR_LESIONS,
              "status_map": save_nifti(status, affine, folder / PAIR_STATUS_MAP, np.int16),
              "registered_followup": save_nifti(result.followup_in_baseline, affine, folder / PAIR_REGISTERED,

@@ -45,7 +45,7 @@ def run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: 
             cwd=str(cwd), progress_bar=False, log_output=False,
             # the kernel process's own log (e.g. its warning that it talks over local TCP without encryption)
             # says nothing about the study; a cell's warnings and errors still reach the notebook
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
     except pm.PapermillExecutionError as exc:
         failed = executed.with_name(f"{executed.stem}.failed.ipynb")

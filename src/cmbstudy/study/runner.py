@@ -64,18 +64,19 @@ STEPS: tuple[Step, ...] = (
     # 02 only fills the preprocessing cache (a speed-up): training does not depend on its notebook
     Step("03_training", ("01_synthetic_cohort",), "one training run per variant, fold and modality",
          instances=training_instances),
+    # the analyses need only the runs and go `jobs` at a time, the longest first (none is left alone at the end)
+    Step("15_monitoring", _TRAINED, "beyond the paper: ARIA-H monitoring, new CMBs between two scans",
+         synthetic_only=True),
+    Step("10_explainability", _TRAINED, "Figs. 5-6: Grad-CAM and CBAM attention"),
+    Step("13_one_look_or_two", _TRAINED, "beyond the paper: one look or two (the second look)"),
     Step("04_cross_validation", _TRAINED, "Table 3: cross-validation of the main network"),
     Step("05_method_comparison", _TRAINED, "Table 2: comparison with published methods"),
     Step("06_small_lesions", _TRAINED, "Table 4: lesions of at most 3 mm"),
     Step("07_cross_modality", _TRAINED, "Table 5: cross-modality"),
     Step("08_burden", _TRAINED, "Table 6 and Fig. 4: burden (ARIA-H) and counts"),
     Step("09_cbam_ablation", _TRAINED, "Tables 7-8: CBAM ablation"),
-    Step("10_explainability", _TRAINED, "Figs. 5-6: Grad-CAM and CBAM attention"),
     Step("11_qualitative", _TRAINED, "Figs. 2-3: detections overlaid"),
     Step("12_beyond_the_paper", _TRAINED, "beyond the paper: mimics, sites, VALDO rule, timing"),
-    Step("13_one_look_or_two", _TRAINED, "beyond the paper: one look or two (the second look)"),
-    Step("15_monitoring", _TRAINED, "beyond the paper: ARIA-H monitoring, new CMBs between two scans",
-         synthetic_only=True),
     # the claims of every analysis notebook (OUT/claims/) judged in one table: the book's first page
     Step("14_abstract", ("04_cross_validation", "05_method_comparison", "06_small_lesions", "07_cross_modality",
                          "08_burden", "09_cbam_ablation", "10_explainability", "13_one_look_or_two"),
