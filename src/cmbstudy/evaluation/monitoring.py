@@ -27,6 +27,7 @@ from sklearn.metrics import cohen_kappa_score
 from ..errors import InputError
 from ..synth.follow_up import SEVERITIES, severity_of
 from .matching import match_paper
+from .scores import detection_scores
 from .stats import bootstrap_ci
 
 __all__ = ["MonitoringScores", "score_pair", "evaluate_monitoring"]
@@ -51,13 +52,6 @@ class MonitoringScores:
                  f"  severity right for {s['severity_agreement']:.1%} of pairs, weighted kappa "
                  f"{s['severity_weighted_kappa']:.3f}"]
         return "\n".join(lines)
-
-
-def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    precision = tp / (tp + fp) if tp + fp else float("nan")
-    recall = tp / (tp + fn) if tp + fn else float("nan")
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
-    return precision, recall, f1
 
 
 def score_pair(found: pd.DataFrame, reference: pd.DataFrame, distance: float = 4.0) -> dict[str, int]:
@@ -131,13 +125,12 @@ def evaluate_monitoring(pred_dir: str | Path, ref_root: str | Path, distance: fl
         raise InputError(f"{pred_dir} holds no monitored pair (sub-*/monitor.json): run cmbstudy monitor ROOT first")
     per_pair = pd.DataFrame(rows)
     totals = per_pair[["tp", "fp", "fn", "naive_tp", "naive_fp", "naive_fn"]].sum()
-    precision, recall, f1 = _prf(totals["tp"], totals["fp"], totals["fn"])
-    naive = _prf(totals["naive_tp"], totals["naive_fp"], totals["naive_fn"])
+    precision, recall, f1 = detection_scores(int(totals["tp"]), int(totals["fp"]), int(totals["fn"]))
+    naive = detection_scores(int(totals["naive_tp"]), int(totals["naive_fp"]), int(totals["naive_fn"]))
     counts = per_pair[["tp", "fp", "fn"]].to_numpy(dtype=float)
 
     def pooled_f1(sample: np.ndarray) -> float:
-        tp, fp, fn = sample.sum(axis=0)
-        return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+        return detection_scores(*(int(v) for v in sample.sum(axis=0)))[2]
 
     _, low, high = bootstrap_ci(counts, pooled_f1, n_resamples=n_bootstrap, seed=seed)
     naive_counts = per_pair[["naive_tp", "naive_fp", "naive_fn"]].to_numpy(dtype=float)

@@ -36,12 +36,14 @@ def plot_pair_crops(baseline: np.ndarray, followup: np.ndarray, rows: list[Mappi
     fig = Figure(figsize=(7.5, 1.9 * max(1, len(rows)) + 0.6))
     axes = fig.subplots(max(1, len(rows)), 2, squeeze=False)
     half = (int(round(_HALF_MM / voxel_mm[0])), int(round(_HALF_MM / voxel_mm[1])))
+    ranges = [tuple(np.percentile(image[image != 0], [1, 99])) if np.any(image != 0) else (0.0, 1.0)
+              for image in (baseline, followup)]  # one grey scale per scan, for every row
     for (left, right), row in zip(axes, rows):
         centre = np.array([row["x_vox"], row["y_vox"], row["z_vox"]], dtype=float)
-        for ax, image, name, dark in ((left, baseline, "baseline", row["darkness_baseline"]),
-                                      (right, followup, "follow-up (registered)", row["darkness_followup"])):
+        for ax, image, (lo, hi), name, dark in (
+                (left, baseline, ranges[0], "baseline", row["darkness_baseline"]),
+                (right, followup, ranges[1], "follow-up (registered)", row["darkness_followup"])):
             crop, (x0, y0) = _crop(image, centre, half)
-            lo, hi = np.percentile(image[image != 0], [1, 99]) if np.any(image != 0) else (0.0, 1.0)
             ax.imshow(crop.T, cmap="gray", origin="lower", vmin=lo, vmax=hi,
                       aspect=voxel_mm[1] / voxel_mm[0], interpolation="nearest")
             ax.add_patch(Circle((centre[0] - x0, centre[1] - y0), radius=4.0 / voxel_mm[0], fill=False,

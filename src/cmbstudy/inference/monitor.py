@@ -49,7 +49,7 @@ from ..evaluation.operating_point import OperatingPoint
 from ..synth.follow_up import severity_of
 from .detect import ScanDetection, find_cmbs, modality_from_name
 from .model_store import DetectionModel
-from .rigid import Registration, register_follow_up, resample_onto, to_sitk
+from .rigid import Registration, register_follow_up, to_sitk
 
 __all__ = ["PAIR_DISTANCE_MM", "DARKNESS_RATIO", "STATUSES", "PairResult", "focal_darkness", "pair_lesions",
            "monitor_pair", "check_pair_inputs"]
@@ -215,7 +215,7 @@ def monitor_pair(baseline: Path, followup: Path, model: DetectionModel, device: 
     detected = time.perf_counter()
     base_itk, follow_itk = to_sitk(base.image), to_sitk(follow.image)
     registration = register_follow_up(base_itk, follow_itk, base.result.brain, follow.result.brain)
-    follow_in_base = resample_onto(follow_itk, base_itk, registration.transform)
+    follow_in_base = registration.registered
     table = pair_lesions(base, follow, follow_in_base, follow_itk, base_itk, registration.transform)
     new = int((table["status"] == "new").sum()) if len(table) else 0
     naive = int(table["new_naive"].sum()) if len(table) else 0

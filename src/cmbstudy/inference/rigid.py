@@ -56,6 +56,7 @@ class Registration:
     translation_mm: float  # its translation's length
     refined: bool  # whether the intensity refinement was kept (else the brains' outlines alone)
     seconds: float
+    registered: np.ndarray  # the follow-up resampled onto the baseline's grid, (X, Y, Z)
 
 
 def _correlation(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
@@ -158,7 +159,8 @@ def register_follow_up(baseline: sitk.Image, followup: sitk.Image, brain: np.nda
             f"after rigid registration the two brains overlap poorly (Dice {dice:.3f}, below {MIN_BRAIN_DICE}): "
             "are they scans of the same person? Nothing was written"
         )
-    return Registration(transform, dice, correlation, angle, shift, keep_refined, time.perf_counter() - start)
+    return Registration(transform, dice, correlation, angle, shift, keep_refined, time.perf_counter() - start,
+                        registered)
 
 
 def resample_onto(moving: sitk.Image, reference: sitk.Image, transform: sitk.Transform,

@@ -70,12 +70,13 @@ class Monitoring:
 
 
 def _example(out: Path, pairs_root: Path, per_pair: pd.DataFrame) -> PairExample | None:
+    pairs = {f"sub-{p.subject_id}": p for p in find_pairs(pairs_root)}
     for subject in per_pair.loc[per_pair["tp"] > 0, "subject_id"]:
         table = pd.read_csv(out / subject / PAIR_LESIONS, sep="\t")
         new = table[table["status"] == "new"]
         if new.empty:
             continue
-        pair = next(p for p in find_pairs(pairs_root) if f"sub-{p.subject_id}" == subject)
+        pair = pairs[subject]
         image = nib.load(pair.baseline)
         return PairExample(subject, np.asarray(image.dataobj, dtype=np.float32),
                            np.asarray(nib.load(out / subject / PAIR_REGISTERED).dataobj, dtype=np.float32),
