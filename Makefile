@@ -23,11 +23,15 @@ SECOND_LOOK_SEED ?= 3
 
 .PHONY: setup study test test-unit clean-study weights second-look gpu-wheels
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
+	@command -v npm > /dev/null 2>&1 || ! command -v apt-get > /dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq npm > /dev/null)
+	@command -v npm > /dev/null 2>&1 || (echo "npm (Node.js) is needed for the scan viewer's NiiVue: install Node.js"; exit 1)
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 setup: $(STAMP)

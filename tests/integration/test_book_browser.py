@@ -40,7 +40,6 @@ from __future__ import annotations
 import html as html_lib
 import json
 import re
-import shutil
 import struct
 import subprocess
 from dataclasses import dataclass
@@ -49,8 +48,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from viewer_probe import BROWSERS, find_browser
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 REPORT_ID = "cmbstudy-page-report"
 PHONE = (390, 844)  # CSS px: a phone held upright (iPhone 12 to 14)
 # Screenshots: (name, width, height) in px; 1600 px is about two phone screens of the page.
@@ -142,15 +141,6 @@ class BookReport:
     documents: list[str]
     rendered: set[str]
     pages: dict[str, PageReport]
-
-
-def find_browser() -> str | None:
-    """Path of a headless-capable Chromium, or None."""
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 def toc_documents(toc: dict) -> list[str]:

@@ -38,7 +38,7 @@ PINNED_ACTIONS = {
     "actions/upload-pages-artifact": "v3",
     "actions/deploy-pages": "v4",
 }
-CACHE_INPUTS = ("src/**", "notebooks/**", "pyproject.toml", "data_manifest.yaml", "environment.yml")
+CACHE_INPUTS = ("src/**", "notebooks/**", "pyproject.toml", "package-lock.json", "data_manifest.yaml", "environment.yml")
 CITE_ROLE = re.compile(r"\{cite(?::[a-z]+)?\}`([^`]+)`")
 BIB_ENTRY = re.compile(r"^@(\w+)\s*\{\s*([^,\s]+)\s*,", re.M)
 

@@ -14,18 +14,27 @@ __all__ = ["add_scan_commands", "synth_follow_up", "evaluate_monitoring_command"
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..figures.detect_viewer import write_detection_index, write_detection_viewer_data
     from ..figures.report import write_detection_reports
     from ..inference.detect import detect_path
     from ..inference.location import assign_locations
 
+    def reports(*scan: Any) -> dict[str, Path]:  # the PNG and PDF reports, and the scan's file for index.html
+        return {**write_detection_reports(*scan), **write_detection_viewer_data(*scan)}
+
     summary = detect_path(
         args.scan, args.out, model=args.model, modality=args.modality, threshold=args.threshold,
         brain_mask=args.brain_mask, device=args.device, overwrite=args.overwrite, progress=not args.quiet,
-        report=write_detection_reports, brain_extraction=args.brain_extraction,
+        report=reports, brain_extraction=args.brain_extraction,
         brain_mask_pattern=args.brain_mask_pattern, overrides=args.set,
         locate=None if args.no_location else assign_locations, single_stage=args.single_stage,
     )
     print(summary)
+    try:
+        print(f"  viewer (opens offline): {write_detection_index(summary.out, summary.scans, summary.intended_use)}")
+    except InputError as error:  # the detections are written; only the page is missing
+        print(f"  no viewer page: {error}")
     return 0
 
 

@@ -10,7 +10,9 @@ mimic (:mod:`~cmbstudy.figures.false_positives`); Grad-CAM and CBAM maps
 (:mod:`~cmbstudy.figures.explain`); preprocessing QC (:mod:`~cmbstudy.figures.qc`);
 the synthetic cohort (:mod:`~cmbstudy.figures.synth`); where the time of a build
 goes (:mod:`~cmbstudy.figures.timing`); and the report page of ``cmbstudy detect``
-(:mod:`~cmbstudy.figures.report`).
+(:mod:`~cmbstudy.figures.report`); interactive scan viewers that work offline
+(:mod:`~cmbstudy.figures.viewer`, their marks :mod:`~cmbstudy.figures.viewer_marks`, and
+``detect``'s ``index.html``, :mod:`~cmbstudy.figures.detect_viewer`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from . import (
     burden,
     candidates,
     curves,
+    detect_viewer,
     explain,
     false_positives,
     froc,
@@ -28,11 +31,14 @@ from . import (
     report,
     synth,
     timing,
+    viewer,
+    viewer_marks,
 )
 from .axes import *  # noqa: F403  (its __all__)
 from .burden import *  # noqa: F403  (its __all__)
 from .candidates import *  # noqa: F403  (its __all__)
 from .curves import *  # noqa: F403  (its __all__)
+from .detect_viewer import *  # noqa: F403  (its __all__)
 from .explain import *  # noqa: F403  (its __all__)
 from .false_positives import *  # noqa: F403  (its __all__)
 from .froc import *  # noqa: F403  (its __all__)
@@ -41,6 +47,8 @@ from .qc import *  # noqa: F403  (its __all__)
 from .report import *  # noqa: F403  (its __all__)
 from .synth import *  # noqa: F403  (its __all__)
 from .timing import *  # noqa: F403  (its __all__)
+from .viewer import *  # noqa: F403  (its __all__)
+from .viewer_marks import *  # noqa: F403  (its __all__)
 
 #: The stage's public names: those of its modules, in the order of the stage.
 __all__ = [
@@ -56,4 +64,7 @@ __all__ = [
     *synth.__all__,
     *timing.__all__,
     *report.__all__,
+    *viewer.__all__,
+    *viewer_marks.__all__,
+    *detect_viewer.__all__,
 ]

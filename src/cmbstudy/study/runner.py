@@ -33,7 +33,7 @@ import papermill as pm
 from ..config import Profile, load_profile, profile_to_dict, resolve_variant
 from ..data.io import check_output_dir, write_text_atomically
 from ..errors import ConfigError
-from .book import build_book, build_book_from
+from .book import VIEWER_DATA, build_book, build_book_from
 from .dependencies import notebook_source_hash
 from .jobs import Pending, StudyError, run_pending, threads_per_job
 from .runs import STATE_FILE, TIMINGS_FILE, training_instances
@@ -254,7 +254,7 @@ def run_study(
     run.progress(f"notebooks done; steps run now: {', '.join(run.timings) or 'none'}")
     if build_book:
         start = time.perf_counter()
-        build_book_from(executed_dir, root / "book")
+        build_book_from(executed_dir, root / "book", out / VIEWER_DATA)
         run.timings["book"] = time.perf_counter() - start
         run.progress(f"book done in {run.timings['book']:.0f} s")
     return run.timings

@@ -25,7 +25,7 @@ from ...evaluation.evaluate import load_lesion_outcomes
 from ...synth.phantom import MIMIC_LABELS
 from ..examples import find_prediction_dir, load_subject_evaluation
 
-__all__ = ["NO_MIMIC", "MIMIC_DISTANCE_MM", "EDGE_VOXELS", "BRAIN_EDGE", "SIZE_BINS_MM", "classify_false_positives",
+__all__ = ["NO_MIMIC", "MIMIC_DISTANCE_MM", "EDGE_VOXELS", "BRAIN_EDGE", "SIZE_BINS_MM", "classify_false_positives", "edge_distances",
            "compute_fp_mimic_table", "summarize_fp_mimics", "summarize_error_kinds", "summarize_misses_by_size"]
 
 #: Category of a false positive with no mimic label within the distance.
@@ -40,7 +40,7 @@ BRAIN_EDGE = "brain edge"
 SIZE_BINS_MM: tuple[float, ...] = (0.0, 2.0, 3.0, 5.0, 10.0, float("inf"))
 
 
-def _edge_distances(subject: Subject, centroids: np.ndarray) -> np.ndarray:
+def edge_distances(subject: Subject, centroids: np.ndarray) -> np.ndarray:
     """In-plane distance (voxels) from each (X, Y, Z) centroid to the first voxel outside the brain mask."""
     if subject.brain_mask_path is None or not len(centroids):
         return np.full(len(centroids), np.nan)
@@ -148,7 +148,7 @@ def compute_fp_mimic_table(
             spacing = nib.as_closest_canonical(nib.load(subject.image_path)).header.get_zooms()[:3]
             table = classify_false_positives(evaluation.pred.labels, evaluation.match.fp, mimic, spacing,
                                              max_distance_mm)
-        table["edge_distance_voxels"] = _edge_distances(subject, evaluation.pred.centroids[evaluation.match.fp])
+        table["edge_distance_voxels"] = edge_distances(subject, evaluation.pred.centroids[evaluation.match.fp])
         frames.append(table.assign(subject_id=subject.subject_id, site=subject.site, modality=subject.modality))
     columns = ["subject_id", "site", "modality", "lesion", "n_voxels", "mimic", "overlap", "distance_mm",
                "edge_distance_voxels"]

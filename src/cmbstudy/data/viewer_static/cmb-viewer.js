@@ -1,0 +1,228 @@
+/*
+ * cmbstudy's scan viewer: the controls around NiiVue.
+ *
+ * NiiVue (niivue.umd.js, bundled beside this file) reads the NIfTI volumes and draws the slices. Written by
+ * hand here, because NiiVue has no such parts: the scan and image pickers, the plane buttons, the outline
+ * toggle, the table of marks linked to the crosshair, and the read-out of the mark under the pointer.
+ *
+ * A viewer is a <div class="cmb-viewer"> that holds a <script type="application/json" class="cmb-viewer-data">:
+ *   {scans: [{key, title, src?, images?: [{name, data}], outline?: data, marks?: [...], colors?: {...}}]}
+ * where each `data` is a base64 gzipped NIfTI. A scan without `images` is read from its `src`, a script that
+ * calls cmbViewer.register(key, scan) (this works from file:// pages, where fetch does not).
+ * Each viewer's element gets data-state="ready" once a scan is drawn (and data-ready-ms, the milliseconds from
+ * the page's start to its first scan drawn), or data-state="error" and data-error, the reason.
+ */
+(function () {
+  "use strict";
+  if (window.cmbViewer) {
+    window.cmbViewer.start();
+    return;
+  }
+  var registered = {};
+  var waiting = {};
+  var NEAR_VOXELS = 3;  // the read-out names a mark whose centre lies this close to the pointer
+
+  function register(key, scan) {
+    registered[key] = scan;
+    (waiting[key] || []).forEach(function (done) { done(scan); });
+    delete waiting[key];
+  }
+
+  function bytesOf(base64) {
+    var text = atob(base64);
+    var out = new Uint8Array(text.length);
+    for (var i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+    return out.buffer;
+  }
+
+  function scanData(scan) {
+    if (scan.images) return Promise.resolve(scan);
+    if (registered[scan.key]) return Promise.resolve(registered[scan.key]);
+    return new Promise(function (resolve, reject) {
+      (waiting[scan.key] = waiting[scan.key] || []).push(resolve);
+      var script = document.createElement("script");
+      script.src = scan.src;
+      script.onerror = function () { reject(new Error("cannot read " + scan.src)); };
+      document.head.appendChild(script);
+    });
+  }
+
+  function labelColormap(marks, colors) {
+    var lut = {R: [0], G: [0], B: [0], A: [0], I: [0], labels: [""]};
+    marks.forEach(function (mark) {
+      var rgb = colors[mark.kind] || [255, 255, 255];
+      lut.R.push(rgb[0]); lut.G.push(rgb[1]); lut.B.push(rgb[2]); lut.A.push(255);
+      lut.I.push(mark.id); lut.labels.push(mark.name);
+    });
+    return lut;
+  }
+
+  function describe(mark) {
+    var parts = [mark.name];
+    if (mark.probability !== null && mark.probability !== undefined) parts.push("probability " + mark.probability.toFixed(2));
+    if (mark.diameter_mm !== null && mark.diameter_mm !== undefined) parts.push(mark.diameter_mm.toFixed(1) + " mm");
+    if (mark.note) parts.push(mark.note);
+    return parts.join(" · ");
+  }
+
+  function nearestMark(marks, voxel) {
+    var best = null, bestDistance = NEAR_VOXELS;
+    marks.forEach(function (mark) {
+      var d = Math.hypot(mark.voxel[0] - voxel[0], mark.voxel[1] - voxel[1], mark.voxel[2] - voxel[2]);
+      if (d <= bestDistance) { best = mark; bestDistance = d; }
+    });
+    return best;
+  }
+
+  function Viewer(element) {
+    this.element = element;
+    this.scans = JSON.parse(element.querySelector("script.cmb-viewer-data").textContent).scans;
+    this.canvas = element.querySelector("canvas");
+    this.status = element.querySelector(".cmb-status");
+    this.current = null;
+    this.nv = new niivue.Niivue({
+      backColor: [0, 0, 0, 1], crosshairColor: [0.1, 0.9, 0.6, 0.9], crosshairWidth: 1, crosshairGap: 12,
+      isColorbar: false,
+      show3Dcrosshair: false, loadingText: "loading the scan…", dragAndDropEnabled: false,
+    });
+    this.nv.onLocationChange = this.located.bind(this);
+  }
+
+  Viewer.prototype.control = function (name) {
+    return this.element.querySelector("[data-control=" + name + "]");
+  };
+
+  Viewer.prototype.start = async function () {
+    var self = this;
+    await this.nv.attachToCanvas(this.canvas);
+    var scanChoice = this.control("scan");
+    if (scanChoice) scanChoice.addEventListener("change", function () { self.show(Number(scanChoice.value)); });
+    var imageChoice = this.control("image");
+    if (imageChoice) imageChoice.addEventListener("change", function () { self.showImage(Number(imageChoice.value)); });
+    this.control("outline").addEventListener("change", function () { self.showOutline(this.checked); });
+    this.element.querySelectorAll("[data-plane]").forEach(function (button) {
+      button.addEventListener("click", function () { self.setPlane(button.dataset.plane); });
+    });
+    this.element.querySelectorAll("tr[data-mark]").forEach(function (row) {
+      row.addEventListener("click", function () { self.goTo(Number(row.dataset.mark)); });
+      row.addEventListener("keydown", function (event) {
+        if (event.key === "Enter" || event.key === " ") { event.preventDefault(); self.goTo(Number(row.dataset.mark)); }
+      });
+    });
+    this.canvas.addEventListener("mousemove", function (event) { self.hover(event); });
+    await this.show(0);
+  };
+
+  Viewer.prototype.show = async function (index) {
+    var nv = this.nv;
+    var scan = await scanData(this.scans[index]);
+    while (nv.volumes.length) nv.removeVolume(nv.volumes[0]);
+    for (var i = 0; i < scan.images.length; i++) {
+      await nv.loadFromArrayBuffer(bytesOf(scan.images[i].data), scan.key + "-" + i + ".nii.gz");
+    }
+    this.outlineIndex = -1;
+    if (scan.outline && scan.marks.length) {
+      await nv.loadFromArrayBuffer(bytesOf(scan.outline), scan.key + "-outline.nii.gz");
+      this.outlineIndex = nv.volumes.length - 1;
+      nv.volumes[this.outlineIndex].setColormapLabel(labelColormap(scan.marks, scan.colors));
+    }
+    this.current = scan;
+    this.element.querySelectorAll("[data-scan-part]").forEach(function (part) {
+      part.hidden = part.dataset.scanPart !== scan.key;
+    });
+    var imageChoice = this.control("image");
+    if (imageChoice) {
+      imageChoice.innerHTML = "";
+      scan.images.forEach(function (image, i) { imageChoice.add(new Option(image.name, String(i))); });
+      imageChoice.disabled = scan.images.length < 2;
+    }
+    this.showImage(0);
+    this.showOutline(this.control("outline").checked);
+    if (!this.planeSet) this.setPlane("axial");
+    if (scan.marks.length) this.goTo(scan.focus || scan.marks[0].id);
+    else nv.drawScene();
+    this.element.dataset.scan = scan.key;
+    if (!this.element.dataset.readyMs) this.element.dataset.readyMs = String(Math.round(performance.now()));
+    this.element.dataset.state = "ready";
+  };
+
+  Viewer.prototype.showImage = function (index) {
+    for (var i = 1; i < this.current.images.length; i++) this.nv.setOpacity(i, i === index ? 1 : 0);
+    this.imageIndex = index;
+  };
+
+  Viewer.prototype.showOutline = function (shown) {
+    if (this.outlineIndex >= 0) this.nv.setOpacity(this.outlineIndex, shown ? 1 : 0);
+    this.nv.drawScene();
+  };
+
+  Viewer.prototype.setPlane = function (plane) {
+    var nv = this.nv;
+    var types = {axial: nv.sliceTypeAxial, coronal: nv.sliceTypeCoronal, sagittal: nv.sliceTypeSagittal,
+                 all: nv.sliceTypeMultiplanar};
+    nv.setSliceType(types[plane]);
+    this.planeSet = plane;
+    this.element.querySelectorAll("[data-plane]").forEach(function (button) {
+      button.setAttribute("aria-pressed", String(button.dataset.plane === plane));
+    });
+  };
+
+  Viewer.prototype.goTo = function (id) {
+    var mark = this.current.marks.find(function (m) { return m.id === id; });
+    if (!mark) return;
+    this.nv.scene.crosshairPos = this.nv.vox2frac(mark.voxel);
+    this.nv.drawScene();
+    this.nv.createOnLocationChange();
+  };
+
+  Viewer.prototype.select = function (mark) {
+    this.element.querySelectorAll("tr[data-mark]").forEach(function (row) {
+      row.classList.toggle("cmb-selected", mark !== null && row.dataset.scanPart === mark.scan
+                                            && Number(row.dataset.mark) === mark.id);
+    });
+  };
+
+  Viewer.prototype.located = function (data) {
+    if (!this.current) return;
+    var voxel = this.nv.frac2vox(this.nv.scene.crosshairPos);
+    var mark = nearestMark(this.current.marks, voxel);
+    if (mark) mark.scan = this.current.key;
+    this.select(mark);
+    var where = "voxel " + voxel.join(", ");
+    this.status.textContent = mark ? describe(mark) + " — " + where : where;
+  };
+
+  Viewer.prototype.hover = function (event) {
+    if (!this.current || !this.current.marks.length) return;
+    var box = this.canvas.getBoundingClientRect();
+    var dpr = this.nv.uiData.dpr || 1;
+    var frac = this.nv.canvasPos2frac([(event.clientX - box.left) * dpr, (event.clientY - box.top) * dpr]);
+    if (!frac || frac[0] < 0) return;
+    var mark = nearestMark(this.current.marks, this.nv.frac2vox(frac));
+    this.canvas.title = mark ? describe(mark) : "";
+  };
+
+  function start() {
+    document.querySelectorAll(".cmb-viewer:not([data-state])").forEach(function (element) {
+      element.dataset.state = "loading";
+      var viewer;
+      try {
+        viewer = new Viewer(element);
+      } catch (error) {
+        element.dataset.state = "error";
+        element.dataset.error = String(error);
+        return;
+      }
+      window.cmbViewer.viewers.push(viewer);
+      viewer.ready = viewer.start().catch(function (error) {
+        element.dataset.state = "error";
+        element.dataset.error = String(error);
+        element.querySelector(".cmb-status").textContent = "The viewer could not open the scan: " + error;
+      });
+    });
+  }
+
+  window.cmbViewer = {register: register, start: start, viewers: []};
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
