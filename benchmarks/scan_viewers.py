@@ -19,7 +19,10 @@ to its first scan drawn: the viewer's own mark (``data-ready-ms``) for NiiVue; f
 first moment its canvas (in the iframe the saved page holds) has more than one grey level (polled
 every 10 ms). Also measured, when
 ``--book`` names a rendered book: the load time of each chapter with a viewer, and the size of its
-viewer folder (the two scripts and every scan's data). Prints one table; writes it to ``--out``.
+viewer folder (the two scripts and every scan's data), with screenshots of each such chapter at
+desktop and phone widths in the book's ``_build/screenshots/``; and, when ``--detect`` names an output
+folder of ``cmbstudy detect``, the load time of its ``index.html`` (bytes: the page, the scripts and the
+first scan's data). Prints one table; writes it to ``--out``.
 
 What each shows (from their documentation and pages, not measured here): NiiVue draws one plane or
 all three, scrolls slices with the wheel, takes label volumes with a colour per label, and the
@@ -42,7 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))  # the browser probe the tests use
 
-from viewer_probe import DESKTOP, find_browser, inspect_viewers, open_browser  # noqa: E402
+from viewer_probe import DESKTOP, PHONE, find_browser, inspect_viewers, open_browser  # noqa: E402
 
 from cmbstudy.data.datasets import load_subjects  # noqa: E402
 from cmbstudy.data.viewer_assets import install_viewer_assets  # noqa: E402
@@ -94,6 +97,7 @@ def main() -> None:
     parser.add_argument("--test-root", type=Path, default=None, help="default: RESULTS/data/synthetic-quick-test")
     parser.add_argument("--run", default="rlk_unet_cbam-fold0")
     parser.add_argument("--book", type=Path, default=ROOT / "book" / "_build" / "html")
+    parser.add_argument("--detect", type=Path, default=None, help="an output folder of `cmbstudy detect`: its index.html")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scan_viewers.tsv")
     args = parser.parse_args()
@@ -123,12 +127,23 @@ def main() -> None:
         times = [_nilearn_load_ms(browser, nilearn_page) for _ in range(args.repeats)]
         rows.append(("nilearn view_img", subject.subject_id, _size([nilearn_page]), statistics.median(times),
                      max(times)))
+        shots = args.book.parent / "screenshots"
         for chapter in ("executed/01_synthetic_cohort", "executed/11_qualitative"):
             chapter_page = args.book / f"{chapter}.html"
             if chapter_page.is_file():
+                name = Path(chapter).name
+                for size, window in (("desktop", DESKTOP), ("phone", PHONE)):
+                    inspect_viewers(browser, chapter_page, window, screenshot=shots / f"viewer-{name}-{size}.png")
                 times = [inspect_viewers(browser, chapter_page).viewers[0]["ready_ms"] for _ in range(args.repeats)]
                 rows.append((f"book: {chapter}", "", chapter_page.stat().st_size, statistics.median(times),
                              max(times)))
+        if args.detect is not None:
+            index = args.detect / "index.html"
+            times = [inspect_viewers(browser, index).viewers[0]["ready_ms"] for _ in range(args.repeats)]
+            first = sorted(args.detect.rglob("*_viewer.js"))[:1]
+            rows.append(("detect: index.html", first[0].name.removesuffix("_viewer.js") if first else "",
+                         _size([index, *(args.detect / "viewer").glob("*"), *first]), statistics.median(times),
+                         max(times)))
     if (args.book / "viewer").is_dir():
         rows.append(("book: viewer/ (scripts and every scan)", "",
                      _size([p for p in (args.book / "viewer").rglob("*") if p.is_file()]), float("nan"), float("nan")))

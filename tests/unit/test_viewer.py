@@ -57,6 +57,7 @@ def test_the_outline_rings_a_lesion_in_its_own_slices_and_leaves_it_uncovered() 
     assert not ring[:, :, [4, 6, 9]].any()  # nothing in slices the lesions do not reach
     # the 1-voxel lesion: its 8 in-plane neighbours are left free, the ring lies 2 voxels out
     assert ring[9:12, 11:14, 5].sum() == 0 and ring[12, 12, 5] == 1 and ring[10, 14, 5] == 1
+    assert not outline_regions(np.zeros(SHAPE, dtype=np.int32)).any()
     with pytest.raises(InputError, match="3D labels"):
         outline_regions(np.zeros((4, 4)))
 

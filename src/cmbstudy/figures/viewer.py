@@ -8,7 +8,8 @@ and a table of the marks: a click on a row moves the crosshair to the mark, and 
 the crosshair or the pointer is named with its probability and diameter.
 
 The page carries everything it needs: the volumes as base64 gzipped NIfTI (the image windowed to
-8 bits, the outlines as 16-bit labels), and two scripts beside it, ``niivue.umd.js`` (NiiVue, from
+8 bits, the outlines as 16-bit labels), in the page or in a data file beside it that is read when
+its scan is picked (:func:`write_linked_viewer`), and two scripts beside it, ``niivue.umd.js`` (NiiVue, from
 the npm registry, the version pinned in the project's ``package-lock.json``, BSD-2-Clause; ``npm ci``
 in the project's root, which ``make setup`` runs, puts it in ``node_modules/``) and ``cmb-viewer.js``
 (the controls); :func:`cmbstudy.data.viewer_assets.install_viewer_assets` copies both, with a notice
@@ -125,15 +126,24 @@ def outline_regions(regions: np.ndarray, radius: int = 2) -> np.ndarray:
     regions = np.asarray(regions)
     if regions.ndim != 3 or (regions.size and (regions.min() < 0 or regions.max() > np.iinfo(np.uint16).max)):
         raise InputError(f"regions must be 3D labels in 0..65535, got shape {regions.shape}")
+    ring = np.zeros(regions.shape, dtype=np.uint16)
+    found = np.argwhere(regions > 0)
+    if not found.size:
+        return ring
+    # only the block around the regions is dilated: a detection's scan can be 512 x 512 x 200 voxels
+    lo = np.maximum(found.min(axis=0) - [radius, radius, 0], 0)
+    hi = np.minimum(found.max(axis=0) + [radius + 1, radius + 1, 1], regions.shape)
+    block = tuple(slice(a, b) for a, b in zip(lo, hi))
     disc = np.zeros((2 * radius + 1, 2 * radius + 1, 1), dtype=bool)
     yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
     disc[..., 0] = xx ** 2 + yy ** 2 <= radius ** 2 + radius
     square = np.zeros((3, 3, 3), dtype=bool)
     square[:, :, 1] = True  # the 8 in-plane neighbours
-    near = ndimage.binary_dilation(regions > 0, structure=square)
-    ring = ndimage.grey_dilation(regions.astype(np.uint16), footprint=disc)
-    ring[near] = 0
-    return ring.astype(np.uint16)
+    near = ndimage.binary_dilation(regions[block] > 0, structure=square)
+    around = ndimage.grey_dilation(regions[block].astype(np.uint16), footprint=disc)
+    around[near] = 0
+    ring[block] = around
+    return ring
 
 
 def encode_nifti(array: np.ndarray, affine: np.ndarray, labels: bool = False) -> str:
@@ -155,7 +165,7 @@ def encode_nifti(array: np.ndarray, affine: np.ndarray, labels: bool = False) ->
         data = np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
     image = nib.Nifti1Image(data, np.asarray(affine, dtype=float))
     image.header["cal_min"], image.header["cal_max"] = (0, 255) if not labels else (0, max(int(data.max()), 1))
-    return base64.b64encode(gzip.compress(image.to_bytes(), compresslevel=9, mtime=0)).decode("ascii")
+    return base64.b64encode(gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)).decode("ascii")
 
 
 def _rgb(kind: str) -> list[int]:
