@@ -15,7 +15,8 @@ canvas with ``readPixels`` right after a draw:
   (a blank canvas has one);
 - how many pixels change when the outline checkbox is clicked off (``toggled``), and again on
   (``restored``: 0 when the picture comes back exactly), and when the coronal plane is picked;
-- the status line after a click on the last row of the table (the viewer names the mark).
+- the name of the mark on the status line after a click on the last row of the table, and that row's
+  mark name.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"]
 DESKTOP, PHONE = (1280, 900), (390, 844)  # CSS px
 SETTLED = ("[...document.querySelectorAll('.cmb-viewer')].every("
-           "e => e.dataset.state === 'ready' || e.dataset.state === 'error')")
+           "e => (e.dataset.state === 'ready' && !e.dataset.busy) || e.dataset.state === 'error')")
 PROBE = """async () => {
   function pixels(v) {
     v.nv.drawScene();
@@ -65,8 +66,10 @@ PROBE = """async () => {
       if (rows.length) rows[rows.length - 1].click();
       Object.assign(report, {lit: drawn(on)[0], greys: drawn(on)[1], toggled: differ(on, off),
                              restored: differ(on, back), coronal: differ(on, coronal), rows: rows.length,
-                             last_row: rows.length ? rows[rows.length - 1].cells[0].textContent : '',
-                             status: element.querySelector('.cmb-status').textContent});
+                             last_row: rows.length ? rows[rows.length - 1].cells[0].textContent.trim() : '',
+                             named: element.querySelector('.cmb-status').textContent.split(' · ')[0]
+                               .split(' — ')[0].trim(),
+                             volumes: v.nv.volumes.length});
     }
     out.push(report);
   }
@@ -106,11 +109,12 @@ def open_browser(executable: str) -> Iterator[object]:
 
 
 def inspect_viewers(browser: object, page_path: Path, window: tuple[int, int] = DESKTOP,
-                    pick: str | None = None, screenshot: Path | None = None, timeout_ms: int = 60_000) -> PageViewers:
+                    picks: tuple[str, ...] = (), screenshot: Path | None = None, timeout_ms: int = 60_000) -> PageViewers:
     """Open ``page_path`` offline in a ``window`` (width, height) and probe its viewers.
 
     Args:
-        pick: the value to choose in the first viewer's scan picker before probing (e.g. "1").
+        picks: values to choose in the first viewer's scan picker, one right after the other (no wait
+            between them: a reader clicking through), before the probe waits for the last to be drawn.
         screenshot: where to save a PNG of the whole page, after the probe.
     """
     context = browser.new_context(offline=True, viewport={"width": window[0], "height": window[1]})
@@ -123,11 +127,9 @@ def inspect_viewers(browser: object, page_path: Path, window: tuple[int, int] = 
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.goto(Path(page_path).resolve().as_uri())
         page.wait_for_function(SETTLED, timeout=timeout_ms)
-        if pick is not None:
-            shown = page.evaluate("document.querySelector('.cmb-viewer').dataset.scan")
+        for pick in picks:
             page.select_option(".cmb-viewer [data-control=scan]", pick)
-            page.wait_for_function("key => document.querySelector('.cmb-viewer').dataset.scan !== key", arg=shown,
-                                   timeout=timeout_ms)
+        page.wait_for_function(SETTLED, timeout=timeout_ms)
         viewers = page.evaluate(PROBE)
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)

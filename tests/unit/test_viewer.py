@@ -71,7 +71,8 @@ def test_an_image_is_windowed_to_eight_bits_with_its_affine_and_the_same_text_ea
     data = np.asarray(decoded.dataobj)
     assert data.dtype == np.uint8 and data.shape == SHAPE
     np.testing.assert_allclose(decoded.affine, affine)
-    assert data.min() == 0 and data.max() == 255  # the 0.5-99.5 percentile window spans the 8 bits
+    assert data.min() == 1 and data.max() == 255  # the 0.5-99.5 percentile window; 0 would be transparent
+    assert set(np.unique(np.asarray(_decode(encode_nifti(np.full(SHAPE, 7.0), affine)).dataobj))) == {128}
     assert float(decoded.header["cal_max"]) == 255
     assert np.corrcoef(data.ravel(), image.ravel())[0, 1] > 0.99
     assert encode_nifti(image, affine) == text
@@ -114,16 +115,26 @@ def test_an_evaluation_gives_tp_fp_fn_marks_and_a_tp_covers_prediction_and_refer
     assert payload["colors"] == {"FN": [255, 0, 0], "FP": [255, 255, 0], "TP": [30, 144, 255]}
 
 
-def test_a_detection_table_must_name_the_mask_s_lesions() -> None:
+def test_a_detection_is_shown_on_the_canonical_grid_whatever_the_scan_s_orientation() -> None:
+    # stored L-P-S with the first two axes swapped: voxel (i, j, k) lies at x = -j, y = -i, z = 2.5 k (mm)
+    affine = np.array([[0.0, -1.0, 0, 0], [-1.0, 0, 0, 0], [0, 0, 2.5, 0], [0, 0, 0, 1]])
     labels = np.zeros(SHAPE, dtype=np.int16)
     labels[3, 4, 5], labels[10, 11, 12] = 1, 2
+    image = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
     table = pd.DataFrame({"lesion_id": [2, 1], "x_vox": [10.0, 3.0], "y_vox": [11.0, 4.0], "z_vox": [12.0, 5.0],
-                          "max_prob": [0.6, 0.95], "equivalent_diameter_mm": [1.2, 1.2],
-                          "location": ["lobar", "unknown"]})
-    scan = detection_scan("sub-2", "two", [("magnitude", np.ones(SHAPE))], np.eye(4), labels, table)
-    assert [(m.name, m.voxel, m.note) for m in scan.marks] == [("CMB 1", (3, 4, 5), ""), ("CMB 2", (10, 11, 12), "lobar")]
+                          "max_prob": [0.6, np.nan], "equivalent_diameter_mm": [1.2, 1.2],
+                          "location": ["lobar", np.nan]})
+    scan = detection_scan("sub-2", "two", image, affine, labels, table)
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(labels, affine))
+    np.testing.assert_allclose(scan.affine, canonical.affine)
+    assert scan.regions.shape == canonical.shape == (SHAPE[1], SHAPE[0], SHAPE[2])
+    for mark, label in zip(scan.marks, (1, 2)):
+        assert scan.regions[mark.voxel] == label  # the crosshair lands on the lesion in the array shown
+    assert [(m.name, m.note) for m in scan.marks] == [("CMB 1", ""), ("CMB 2", "lobar")]
+    payload = scan_payload(scan)
+    assert payload["marks"][0]["probability"] is None and payload["marks"][1]["probability"] == pytest.approx(0.6)
     with pytest.raises(InputError, match="names lesions"):
-        detection_scan("sub-2", "two", [("magnitude", np.ones(SHAPE))], np.eye(4), labels, table.iloc[:1])
+        detection_scan("sub-2", "two", image, affine, labels, table.iloc[:1])
 
 
 def test_the_cohort_example_marks_each_cmb_and_the_nearest_piece_of_each_mimic() -> None:
@@ -165,6 +176,14 @@ def test_the_page_loads_nothing_from_the_network_and_escapes_what_it_shows() -> 
         viewer_html([ViewerEntry("sub-1", "one", ())], "viewer")
     with pytest.raises(InputError, match="letters, digits"):
         scan_payload(_scan("sub 1"))
+    with pytest.raises(InputError, match="letters, digits"):
+        viewer_html([ViewerEntry('x" onload="alert(1)', "one", ())], "viewer", payloads=["a.js"])
+    with pytest.raises(InputError, match="one per scan"):
+        viewer_html([_scan("sub-1"), _scan("sub-2")], "viewer", payloads=["a.js"])
+    sneaky = ViewerScan("sub-3", "</script><script>alert(1)</script>", (("magnitude", np.ones(SHAPE)),), np.eye(4),
+                        np.zeros(SHAPE, dtype=np.int32), ())
+    data = re.search(r'class="cmb-viewer-data">(.*?)</script>', viewer_html([sneaky], "viewer"), re.S).group(1)
+    assert "<" not in data and json.loads(data)["scans"][0]["title"] == sneaky.title
 
 
 def test_a_linked_viewer_reads_each_scan_from_its_own_file_and_drops_stale_ones(tmp_path: Path) -> None:

@@ -14,14 +14,21 @@ __all__ = ["add_scan_commands", "synth_follow_up", "evaluate_monitoring_command"
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
+    from ..data.viewer_assets import find_niivue
     from ..errors import InputError
     from ..figures.detect_viewer import write_detection_index, write_detection_viewer_data
     from ..figures.report import write_detection_reports
     from ..inference.detect import detect_path
     from ..inference.location import assign_locations
 
+    try:
+        find_niivue()
+        no_viewer = ""
+    except InputError as error:  # the detections do not need it: only index.html does
+        no_viewer = str(error)
+
     def reports(*scan: Any) -> dict[str, Path]:  # the PNG and PDF reports, and the scan's file for index.html
-        return {**write_detection_reports(*scan), **write_detection_viewer_data(*scan)}
+        return {**write_detection_reports(*scan), **({} if no_viewer else write_detection_viewer_data(*scan))}
 
     summary = detect_path(
         args.scan, args.out, model=args.model, modality=args.modality, threshold=args.threshold,
@@ -31,10 +38,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         locate=None if args.no_location else assign_locations, single_stage=args.single_stage,
     )
     print(summary)
-    try:
+    if no_viewer:
+        print(f"  no viewer page: {no_viewer}")
+    else:
         print(f"  viewer (opens offline): {write_detection_index(summary.out, summary.scans, summary.intended_use)}")
-    except InputError as error:  # the detections are written; only the page is missing
-        print(f"  no viewer page: {error}")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -19,12 +20,14 @@ import numpy as np
 import pandas as pd
 
 from ..data.viewer_assets import install_viewer_assets
+from ..errors import InputError
 from .viewer import ViewerEntry, viewer_html, write_scan_data, write_viewer_page
 from .viewer_marks import detection_scan, table_marks
 
 __all__ = ["INDEX_PAGE", "VIEWER_ASSETS", "write_detection_viewer_data", "write_detection_index"]
 
 INDEX_PAGE = "index.html"
+_SUFFIX = "_viewer.js"
 VIEWER_ASSETS = "viewer"  # OUT/viewer/: NiiVue, the controls and the notice
 
 
@@ -32,18 +35,23 @@ def _title(subject_id: str, count: Any, category: Any) -> str:
     return f"sub-{subject_id}: {count} CMB(s), ARIA-H {category}"
 
 
+def _key(data_file: Path) -> str:
+    """The viewer's key of a scan: its output stem, with what is not a letter, digit, - or _ made -."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", data_file.name.removesuffix(_SUFFIX))
+
+
 def write_detection_viewer_data(image: np.ndarray, labels: np.ndarray, affine: np.ndarray, header: Mapping[str, Any],
                                 table: pd.DataFrame, stem: str | Path) -> dict[str, Path]:
-    """One scan's viewer file, ``{stem}_viewer.js``: its image and each detection outlined.
+    """One scan's viewer file, ``{stem}_viewer.js``: its image and each detection outlined, in RAS orientation.
 
     The signature of :data:`cmbstudy.inference.detect.ReportWriter`, so that ``cmbstudy detect`` writes it
     with the reports.
     """
-    stem = Path(stem)
-    key = stem.name
-    scan = detection_scan(key, f"{key}: {header.get('count', '?')} CMB(s)", [("magnitude", image)], affine, labels,
-                          table, caption=f"{header.get('scan', '')}: {header.get('method', '')}")
-    return {"viewer": write_scan_data(Path(f"{stem}_viewer.js"), scan)}
+    path = Path(f"{stem}{_SUFFIX}")
+    key = _key(path)
+    scan = detection_scan(key, f"{key}: {header.get('count', '?')} CMB(s)", image, affine, labels, table,
+                          caption=f"{header.get('scan', '')}: {header.get('method', '')}")
+    return {"viewer": write_scan_data(path, scan)}
 
 
 def write_detection_index(out: str | Path, scans: Sequence[Any], intended_use: str = "") -> Path:
@@ -67,10 +75,13 @@ def write_detection_index(out: str | Path, scans: Sequence[Any], intended_use: s
     rows, entries, urls = [], [], []
     for result in scans:
         files = {kind: Path(path) for kind, path in result.files.items()}
+        if "viewer" not in files or "lesions" not in files:
+            raise InputError(f"scan {result.subject_id} has no viewer file or lesion table: the viewer page needs "
+                             "the outputs of `cmbstudy detect`")
         link = {kind: Path(os.path.relpath(path, out)).as_posix() for kind, path in files.items()}
         table = pd.read_csv(files["lesions"], sep="\t")
         title = _title(result.subject_id, result.cmb_count, result.aria_h_category)
-        entries.append(ViewerEntry(files["viewer"].name.removesuffix("_viewer.js"), title, table_marks(table)))
+        entries.append(ViewerEntry(_key(files["viewer"]), title, table_marks(table)))
         urls.append(link["viewer"])
         reports = " ".join(f'<a href="{html.escape(link[kind])}">{name}</a>'
                            for kind, name in (("report_pdf", "PDF"), ("report", "PNG")) if kind in link)

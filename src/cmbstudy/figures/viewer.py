@@ -149,23 +149,38 @@ def outline_regions(regions: np.ndarray, radius: int = 2) -> np.ndarray:
 def encode_nifti(array: np.ndarray, affine: np.ndarray, labels: bool = False) -> str:
     """A volume as base64 gzipped NIfTI: an image windowed to 8 bits, or labels as 16 bits.
 
-    The window runs from the 0.5th to the 99.5th percentile of the non-zero voxels (``cal_min`` 0 and
-    ``cal_max`` 255 in the header, so the viewer shows that window). The gzip stream carries no time,
-    so the same volume gives the same text.
+    The window runs from the 0.5th to the 99.5th percentile of the non-zero voxels, mapped to 1..255
+    (``cal_min`` 0 and ``cal_max`` 255 in the header, so the viewer shows that window; a constant
+    image is mid-grey). The gzip stream carries no time, so the same volume gives the same text.
     """
     array = np.asarray(array)
     if array.ndim != 3:
         raise InputError(f"a viewer shows 3D volumes, got shape {array.shape}")
     if labels:
         data = array.astype(np.uint16)
-    else:
+    else:  # to 1..255: NiiVue leaves an overlay's zeros transparent, and the phase is drawn as an overlay
         values = array[np.isfinite(array) & (array != 0)]
-        lo, hi = np.percentile(values, _IMAGE_PERCENTILES) if values.size else (0.0, 1.0)
-        scaled = (np.nan_to_num(array.astype(np.float64)) - lo) / max(hi - lo, 1e-12)
-        data = np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+        lo, hi = np.percentile(values, _IMAGE_PERCENTILES) if values.size else (0.0, 0.0)
+        scaled = (np.nan_to_num(array.astype(np.float64)) - lo) / (hi - lo) if hi > lo else np.full(array.shape, 0.5)
+        data = np.clip(np.rint(1 + scaled * 254), 1, 255).astype(np.uint8)
     image = nib.Nifti1Image(data, np.asarray(affine, dtype=float))
     image.header["cal_min"], image.header["cal_max"] = (0, 255) if not labels else (0, max(int(data.max()), 1))
     return base64.b64encode(gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)).decode("ascii")
+
+
+def _check_key(key: str) -> None:
+    if not key or not all(c.isalnum() or c in "-_" for c in key):
+        raise InputError(f"viewer key {key!r}: use letters, digits, '-' and '_'")
+
+
+def _number(value: float | None) -> float | None:
+    """A JSON number, or None for a missing or NaN value (JSON has no NaN)."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _json(data: object) -> str:
+    """``data`` as JSON that is safe inside a ``<script>`` element (no ``<`` at all)."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
 
 
 def _rgb(kind: str) -> list[int]:
@@ -179,16 +194,14 @@ def scan_payload(scan: ViewerScan) -> dict:
         InputError: a key with other characters, images and regions on different grids, or
             regions that name a mark the scan lacks.
     """
-    if not scan.key or not all(c.isalnum() or c in "-_" for c in scan.key):
-        raise InputError(f"viewer key {scan.key!r}: use letters, digits, '-' and '_'")
+    _check_key(scan.key)
     shapes = {np.shape(image) for _, image in scan.images} | {np.shape(scan.regions)}
     if len(shapes) != 1:
         raise InputError(f"{scan.key}: images and regions must share one grid, got shapes {sorted(shapes)}")
     if int(np.max(scan.regions, initial=0)) > len(scan.marks):
         raise InputError(f"{scan.key}: regions label up to {int(np.max(scan.regions))} but {len(scan.marks)} marks")
     marks = [{"id": i + 1, "kind": m.kind, "name": m.name, "voxel": [int(v) for v in m.voxel],
-              "probability": None if m.probability is None else float(m.probability),
-              "diameter_mm": None if m.diameter_mm is None else float(m.diameter_mm), "note": m.note}
+              "probability": _number(m.probability), "diameter_mm": _number(m.diameter_mm), "note": m.note}
              for i, m in enumerate(scan.marks)]
     return {
         "key": scan.key, "title": scan.title,
@@ -206,8 +219,8 @@ def _table(scan: ViewerScan | ViewerEntry) -> str:
     for i, mark in enumerate(scan.marks):
         swatch = f'<span class="cmb-swatch" style="background:rgb({",".join(map(str, _rgb(mark.kind)))})"></span>'
         cells = [f"{swatch}{html.escape(mark.name)}", html.escape(mark.kind),
-                 "" if mark.probability is None else f"{mark.probability:.2f}",
-                 "" if mark.diameter_mm is None else f"{mark.diameter_mm:.1f}",
+                 "" if _number(mark.probability) is None else f"{mark.probability:.2f}",
+                 "" if _number(mark.diameter_mm) is None else f"{mark.diameter_mm:.1f}",
                  ", ".join(str(int(v)) for v in mark.voxel), html.escape(mark.note)]
         rows.append(f'<tr data-scan-part="{scan.key}" data-mark="{i + 1}" tabindex="0">'
                     + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -253,8 +266,12 @@ def viewer_html(scans: Sequence[ViewerScan | ViewerEntry], asset_url: str,
     """
     if not scans:
         raise InputError("a viewer needs at least one scan")
+    for scan in scans:
+        _check_key(scan.key)
     if len({s.key for s in scans}) != len(scans):
         raise InputError(f"viewer keys must be unique, got {[s.key for s in scans]}")
+    if payloads is not None and len(payloads) != len(scans):
+        raise InputError(f"{len(payloads)} payloads for {len(scans)} scans: give one per scan")
     if payloads is None and not all(isinstance(s, ViewerScan) for s in scans):
         raise InputError("a ViewerEntry has no volumes: give the URL of its data file in payloads")
     payloads = list(payloads) if payloads is not None else [scan_payload(s) for s in scans]
@@ -267,7 +284,7 @@ def viewer_html(scans: Sequence[ViewerScan | ViewerEntry], asset_url: str,
     planes = "".join(f'<button type="button" data-plane="{p}" aria-pressed="false">{name}</button>'
                      for p, name in (("axial", "axial"), ("coronal", "coronal"), ("sagittal", "sagittal"),
                                      ("all", "all three")))
-    text = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    text = _json(data)
     return (f'{_STYLE}<div class="cmb-viewer" role="group" aria-label="{html.escape(label)}">'
             f'<div class="cmb-bar">{picker}<label>Image <select data-control="image"></select></label>'
             f'<span>{planes}</span><label><input type="checkbox" data-control="outline" checked> outlines</label>'
@@ -294,8 +311,7 @@ def write_viewer_page(path: str | Path, title: str, body_html: str, viewer: str)
 def write_scan_data(path: str | Path, scan: ViewerScan) -> Path:
     """``scan``'s payload as a script that registers it (read from ``file://`` pages, where fetch is refused)."""
     path = Path(path)
-    payload = json.dumps(scan_payload(scan), separators=(",", ":")).replace("</", "<\\/")
-    write_text_atomically(path, f"cmbViewer.register({json.dumps(scan.key)},{payload});\n")
+    write_text_atomically(path, f"cmbViewer.register({json.dumps(scan.key)},{_json(scan_payload(scan))});\n")
     return path
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -41,7 +42,8 @@ def _centre(centroid: Sequence[float]) -> tuple[int, int, int]:
 
 def evaluation_scan(key: str, title: str, images: Sequence[tuple[str, np.ndarray]], affine: np.ndarray,
                     evaluation: Any, notes: Mapping[tuple[str, int], str] | None = None,
-                    caption: str = "", focus: tuple[str, int] | None = None) -> ViewerScan:
+                    caption: str = "", focus: tuple[str, int] | None = None,
+                    ref_diameters_mm: Sequence[float] | None = None) -> ViewerScan:
     """A scored subject: each TP, FP and FN outlined in the colours of Figs. 2-3.
 
     Args:
@@ -52,23 +54,29 @@ def evaluation_scan(key: str, title: str, images: Sequence[tuple[str, np.ndarray
             reference index) or ("TP", 0-based reference index), e.g. "on a vein".
         caption: under the table.
         focus: the mark the viewer opens at, keyed as ``notes`` (default: the first).
+        ref_diameters_mm: each reference lesion's diameter as the study measures it (the synthetic
+            ``lesions.tsv``'s, :func:`cmbstudy.evaluation.subsets.compute_reference_diameters`); None: the
+            diameter of the sphere of its voxels' volume.
 
     Returns:
         TPs, then FPs, then FNs, each numbered from 1 in its kind; a TP's probability is its
-        prediction's, its diameter and centre the reference's.
+        prediction's, its diameter and centre the reference's. The arrays must be those the
+        viewer shows: canonical (RAS) ones, whose voxel axes NiiVue takes as they are.
     """
     pred, ref, match = evaluation.pred, evaluation.ref, evaluation.match
     if np.shape(pred.labels) != np.shape(ref.labels):
         raise InputError(f"prediction {np.shape(pred.labels)} and reference {np.shape(ref.labels)} grids differ")
     notes = notes or {}
     voxel_mm3 = _voxel_mm3(affine)
+    ref_mm = [equivalent_diameter(v, voxel_mm3) for v in ref.n_voxels] if ref_diameters_mm is None \
+        else [float(d) for d in ref_diameters_mm]
     keys: list[tuple[str, int]] = []
     pred_id = np.zeros(pred.n + 1, dtype=np.int32)
     ref_id = np.zeros(ref.n + 1, dtype=np.int32)
     marks: list[ViewerMark] = []
     for number, (p, r) in enumerate(np.asarray(match.pairs, dtype=int).reshape(-1, 2).tolist(), start=1):
         marks.append(ViewerMark("TP", f"TP {number}", _centre(ref.centroids[r]), float(pred.max_prob[p]),
-                                equivalent_diameter(ref.n_voxels[r], voxel_mm3), notes.get(("TP", r), "")))
+                                ref_mm[r], notes.get(("TP", r), "")))
         pred_id[p + 1] = ref_id[r + 1] = len(marks)
         keys.append(("TP", r))
     for number, p in enumerate(np.asarray(match.fp, dtype=int).tolist(), start=1):
@@ -77,8 +85,8 @@ def evaluation_scan(key: str, title: str, images: Sequence[tuple[str, np.ndarray
         pred_id[p + 1] = len(marks)
         keys.append(("FP", p))
     for number, r in enumerate(np.asarray(match.fn, dtype=int).tolist(), start=1):
-        marks.append(ViewerMark("FN", f"FN {number}", _centre(ref.centroids[r]), None,
-                                equivalent_diameter(ref.n_voxels[r], voxel_mm3), notes.get(("FN", r), "")))
+        marks.append(ViewerMark("FN", f"FN {number}", _centre(ref.centroids[r]), None, ref_mm[r],
+                                notes.get(("FN", r), "")))
         ref_id[r + 1] = len(marks)
         keys.append(("FN", r))
     from_pred = pred_id[np.asarray(pred.labels)]
@@ -88,40 +96,56 @@ def evaluation_scan(key: str, title: str, images: Sequence[tuple[str, np.ndarray
                       first)
 
 
-def table_marks(table: pd.DataFrame) -> tuple[ViewerMark, ...]:
+def _text(value: Any) -> str:
+    """A table cell as a note: empty for a missing value and for "unknown"."""
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) or str(value) == "unknown" \
+        else str(value)
+
+
+def table_marks(table: pd.DataFrame, centres: Mapping[int, Sequence[float]] | None = None) -> tuple[ViewerMark, ...]:
     """One mark per row of ``detect``'s lesion table ("CMB <lesion_id>"), in lesion order.
 
     Args:
         table: lesion_id, x_vox, y_vox, z_vox, max_prob, and where present equivalent_diameter_mm
-            and location (the note, unless "unknown").
+            and location (the note).
+        centres: each lesion's centre on the grid the viewer shows, by lesion id; None: the table's
+            voxel columns (the input's grid).
     """
     marks = []
     for row in table.sort_values("lesion_id").to_dict("records"):
-        location = str(row.get("location", "unknown"))
-        diameter = row.get("equivalent_diameter_mm")
-        marks.append(ViewerMark("detection", f"CMB {int(row['lesion_id'])}",
-                                _centre((row["x_vox"], row["y_vox"], row["z_vox"])), float(row["max_prob"]),
-                                None if diameter is None else float(diameter), "" if location == "unknown" else location))
+        lesion = int(row["lesion_id"])
+        centre = centres[lesion] if centres is not None else (row["x_vox"], row["y_vox"], row["z_vox"])
+        marks.append(ViewerMark("detection", f"CMB {lesion}", _centre(centre), row.get("max_prob"),
+                                row.get("equivalent_diameter_mm"), _text(row.get("location"))))
     return tuple(marks)
 
 
-def detection_scan(key: str, title: str, images: Sequence[tuple[str, np.ndarray]], affine: np.ndarray,
-                   labels: np.ndarray, table: pd.DataFrame, caption: str = "") -> ViewerScan:
-    """A user's scan with the CMBs ``cmbstudy detect`` found.
+def detection_scan(key: str, title: str, image: np.ndarray, affine: np.ndarray, labels: np.ndarray,
+                   table: pd.DataFrame, caption: str = "") -> ViewerScan:
+    """A user's scan with the CMBs ``cmbstudy detect`` found, turned to the canonical (RAS) orientation.
+
+    NiiVue takes a volume's voxel axes as they are when it moves to a voxel, so the scan and its
+    labels are flipped and permuted to RAS here (nibabel's closest canonical, no resampling), and
+    each mark's centre is its label's centre on that grid.
 
     Args:
+        image: (X, Y, Z) the scan as ``detect`` read it; ``affine`` its voxel-to-mm affine.
         labels: (X, Y, Z) instance mask of ``detect`` (``_desc-cmb_dseg``), 1..n on the scan's grid.
         table: its lesion table (:func:`table_marks`).
 
     Raises:
         InputError: the table and the mask do not name the same lesions.
     """
-    labels = np.asarray(labels).astype(np.int64)
-    n = int(labels.max(initial=0))
+    scan = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(image, dtype=np.float32), affine))
+    found = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(labels).astype(np.int32), affine))
+    canonical = np.asarray(found.dataobj).astype(np.int64)
+    n = int(canonical.max(initial=0))
     ids = sorted(table["lesion_id"].astype(int).tolist()) if len(table) else []
     if ids != list(range(1, n + 1)):
         raise InputError(f"{key}: the lesion table names lesions {ids[:10]} but the mask labels 1..{n}")
-    return ViewerScan(key, title, tuple(images), np.asarray(affine, dtype=float), labels, table_marks(table), caption)
+    centres = dict(zip(range(1, n + 1), ndimage.center_of_mass(canonical > 0, canonical, range(1, n + 1))))
+    return ViewerScan(key, title, (("magnitude", np.asarray(scan.dataobj, dtype=np.float32)),),
+                      np.asarray(scan.affine, dtype=float), canonical, table_marks(table, centres), caption)
 
 
 def cohort_scan(key: str, title: str, images: Sequence[tuple[str, np.ndarray]], affine: np.ndarray,

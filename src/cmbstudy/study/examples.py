@@ -38,6 +38,7 @@ __all__ = [
     "load_qualitative_cases",
     "find_prediction_dir",
     "load_subject_evaluation",
+    "reference_lesion_table",
     "load_test_volumes",
     "select_example_subjects",
     "select_example_slices",
@@ -50,6 +51,17 @@ def find_prediction_dir(subject_id: str, pred_dirs: Sequence[Path]) -> Path | No
     for folder in pred_dirs:
         if prediction_path(Path(folder), subject_id).is_file():
             return Path(folder)
+    return None
+
+
+def reference_lesion_table(subject: Subject) -> pd.DataFrame | None:
+    """The synthetic ``lesions.tsv`` of ``subject`` (diameters), when its scan is stored in RAS orientation (else None).
+
+    Its voxel columns index the stored grid, which is the canonical one only for a RAS scan.
+    """
+    stored_ras = aff2axcodes(nib.load(subject.image_path).affine) == ("R", "A", "S")
+    if "lesions" in subject.extra_paths and stored_ras:
+        return pd.read_csv(subject.extra_paths["lesions"], sep="\t")
     return None
 
 
@@ -84,10 +96,7 @@ def load_subject_evaluation(
     if not image.shape == ref.shape == prob.shape:
         raise InputError(f"image {image.shape}, mask {ref.shape} and prediction {prob.shape} of "
                          f"{subject.subject_id} differ in shape: rerun `cmbstudy predict` on this dataset")
-    table = None
-    stored_ras = aff2axcodes(nib.load(subject.image_path).affine) == ("R", "A", "S")
-    if "lesions" in subject.extra_paths and stored_ras:
-        table = pd.read_csv(subject.extra_paths["lesions"], sep="\t")
+    table = reference_lesion_table(subject)
     evaluation = evaluate_volume(
         np.asarray(prob.dataobj, dtype=np.float32), np.asarray(ref.dataobj), ref.affine, rule=rule,
         threshold=read_prediction_threshold(Path(pred_dir)) if threshold is None else threshold, lesion_table=table,

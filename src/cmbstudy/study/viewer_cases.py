@@ -4,7 +4,8 @@ Notebook 11's viewer shows four test subjects as the main network at the compari
 them (with its second look where the run has one), each chosen for one thing a reader should see:
 
 1. **a clear true positive**: the found CMB over 3 mm with the highest probability;
-2. **a missed small CMB**: the largest missed CMB of at most 3 mm;
+2. **a missed small CMB**: the largest missed CMB of at most 3 mm (sizes as the study measures them:
+   the synthetic ``lesions.tsv``'s diameters, else the sphere of the mask's volume);
 3. **a false positive on a vein**: the most probable false positive on or beside a vein and away
    from the brain's edge (named after the synthetic cohort's mimic map, which only explains errors:
    no detector reads it);
@@ -32,9 +33,9 @@ from ..data.datasets import Subject, load_subjects
 from ..data.io import load_image, load_mask
 from ..errors import InputError
 from ..evaluation.evaluate import VolumeEvaluation
-from ..evaluation.lesions import equivalent_diameter_mm, voxel_volume_mm3
-from ..evaluation.subsets import SMALL_DIAMETER_MM
-from .examples import find_prediction_dir, load_subject_evaluation
+from ..evaluation.lesions import voxel_volume_mm3
+from ..evaluation.subsets import SMALL_DIAMETER_MM, compute_reference_diameters
+from .examples import find_prediction_dir, load_subject_evaluation, reference_lesion_table
 from .runs import TEST_PREDICTIONS, TEST_PREDICTIONS_TWO_STAGE, load_runs, run_name
 from .tables.errors import EDGE_VOXELS, classify_false_positives, edge_distances
 
@@ -63,6 +64,7 @@ class ViewerCase:
     affine: np.ndarray  # the canonical grid's affine
     evaluation: VolumeEvaluation
     focus: tuple[str, int]  # the chosen mark: ("TP", reference index), ("FN", reference index) or ("FP", prediction index)
+    ref_diameters_mm: np.ndarray  # each reference CMB's diameter as the study measures it (the <= 3 mm rule's)
     notes: dict[tuple[str, int], str] = field(default_factory=dict)  # what each FP lies on, the chosen mark's rule
     stage: str = "two looks"  # whose predictions: "two looks", "first look only" or "one look" (no second look trained)
 
@@ -99,15 +101,23 @@ def _canonical_images(subject: Subject, magnitude: np.ndarray) -> tuple[tuple[tu
     return tuple(images), np.asarray(affine, dtype=float)
 
 
+def _diameters(subject: Subject, evaluation: VolumeEvaluation) -> np.ndarray:
+    voxel_mm3 = voxel_volume_mm3(nib.as_closest_canonical(load_image(subject.image_path)).affine)
+    return compute_reference_diameters(evaluation.ref, voxel_mm3, reference_lesion_table(subject))
+
+
 def _candidates(subject: Subject, evaluation: VolumeEvaluation, mimic: np.ndarray | None,
                 spacing: tuple[float, ...]) -> tuple[list[tuple[str, tuple, tuple[str, int]]], dict]:
-    """(rule key, sort key (best first), mark) of every mark of one subject a rule could choose, and the FP notes."""
+    """(rule key, sort key (best first), mark) of every mark of one subject a rule could choose, and the FP notes.
+
+    A CMB is small or not as the study counts it (``evaluation.ref_small``, from the diameters of
+    :func:`_diameters`), and the same diameters order the candidates.
+    """
     pred, ref, match = evaluation.pred, evaluation.ref, evaluation.match
-    voxel_mm3 = voxel_volume_mm3(nib.as_closest_canonical(load_image(subject.image_path)).affine)
-    ref_mm = equivalent_diameter_mm(ref.n_voxels, voxel_mm3) if ref.n else np.zeros(0)
+    ref_mm = _diameters(subject, evaluation) if ref.n else np.zeros(0)
     found = []
     for p, r in np.asarray(match.pairs, dtype=int).reshape(-1, 2).tolist():
-        if ref_mm[r] > SMALL_DIAMETER_MM:
+        if not evaluation.ref_small[r]:
             found.append(("clear_tp", (-float(pred.max_prob[p]), -float(ref_mm[r])), ("TP", r)))
     for r in np.asarray(match.fn, dtype=int).tolist():
         if evaluation.ref_small[r]:
@@ -129,20 +139,21 @@ def _candidates(subject: Subject, evaluation: VolumeEvaluation, mimic: np.ndarra
 
 
 def _gather(subjects: list[Subject], pred_dir: Path) -> tuple[dict[str, list], dict]:
-    """Every rule's candidates among ``subjects`` as ``pred_dir`` scored them, and what each chosen one needs."""
+    """Every rule's candidates among ``subjects`` as ``pred_dir`` scored them, and each subject's FP notes.
+
+    Only the candidates are kept, not the volumes: the chosen subjects are read again.
+    """
     per_rule: dict[str, list] = {key: [] for key, _ in VIEWER_RULES}
-    loaded = {}
+    notes_of = {}
     for subject in subjects:
         if find_prediction_dir(subject.subject_id, [pred_dir]) is None:
             continue
-        image, evaluation, mimic = load_subject_evaluation(subject, pred_dir)
+        _, evaluation, mimic = load_subject_evaluation(subject, pred_dir)
         spacing = nib.as_closest_canonical(load_image(subject.image_path)).header.get_zooms()[:3]
-        found, notes = _candidates(subject, evaluation, mimic, tuple(float(s) for s in spacing))
-        if found:
-            loaded[subject.subject_id] = (subject, image, evaluation, notes)
+        found, notes_of[subject.subject_id] = _candidates(subject, evaluation, mimic, tuple(float(s) for s in spacing))
         for rule, order, mark in found:
             per_rule[rule].append((order, subject.subject_id, subject.modality, mark))
-    return per_rule, loaded
+    return per_rule, notes_of
 
 
 def select_viewer_cases(results_dir: Path | str, test_root: Path | str, main: str, fold: int) -> ViewerCases:
@@ -164,13 +175,14 @@ def select_viewer_cases(results_dir: Path | str, test_root: Path | str, main: st
     stages = [(run_dir / TEST_PREDICTIONS_TWO_STAGE, "two looks"), (run_dir / TEST_PREDICTIONS, "first look only")] \
         if two_stage else [(run_dir / TEST_PREDICTIONS, "one look")]
     subjects = load_subjects(Path(test_root))
+    by_id = {s.subject_id: s for s in subjects}
     gathered: dict[int, tuple[dict, dict]] = {}
     cases, chosen, empty = [], set(), []
     for turn, (rule, what) in enumerate(VIEWER_RULES):
         for index, (pred_dir, stage) in enumerate(stages):
             if index not in gathered:
                 gathered[index] = _gather(subjects, pred_dir)
-            per_rule, loaded = gathered[index]
+            per_rule, notes_of = gathered[index]
             options = sorted((c for c in per_rule[rule] if c[1] not in chosen), key=lambda c: (c[0], c[1]))
             preferred = [c for c in options if c[2] == _MODALITY_TURNS[turn % 2]] or options
             if preferred:
@@ -180,11 +192,12 @@ def select_viewer_cases(results_dir: Path | str, test_root: Path | str, main: st
             continue
         _, sid, _, mark = preferred[0]
         chosen.add(sid)
-        subject, image, evaluation, notes = loaded[sid]
+        subject, notes = by_id[sid], notes_of[sid]
+        image, evaluation, _ = load_subject_evaluation(subject, pred_dir)
         images, affine = _canonical_images(subject, image)
         notes = {**notes, mark: f"chosen: {what}" + (f"; {notes[mark]}" if notes.get(mark) else "")}
-        cases.append(ViewerCase(what, sid, subject.modality, subject.site, images, affine, evaluation, mark, notes,
-                                stage))
+        cases.append(ViewerCase(what, sid, subject.modality, subject.site, images, affine, evaluation, mark,
+                                _diameters(subject, evaluation), notes, stage))
     table = pd.DataFrame([{"shows": c.rule, "subject": c.subject_id, "modality": c.modality.upper(), "site": c.site,
                            "detector": c.stage, "TP": c.evaluation.row["n_tp"], "FP": c.evaluation.row["n_fp"],
                            "FN": c.evaluation.row["n_fn"]} for c in cases])

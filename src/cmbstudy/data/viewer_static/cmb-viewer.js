@@ -10,7 +10,8 @@
  * where each `data` is a base64 gzipped NIfTI. A scan without `images` is read from its `src`, a script that
  * calls cmbViewer.register(key, scan) (this works from file:// pages, where fetch does not).
  * Each viewer's element gets data-state="ready" once a scan is drawn (and data-ready-ms, the milliseconds from
- * the page's start to its first scan drawn), or data-state="error" and data-error, the reason.
+ * the page's start to its first scan drawn), or data-state="error" and data-error, the reason; data-busy is
+ * set while a scan loads, and data-scan names the scan shown.
  */
 (function () {
   "use strict";
@@ -80,6 +81,8 @@
     this.canvas = element.querySelector("canvas");
     this.status = element.querySelector(".cmb-status");
     this.current = null;
+    this.queue = Promise.resolve();  // scans load one after another, the last one picked wins
+    this.wanted = 0;
     this.nv = new niivue.Niivue({
       backColor: [0, 0, 0, 1], crosshairColor: [0.1, 0.9, 0.6, 0.9], crosshairWidth: 1, crosshairGap: 12,
       isColorbar: false,
@@ -96,7 +99,7 @@
     var self = this;
     await this.nv.attachToCanvas(this.canvas);
     var scanChoice = this.control("scan");
-    if (scanChoice) scanChoice.addEventListener("change", function () { self.show(Number(scanChoice.value)); });
+    if (scanChoice) scanChoice.addEventListener("change", function () { self.pick(Number(scanChoice.value)); });
     var imageChoice = this.control("image");
     if (imageChoice) imageChoice.addEventListener("change", function () { self.showImage(Number(imageChoice.value)); });
     this.control("outline").addEventListener("change", function () { self.showOutline(this.checked); });
@@ -110,12 +113,32 @@
       });
     });
     this.canvas.addEventListener("mousemove", function (event) { self.hover(event); });
-    await this.show(0);
+    await this.pick(0);
+  };
+
+  Viewer.prototype.pick = function (index) {
+    // Loads run one at a time (two interleaved loads would mix their volumes); a pick made while
+    // another scan loads waits for it, and a pick overtaken by a later one is skipped.
+    var self = this;
+    this.wanted = index;
+    this.element.dataset.busy = "true";
+    this.queue = this.queue.then(function () {
+      return self.wanted === index ? self.show(index) : null;
+    }).catch(function (error) {
+      self.element.dataset.state = "error";
+      self.element.dataset.error = String(error);
+      self.status.textContent = "The viewer could not open the scan: " + error;
+    }).then(function () {
+      if (self.wanted === index) delete self.element.dataset.busy;
+    });
+    return this.queue;
   };
 
   Viewer.prototype.show = async function (index) {
     var nv = this.nv;
     var scan = await scanData(this.scans[index]);
+    this.status.textContent = "";
+    this.canvas.title = "";
     while (nv.volumes.length) nv.removeVolume(nv.volumes[0]);
     for (var i = 0; i < scan.images.length; i++) {
       await nv.loadFromArrayBuffer(bytesOf(scan.images[i].data), scan.key + "-" + i + ".nii.gz");
@@ -193,7 +216,10 @@
   };
 
   Viewer.prototype.hover = function (event) {
-    if (!this.current || !this.current.marks.length) return;
+    if (!this.current || !this.current.marks.length) {
+      this.canvas.title = "";
+      return;
+    }
     var box = this.canvas.getBoundingClientRect();
     var dpr = this.nv.uiData.dpr || 1;
     var frac = this.nv.canvasPos2frac([(event.clientX - box.left) * dpr, (event.clientY - box.top) * dpr]);
@@ -214,7 +240,9 @@
         return;
       }
       window.cmbViewer.viewers.push(viewer);
-      viewer.ready = viewer.start().catch(function (error) {
+      viewer.ready = viewer.start().then(function () {
+        if (viewer.element.dataset.state === "error") throw new Error(viewer.element.dataset.error);
+      }).catch(function (error) {
         element.dataset.state = "error";
         element.dataset.error = String(error);
         element.querySelector(".cmb-status").textContent = "The viewer could not open the scan: " + error;
