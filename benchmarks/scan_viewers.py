@@ -128,7 +128,7 @@ def main() -> None:
         rows.append(("nilearn view_img", subject.subject_id, _size([nilearn_page]), statistics.median(times),
                      max(times)))
         shots = args.book.parent / "screenshots"
-        for chapter in ("executed/01_synthetic_cohort", "executed/11_qualitative"):
+        for chapter in ("executed/16_cohort_viewer", "executed/11_qualitative"):
             chapter_page = args.book / f"{chapter}.html"
             if chapter_page.is_file():
                 name = Path(chapter).name

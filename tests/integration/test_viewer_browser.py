@@ -145,7 +145,7 @@ def test_the_book_s_viewers_open_offline(browser, smoke_study) -> None:
     html_dir = smoke_study.project / "book" / "_build" / "html"
     shots = smoke_study.project / "book" / "_build" / "screenshots"
     assert (html_dir / "viewer" / NIIVUE_SCRIPT).is_file(), f"the build did not copy {BOOK_VIEWER_DIR}"
-    for chapter in ("executed/01_synthetic_cohort", "executed/11_qualitative"):
+    for chapter in ("executed/16_cohort_viewer", "executed/11_qualitative"):
         page = html_dir / f"{chapter}.html"
         name = Path(chapter).name
         found = inspect_viewers(browser, page, DESKTOP, screenshot=shots / f"viewer-{name}-desktop.png")

@@ -93,3 +93,20 @@ def test_the_studys_training_does_not_run_the_burden_figure_but_runs_the_network
     assert {"models/rlk_unet.py", "models/baselines/dou2016.py", "training/loop.py",
             "inference/second_look.py"} <= training
     assert "models/rlk_unet.py" not in burden
+
+
+def test_the_notebooks_training_waits_for_import_no_viewer() -> None:
+    """An edit of the scan viewer reruns its chapters (11, 16) and the book, and retrains nothing."""
+    from cmbstudy.study.runner import STEPS
+
+    steps = {step.name: step for step in STEPS}
+    upstream, todo = set(), list(steps["03_training"].depends_on)
+    while todo:
+        name = todo.pop()
+        upstream.add(name)
+        todo += [dep for dep in steps[name].depends_on if dep not in upstream]
+    viewer = {"figures/viewer.py", "figures/viewer_marks.py", "figures/detect_viewer.py", "study/viewer_cases.py"}
+    for name in sorted(upstream):
+        found = _names(PACKAGE_DIR, notebook_dependencies(NOTEBOOKS / f"{name}.ipynb", PACKAGE_DIR)) & viewer
+        assert not found, f"{name} (upstream of training) imports {sorted(found)}"
+    assert viewer & _names(PACKAGE_DIR, notebook_dependencies(NOTEBOOKS / "16_cohort_viewer.ipynb", PACKAGE_DIR))

@@ -61,6 +61,8 @@ STEPS: tuple[Step, ...] = (
     Step("01_synthetic_cohort", (), "synthetic cohort: physics, cohort table, classical detector",
          synthetic_only=True),
     Step("02_preprocessing", ("01_synthetic_cohort",), "N4, brain mask, crop, resample, z-score; cache"),
+    # the cohort in a scan viewer: a chapter of its own, so that an edit of the viewer retrains nothing
+    Step("16_cohort_viewer", ("01_synthetic_cohort",), "the synthetic cohort in a scan viewer", synthetic_only=True),
     # 02 only fills the preprocessing cache (a speed-up): training does not depend on its notebook
     Step("03_training", ("01_synthetic_cohort",), "one training run per variant, fold and modality",
          instances=training_instances),
