@@ -84,7 +84,10 @@ def test_the_viewer_draws_the_scan_and_its_outlines_offline(browser, cohort_page
     found = inspect_viewers(browser, cohort_page, DESKTOP, screenshot=shots / "desktop.png")
     assert len(found.viewers) == 1
     _assert_drawn_and_live(found.viewers[0], "hand-made page")
-    assert found.viewers[0]["last_row"] == "vein"
+    assert found.viewers[0]["last_row"] == "vein" and found.viewers[0]["image"] == "magnitude"
+    phase = inspect_viewers(browser, cohort_page, DESKTOP, image="1")
+    assert phase.viewers[0]["image"] == "phase"
+    _assert_drawn_and_live(phase.viewers[0], "hand-made page, phase")
     _assert_offline(found, cohort_page.parent)
     phone = inspect_viewers(browser, cohort_page, PHONE, screenshot=shots / "phone.png")
     _assert_drawn_and_live(phone.viewers[0], "hand-made page, phone")

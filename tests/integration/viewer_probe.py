@@ -56,7 +56,8 @@ PROBE = """async () => {
   for (const element of document.querySelectorAll('.cmb-viewer')) {
     const v = (window.cmbViewer ? window.cmbViewer.viewers : []).find(x => x.element === element);
     const report = {state: element.dataset.state || 'none', error: element.dataset.error || '',
-                    ready_ms: Number(element.dataset.readyMs || -1), scan: element.dataset.scan || ''};
+                    ready_ms: Number(element.dataset.readyMs || -1), scan: element.dataset.scan || '',
+                    image: element.dataset.image || ''};
     if (v && report.state === 'ready') {
       const box = element.querySelector('[data-control=outline]');
       const on = pixels(v); box.click(); const off = pixels(v); box.click(); const back = pixels(v);
@@ -109,12 +110,13 @@ def open_browser(executable: str) -> Iterator[object]:
 
 
 def inspect_viewers(browser: object, page_path: Path, window: tuple[int, int] = DESKTOP,
-                    picks: tuple[str, ...] = (), screenshot: Path | None = None, timeout_ms: int = 60_000) -> PageViewers:
+                    picks: tuple[str, ...] = (), image: str | None = None, screenshot: Path | None = None, timeout_ms: int = 60_000) -> PageViewers:
     """Open ``page_path`` offline in a ``window`` (width, height) and probe its viewers.
 
     Args:
         picks: values to choose in the first viewer's scan picker, one right after the other (no wait
             between them: a reader clicking through), before the probe waits for the last to be drawn.
+        image: the value to choose in the first viewer's image picker after that (e.g. "1", the phase).
         screenshot: where to save a PNG of the whole page, after the probe.
     """
     context = browser.new_context(offline=True, viewport={"width": window[0], "height": window[1]})
@@ -130,6 +132,9 @@ def inspect_viewers(browser: object, page_path: Path, window: tuple[int, int] = 
         for pick in picks:
             page.select_option(".cmb-viewer [data-control=scan]", pick)
         page.wait_for_function(SETTLED, timeout=timeout_ms)
+        if image is not None:
+            page.select_option(".cmb-viewer [data-control=image]", image)
+            page.wait_for_function(SETTLED, timeout=timeout_ms)
         viewers = page.evaluate(PROBE)
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@
  * calls cmbViewer.register(key, scan) (this works from file:// pages, where fetch does not).
  * Each viewer's element gets data-state="ready" once a scan is drawn (and data-ready-ms, the milliseconds from
  * the page's start to its first scan drawn), or data-state="error" and data-error, the reason; data-busy is
- * set while a scan loads, and data-scan names the scan shown.
+ * set while a scan loads, data-scan names the scan shown and data-image its image (magnitude or phase).
  */
 (function () {
   "use strict";
@@ -101,7 +101,9 @@
     var scanChoice = this.control("scan");
     if (scanChoice) scanChoice.addEventListener("change", function () { self.pick(Number(scanChoice.value)); });
     var imageChoice = this.control("image");
-    if (imageChoice) imageChoice.addEventListener("change", function () { self.showImage(Number(imageChoice.value)); });
+    if (imageChoice) imageChoice.addEventListener("change", function () {
+      self.pick(self.index, Number(imageChoice.value));
+    });
     this.control("outline").addEventListener("change", function () { self.showOutline(this.checked); });
     this.element.querySelectorAll("[data-plane]").forEach(function (button) {
       button.addEventListener("click", function () { self.setPlane(button.dataset.plane); });
@@ -116,33 +118,34 @@
     await this.pick(0);
   };
 
-  Viewer.prototype.pick = function (index) {
+  Viewer.prototype.pick = function (index, imageIndex) {
     // Loads run one at a time (two interleaved loads would mix their volumes); a pick made while
     // another scan loads waits for it, and a pick overtaken by a later one is skipped.
-    var self = this;
-    this.wanted = index;
+    var self = this, wanted = index + ":" + (imageIndex || 0);
+    this.wanted = wanted;
     this.element.dataset.busy = "true";
     this.queue = this.queue.then(function () {
-      return self.wanted === index ? self.show(index) : null;
+      return self.wanted === wanted ? self.show(index, imageIndex || 0) : null;
     }).catch(function (error) {
       self.element.dataset.state = "error";
       self.element.dataset.error = String(error);
       self.status.textContent = "The viewer could not open the scan: " + error;
     }).then(function () {
-      if (self.wanted === index) delete self.element.dataset.busy;
+      if (self.wanted === wanted) delete self.element.dataset.busy;
     });
     return this.queue;
   };
 
-  Viewer.prototype.show = async function (index) {
+  Viewer.prototype.show = async function (index, imageIndex) {
+    // One image at a time (magnitude or phase): each volume NiiVue loads costs a redraw of all of them.
     var nv = this.nv;
     var scan = await scanData(this.scans[index]);
+    var sameScan = this.current === scan;
+    var crosshair = sameScan ? nv.scene.crosshairPos.slice() : null;
     this.status.textContent = "";
     this.canvas.title = "";
     while (nv.volumes.length) nv.removeVolume(nv.volumes[0]);
-    for (var i = 0; i < scan.images.length; i++) {
-      await nv.loadFromArrayBuffer(bytesOf(scan.images[i].data), scan.key + "-" + i + ".nii.gz");
-    }
+    await nv.loadFromArrayBuffer(bytesOf(scan.images[imageIndex].data), scan.key + "-" + imageIndex + ".nii.gz");
     this.outlineIndex = -1;
     if (scan.outline && scan.marks.length) {
       await nv.loadFromArrayBuffer(bytesOf(scan.outline), scan.key + "-outline.nii.gz");
@@ -150,28 +153,29 @@
       nv.volumes[this.outlineIndex].setColormapLabel(labelColormap(scan.marks, scan.colors));
     }
     this.current = scan;
+    this.index = index;
     this.element.querySelectorAll("[data-scan-part]").forEach(function (part) {
       part.hidden = part.dataset.scanPart !== scan.key;
     });
     var imageChoice = this.control("image");
-    if (imageChoice) {
+    if (imageChoice && !sameScan) {
       imageChoice.innerHTML = "";
       scan.images.forEach(function (image, i) { imageChoice.add(new Option(image.name, String(i))); });
       imageChoice.disabled = scan.images.length < 2;
     }
-    this.showImage(0);
+    if (imageChoice) imageChoice.value = String(imageIndex);
     this.showOutline(this.control("outline").checked);
     if (!this.planeSet) this.setPlane("axial");
-    if (scan.marks.length) this.goTo(scan.focus || scan.marks[0].id);
+    if (crosshair) {
+      nv.scene.crosshairPos = crosshair;
+      nv.drawScene();
+      nv.createOnLocationChange();
+    } else if (scan.marks.length) this.goTo(scan.focus || scan.marks[0].id);
     else nv.drawScene();
     this.element.dataset.scan = scan.key;
+    this.element.dataset.image = scan.images[imageIndex].name;
     if (!this.element.dataset.readyMs) this.element.dataset.readyMs = String(Math.round(performance.now()));
     this.element.dataset.state = "ready";
-  };
-
-  Viewer.prototype.showImage = function (index) {
-    for (var i = 1; i < this.current.images.length; i++) this.nv.setOpacity(i, i === index ? 1 : 0);
-    this.imageIndex = index;
   };
 
   Viewer.prototype.showOutline = function (shown) {
