@@ -102,7 +102,7 @@ def _canonical_images(subject: Subject, magnitude: np.ndarray) -> tuple[tuple[tu
 
 
 def _diameters(subject: Subject, evaluation: VolumeEvaluation) -> np.ndarray:
-    voxel_mm3 = voxel_volume_mm3(nib.as_closest_canonical(load_image(subject.image_path)).affine)
+    voxel_mm3 = voxel_volume_mm3(nib.load(subject.image_path).affine)  # the header only: a volume has no orientation
     return compute_reference_diameters(evaluation.ref, voxel_mm3, reference_lesion_table(subject))
 
 
@@ -149,7 +149,8 @@ def _gather(subjects: list[Subject], pred_dir: Path) -> tuple[dict[str, list], d
         if find_prediction_dir(subject.subject_id, [pred_dir]) is None:
             continue
         _, evaluation, mimic = load_subject_evaluation(subject, pred_dir)
-        spacing = nib.as_closest_canonical(load_image(subject.image_path)).header.get_zooms()[:3]
+        # the header only (load_subject_evaluation has read and checked the image; a RAS file is not read again)
+        spacing = nib.as_closest_canonical(nib.load(subject.image_path)).header.get_zooms()[:3]
         found, notes_of[subject.subject_id] = _candidates(subject, evaluation, mimic, tuple(float(s) for s in spacing))
         for rule, order, mark in found:
             per_rule[rule].append((order, subject.subject_id, subject.modality, mark))
