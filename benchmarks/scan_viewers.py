@@ -15,7 +15,8 @@ with a TP, an FP or an FN, canonical RAS), with the study's outlines around each
 
 Each page is opened ``--repeats`` times in headless Chromium with the network off (Playwright on
 the system's Chromium, as the browser tests do), and the load time is the time from the page's start
-to its first scan drawn: the viewer's own mark (``data-ready-ms``) for NiiVue; for nilearn, the
+to its first scan on screen: for NiiVue the viewer's own mark (``data-ready-ms``, set once the browser has
+composited the frame with the scan: software WebGL does most of its work then); for nilearn, the
 first moment its canvas (in the iframe the saved page holds) has more than one grey level (polled
 every 10 ms). Also measured, when
 ``--book`` names a rendered book: the load time of each chapter with a viewer, and the size of its

@@ -138,8 +138,10 @@ def test_detect_writes_an_index_page_that_opens_each_scan(browser, tmp_path: Pat
     other = inspect_viewers(browser, index, picks=("1",))
     assert other.viewers[0]["state"] == "ready" and other.viewers[0]["scan"] == "sub-8"
     assert other.viewers[0]["lit"] > 0.1 and other.viewers[0]["rows"] == 0  # nothing found: no outline, no row
+    assert not other.viewers[0]["outlined"]
     back_and_forth = inspect_viewers(browser, index, picks=("1", "0", "1", "0"))  # faster than the scans load
-    assert back_and_forth.viewers[0]["scan"] == "sub-7" and back_and_forth.viewers[0]["volumes"] == 2
+    assert back_and_forth.viewers[0]["scan"] == "sub-7" and back_and_forth.viewers[0]["volumes"] == 1
+    assert back_and_forth.viewers[0]["outlined"]  # sub-7's outlines, not sub-8's none
     _assert_drawn_and_live(back_and_forth.viewers[0], "detect's index.html after quick picks")
 
 

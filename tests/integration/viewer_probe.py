@@ -10,13 +10,14 @@ What :func:`inspect_viewers` reports per viewer (``.cmb-viewer`` element), read 
 canvas with ``readPixels`` right after a draw:
 
 - its state ("ready" or "error", and the error), and ``ready_ms``, the milliseconds from the page's
-  start to its first scan drawn (the viewer records it);
+  start to its first scan drawn and shown by the browser (the viewer records it);
 - the share of canvas pixels that are not the black background and the number of grey levels
   (a blank canvas has one);
 - how many pixels change when the outline checkbox is clicked off (``toggled``), and again on
   (``restored``: 0 when the picture comes back exactly), and when the coronal plane is picked;
 - the name of the mark on the status line after a click on the last row of the table, and that row's
-  mark name.
+  mark name;
+- how many volumes NiiVue holds (the image shown) and whether it holds the outlines (its drawing layer).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ PROBE = """async () => {
                              last_row: rows.length ? rows[rows.length - 1].cells[0].textContent.trim() : '',
                              named: element.querySelector('.cmb-status').textContent.split(' · ')[0]
                                .split(' — ')[0].trim(),
-                             volumes: v.nv.volumes.length});
+                             volumes: v.nv.volumes.length, outlined: Boolean(v.nv.drawBitmap)});
     }
     out.push(report);
   }

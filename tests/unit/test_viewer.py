@@ -76,8 +76,10 @@ def test_an_image_is_windowed_to_eight_bits_with_its_affine_and_the_same_text_ea
     assert float(decoded.header["cal_max"]) == 255
     assert np.corrcoef(data.ravel(), image.ravel())[0, 1] > 0.99
     assert encode_nifti(image, affine) == text
-    labels = _decode(encode_nifti(np.arange(np.prod(SHAPE)).reshape(SHAPE) % 300, affine, labels=True))
-    assert np.asarray(labels.dataobj).dtype == np.uint16 and int(np.asarray(labels.dataobj).max()) == 299
+    labels = _decode(encode_nifti(np.arange(np.prod(SHAPE)).reshape(SHAPE) % 256, affine, labels=True))
+    assert np.asarray(labels.dataobj).dtype == np.uint8 and int(np.asarray(labels.dataobj).max()) == 255
+    with pytest.raises(InputError, match="0..255"):
+        encode_nifti(np.full(SHAPE, 300), affine, labels=True)
 
 
 def _lesions(labels: np.ndarray, probs: list[float]) -> SimpleNamespace:
@@ -113,6 +115,11 @@ def test_an_evaluation_gives_tp_fp_fn_marks_and_a_tp_covers_prediction_and_refer
     payload = scan_payload(scan)
     assert payload["focus"] == 3 and [m["id"] for m in payload["marks"]] == [1, 2, 3]
     assert payload["colors"] == {"FN": [255, 0, 0], "FP": [255, 255, 0], "TP": [30, 144, 255]}
+    # the outline holds each ring's kind, 1-based in outline_kinds: the FN's ring is code 1, the FP's 2
+    assert payload["outline_kinds"] == ["FN", "FP", "TP"]
+    outline = np.asarray(_decode(payload["outline"]).dataobj)
+    assert outline.dtype == np.uint8 and set(np.unique(outline)) == {0, 1, 2, 3}
+    assert outline[20, 12, 10] == 1 and outline[27, 25, 20] == 2 and outline[20, 10, 10] == 0
 
 
 def test_a_detection_is_shown_on_the_canonical_grid_whatever_the_scan_s_orientation() -> None:

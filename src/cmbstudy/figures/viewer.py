@@ -8,7 +8,7 @@ and a table of the marks: a click on a row moves the crosshair to the mark, and 
 the crosshair or the pointer is named with its probability and diameter.
 
 The page carries everything it needs: the volumes as base64 gzipped NIfTI (the image windowed to
-8 bits, the outlines as 16-bit labels), in the page or in a data file beside it that is read when
+8 bits, the outlines as 8-bit codes of their marks' kinds), in the page or in a data file beside it that is read when
 its scan is picked (:func:`write_linked_viewer`), and two scripts beside it, ``niivue.umd.js`` (NiiVue, from
 the npm registry, the version pinned in the project's ``package-lock.json``, BSD-2-Clause; ``npm ci``
 in the project's root, which ``make setup`` runs, puts it in ``node_modules/``) and ``cmb-viewer.js``
@@ -147,7 +147,7 @@ def outline_regions(regions: np.ndarray, radius: int = 2) -> np.ndarray:
 
 
 def encode_nifti(array: np.ndarray, affine: np.ndarray, labels: bool = False) -> str:
-    """A volume as base64 gzipped NIfTI: an image windowed to 8 bits, or labels as 16 bits.
+    """A volume as base64 gzipped NIfTI: an image windowed to 8 bits, or labels (0..255) as 8 bits.
 
     The window runs from the 0.5th to the 99.5th percentile of the non-zero voxels, mapped to 1..255
     (``cal_min`` 0 and ``cal_max`` 255 in the header, so the viewer shows that window; a constant
@@ -157,7 +157,9 @@ def encode_nifti(array: np.ndarray, affine: np.ndarray, labels: bool = False) ->
     if array.ndim != 3:
         raise InputError(f"a viewer shows 3D volumes, got shape {array.shape}")
     if labels:
-        data = array.astype(np.uint16)
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise InputError(f"viewer labels must lie in 0..255, got {array.min()}..{array.max()}")
+        data = array.astype(np.uint8)
     else:  # to 1..255: NiiVue leaves an overlay's zeros transparent, and the phase is drawn as an overlay
         values = array[np.isfinite(array) & (array != 0)]
         lo, hi = np.percentile(values, _IMAGE_PERCENTILES) if values.size else (0.0, 0.0)
@@ -200,16 +202,27 @@ def scan_payload(scan: ViewerScan) -> dict:
         raise InputError(f"{scan.key}: images and regions must share one grid, got shapes {sorted(shapes)}")
     if int(np.max(scan.regions, initial=0)) > len(scan.marks):
         raise InputError(f"{scan.key}: regions label up to {int(np.max(scan.regions))} but {len(scan.marks)} marks")
+    kinds = sorted({m.kind for m in scan.marks})
     marks = [{"id": i + 1, "kind": m.kind, "name": m.name, "voxel": [int(v) for v in m.voxel],
               "probability": _number(m.probability), "diameter_mm": _number(m.diameter_mm), "note": m.note}
              for i, m in enumerate(scan.marks)]
     return {
         "key": scan.key, "title": scan.title,
         "images": [{"name": name, "data": encode_nifti(image, scan.affine)} for name, image in scan.images],
-        "outline": encode_nifti(outline_regions(scan.regions), scan.affine, labels=True) if scan.marks else None,
+        "outline": _outline(scan, kinds) if scan.marks else None,
         "marks": marks, "focus": scan.focus if 1 <= scan.focus <= len(marks) else (1 if marks else 0),
-        "colors": {kind: _rgb(kind) for kind in sorted({m.kind for m in scan.marks})},
+        "colors": {kind: _rgb(kind) for kind in kinds},
+        "outline_kinds": kinds,
     }
+
+
+def _outline(scan: ViewerScan, kinds: list[str]) -> str:
+    """The rings around ``scan``'s marks as the 1-based code of each mark's kind in ``kinds`` (8 bits: the
+    viewer draws them as NiiVue's drawing layer, which costs a browser without a GPU far less than an
+    overlay volume)."""
+    code = np.zeros(len(scan.marks) + 1, dtype=np.uint8)
+    code[1:] = [kinds.index(m.kind) + 1 for m in scan.marks]
+    return encode_nifti(code[outline_regions(scan.regions)], scan.affine, labels=True)
 
 
 def _table(scan: ViewerScan | ViewerEntry) -> str:

@@ -6,11 +6,12 @@
  * toggle, the table of marks linked to the crosshair, and the read-out of the mark under the pointer.
  *
  * A viewer is a <div class="cmb-viewer"> that holds a <script type="application/json" class="cmb-viewer-data">:
- *   {scans: [{key, title, src?, images?: [{name, data}], outline?: data, marks?: [...], colors?: {...}}]}
- * where each `data` is a base64 gzipped NIfTI. A scan without `images` is read from its `src`, a script that
+ *   {scans: [{key, title, src?, images?: [{name, data}], outline?: data, outline_kinds?: [...], marks?: [...],
+ *             colors?: {...}}]}
+ * where each `data` is a base64 gzipped NIfTI (the outline's voxels: 1 + the index of a kind in outline_kinds). A scan without `images` is read from its `src`, a script that
  * calls cmbViewer.register(key, scan) (this works from file:// pages, where fetch does not).
- * Each viewer's element gets data-state="ready" once a scan is drawn (and data-ready-ms, the milliseconds from
- * the page's start to its first scan drawn), or data-state="error" and data-error, the reason; data-busy is
+ * Each viewer's element gets data-state="ready" once a scan is drawn and the browser has shown that frame (and
+ * data-ready-ms, the milliseconds from the page's start to its first scan shown), or data-state="error" and data-error, the reason; data-busy is
  * set while a scan loads, data-scan names the scan shown and data-image its image (magnitude or phase).
  */
 (function () {
@@ -21,6 +22,7 @@
   }
   var registered = {};
   var waiting = {};
+  var reading = {};  // key: the promise of its data script
   var NEAR_VOXELS = 3;  // the read-out names a mark whose centre lies this close to the pointer
 
   function register(key, scan) {
@@ -37,25 +39,37 @@
   }
 
   function scanData(scan) {
+    // the scan's data, its script read once however often it is asked for
     if (scan.images) return Promise.resolve(scan);
     if (registered[scan.key]) return Promise.resolve(registered[scan.key]);
-    return new Promise(function (resolve, reject) {
-      (waiting[scan.key] = waiting[scan.key] || []).push(resolve);
-      var script = document.createElement("script");
-      script.src = scan.src;
-      script.onerror = function () { reject(new Error("cannot read " + scan.src)); };
-      document.head.appendChild(script);
-    });
+    if (!reading[scan.key]) {
+      reading[scan.key] = new Promise(function (resolve, reject) {
+        (waiting[scan.key] = waiting[scan.key] || []).push(resolve);
+        var script = document.createElement("script");
+        script.src = scan.src;
+        script.onerror = function () { delete reading[scan.key]; reject(new Error("cannot read " + scan.src)); };
+        document.head.appendChild(script);
+      });
+    }
+    return reading[scan.key];
   }
 
-  function labelColormap(marks, colors) {
+  function kindColormap(kinds, colors) {
+    // NiiVue's drawing colours: code k (1-based) is kinds[k - 1]'s colour; 0 is transparent
     var lut = {R: [0], G: [0], B: [0], A: [0], I: [0], labels: [""]};
-    marks.forEach(function (mark) {
-      var rgb = colors[mark.kind] || [255, 255, 255];
+    kinds.forEach(function (kind, i) {
+      var rgb = colors[kind] || [255, 255, 255];
       lut.R.push(rgb[0]); lut.G.push(rgb[1]); lut.B.push(rgb[2]); lut.A.push(255);
-      lut.I.push(mark.id); lut.labels.push(mark.name);
+      lut.I.push(i + 1); lut.labels.push(kind);
     });
     return lut;
+  }
+
+  function shown() {
+    // resolves once the browser has composited the next frame: WebGL's work is done by then
+    return new Promise(function (resolve) {
+      requestAnimationFrame(function () { setTimeout(resolve, 0); });
+    });
   }
 
   function describe(mark) {
@@ -97,6 +111,7 @@
 
   Viewer.prototype.start = async function () {
     var self = this;
+    scanData(this.scans[0]).catch(function () {});  // read while NiiVue starts; show() reports a failure
     await this.nv.attachToCanvas(this.canvas);
     var scanChoice = this.control("scan");
     if (scanChoice) scanChoice.addEventListener("change", function () { self.pick(Number(scanChoice.value)); });
@@ -137,21 +152,28 @@
   };
 
   Viewer.prototype.show = async function (index, imageIndex) {
-    // One image at a time (magnitude or phase): each volume NiiVue loads costs a redraw of all of them.
+    // One image at a time (magnitude or phase) as NiiVue's volume, and the outlines as its drawing layer:
+    // an overlay volume costs a browser that draws WebGL in software (headless Chromium) as much again
+    // as the image, a drawing a texture upload. Both are decoded before either is shown, so the canvas
+    // is drawn once.
     var nv = this.nv;
     var scan = await scanData(this.scans[index]);
     var sameScan = this.current === scan;
     var crosshair = sameScan ? nv.scene.crosshairPos.slice() : null;
+    var parts = [{data: scan.images[imageIndex].data, name: scan.key + "-" + imageIndex + ".nii.gz"}];
+    var outlined = Boolean(scan.outline && scan.marks.length);
+    if (outlined) parts.push({data: scan.outline, name: scan.key + "-outline.nii.gz"});
+    var volumes = await Promise.all(parts.map(function (part) {
+      return niivue.NVImage.loadFromUrl({url: bytesOf(part.data), name: part.name});
+    }));
     this.status.textContent = "";
     this.canvas.title = "";
     while (nv.volumes.length) nv.removeVolume(nv.volumes[0]);
-    await nv.loadFromArrayBuffer(bytesOf(scan.images[imageIndex].data), scan.key + "-" + imageIndex + ".nii.gz");
-    this.outlineIndex = -1;
-    if (scan.outline && scan.marks.length) {
-      await nv.loadFromArrayBuffer(bytesOf(scan.outline), scan.key + "-outline.nii.gz");
-      this.outlineIndex = nv.volumes.length - 1;
-      nv.volumes[this.outlineIndex].setColormapLabel(labelColormap(scan.marks, scan.colors));
-    }
+    if (nv.drawBitmap) nv.closeDrawing();
+    if (outlined) nv.setDrawColormap(kindColormap(scan.outline_kinds, scan.colors));
+    nv.addVolume(volumes[0]);
+    this.outlined = outlined && nv.loadDrawing(volumes[1]);
+    if (outlined && !this.outlined) throw new Error("the outlines do not match the scan's grid");
     this.current = scan;
     this.index = index;
     this.element.querySelectorAll("[data-scan-part]").forEach(function (part) {
@@ -174,12 +196,13 @@
     else nv.drawScene();
     this.element.dataset.scan = scan.key;
     this.element.dataset.image = scan.images[imageIndex].name;
+    await shown();
     if (!this.element.dataset.readyMs) this.element.dataset.readyMs = String(Math.round(performance.now()));
     this.element.dataset.state = "ready";
   };
 
   Viewer.prototype.showOutline = function (shown) {
-    if (this.outlineIndex >= 0) this.nv.setOpacity(this.outlineIndex, shown ? 1 : 0);
+    if (this.outlined) this.nv.setDrawOpacity(shown ? 1 : 0);
     this.nv.drawScene();
   };
 
