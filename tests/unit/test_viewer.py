@@ -31,6 +31,7 @@ from cmbstudy.figures.viewer import (
     ViewerEntry,
     ViewerMark,
     ViewerScan,
+    content_box,
     encode_nifti,
     outline_regions,
     scan_payload,
@@ -80,6 +81,30 @@ def test_an_image_is_windowed_to_eight_bits_with_its_affine_and_the_same_text_ea
     assert np.asarray(labels.dataobj).dtype == np.uint8 and int(np.asarray(labels.dataobj).max()) == 255
     with pytest.raises(InputError, match="0..255"):
         encode_nifti(np.full(SHAPE, 300), affine, labels=True)
+
+
+def test_a_scan_is_cropped_to_its_head_and_marks_and_its_voxels_stay_on_the_scan_s_grid() -> None:
+    rng = np.random.default_rng(0)
+    image = np.abs(rng.normal(0, 5, SHAPE))  # background noise
+    image[8:20, 10:24, 6:27] = 100 + rng.normal(0, 5, (12, 14, 21))  # the head
+    image[1, 1, 1] = 150  # a bright speck of noise, not the head
+    regions = np.zeros(SHAPE, dtype=np.int32)
+    regions[27, 15, 16] = 1  # a mark outside the head
+    assert content_box(image, regions, margin=2) == (slice(6, 30), slice(8, 26), slice(4, 29))
+    assert content_box(np.ones(SHAPE), regions) == tuple(slice(0, n) for n in SHAPE)
+    affine = np.diag([0.5, 0.6, 2.0, 1.0])
+    affine[:3, 3] = [-10.0, -20.0, -30.0]
+    scan = ViewerScan("sub-1", "one", (("magnitude", image),), affine, regions,
+                      (ViewerMark("FP", "FP 1", (27, 15, 16)),))
+    payload = scan_payload(scan)
+    box = content_box(image, regions, [(27, 15, 16)])
+    origin = [b.start for b in box]
+    assert payload["origin"] == origin and payload["marks"][0]["voxel"] == [27, 15, 16]  # on the scan's grid
+    shown = _decode(payload["images"][0]["data"])
+    assert shown.shape == tuple(b.stop - b.start for b in box)
+    # the shown volume's first voxel lies where the scan's voxel ``origin`` lies
+    np.testing.assert_allclose(shown.affine[:3, 3], affine[:3, :3] @ origin + affine[:3, 3])
+    assert _decode(payload["outline"]).shape == shown.shape
 
 
 def _lesions(labels: np.ndarray, probs: list[float]) -> SimpleNamespace:

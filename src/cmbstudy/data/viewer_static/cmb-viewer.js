@@ -6,9 +6,11 @@
  * toggle, the table of marks linked to the crosshair, and the read-out of the mark under the pointer.
  *
  * A viewer is a <div class="cmb-viewer"> that holds a <script type="application/json" class="cmb-viewer-data">:
- *   {scans: [{key, title, src?, images?: [{name, data}], outline?: data, outline_kinds?: [...], marks?: [...],
- *             colors?: {...}}]}
- * where each `data` is a base64 gzipped NIfTI (the outline's voxels: 1 + the index of a kind in outline_kinds). A scan without `images` is read from its `src`, a script that
+ *   {scans: [{key, title, src?, images?: [{name, data}], outline?: data, outline_kinds?: [...], origin?: [i, j, k],
+ *             marks?: [...], colors?: {...}}]}
+ * where each `data` is a base64 gzipped NIfTI (the outline's voxels: 1 + the index of a kind in outline_kinds).
+ * The volumes may be a box of the scan whose first voxel is `origin`; marks and the voxel named are on the
+ * scan's own grid. A scan without `images` is read from its `src`, a script that
  * calls cmbViewer.register(key, scan) (this works from file:// pages, where fetch does not).
  * Each viewer's element gets data-state="ready" once a scan is drawn and the browser has shown that frame (and
  * data-ready-ms, the milliseconds from the page's start to its first scan shown), or data-state="error" and data-error, the reason; data-busy is
@@ -217,10 +219,20 @@
     });
   };
 
+  Viewer.prototype.toShown = function (voxel) {  // the scan's voxel -> the shown volume's
+    var origin = this.current.origin || [0, 0, 0];
+    return voxel.map(function (v, i) { return v - origin[i]; });
+  };
+
+  Viewer.prototype.fromShown = function (voxel) {  // the shown volume's voxel -> the scan's
+    var origin = this.current.origin || [0, 0, 0];
+    return Array.from(voxel, function (v, i) { return v + origin[i]; });
+  };
+
   Viewer.prototype.goTo = function (id) {
     var mark = this.current.marks.find(function (m) { return m.id === id; });
     if (!mark) return;
-    this.nv.scene.crosshairPos = this.nv.vox2frac(mark.voxel);
+    this.nv.scene.crosshairPos = this.nv.vox2frac(this.toShown(mark.voxel));
     this.nv.drawScene();
     this.nv.createOnLocationChange();
   };
@@ -234,7 +246,7 @@
 
   Viewer.prototype.located = function (data) {
     if (!this.current) return;
-    var voxel = this.nv.frac2vox(this.nv.scene.crosshairPos);
+    var voxel = this.fromShown(this.nv.frac2vox(this.nv.scene.crosshairPos));
     var mark = nearestMark(this.current.marks, voxel);
     if (mark) mark.scan = this.current.key;
     this.select(mark);
@@ -251,7 +263,7 @@
     var dpr = this.nv.uiData.dpr || 1;
     var frac = this.nv.canvasPos2frac([(event.clientX - box.left) * dpr, (event.clientY - box.top) * dpr]);
     if (!frac || frac[0] < 0) return;
-    var mark = nearestMark(this.current.marks, this.nv.frac2vox(frac));
+    var mark = nearestMark(this.current.marks, this.fromShown(this.nv.frac2vox(frac)));
     this.canvas.title = mark ? describe(mark) : "";
   };
 
