@@ -32,7 +32,7 @@ import torch
 from cmbstudy.config import apply_overrides
 from cmbstudy.data.aria_h import aria_h_category
 from cmbstudy.data.datasets import load_subjects
-from cmbstudy.data.io import load_mask, load_scan
+from cmbstudy.data.io import load_mask, load_phase, load_scan
 from cmbstudy.data.run_folder import load_run_split
 from cmbstudy.evaluation.evaluate import load_lesion_table
 from cmbstudy.evaluation.lesions import find_lesions, voxel_volume_mm3
@@ -47,6 +47,12 @@ from cmbstudy.inference.sliding_window import predict_volume
 from cmbstudy.preprocessing.cache import default_cache_dir, load_preprocessed
 from cmbstudy.study.tables.errors import BRAIN_EDGE, EDGE_VOXELS, SIZE_BINS_MM, classify_false_positives
 from cmbstudy.training.second_look import SecondLookCase, fit_second_look
+
+
+def _scan(subject) -> tuple[np.ndarray, np.ndarray | None]:
+    """A subject's scan as read and the phase image beside it (None where there is none)."""
+    scan = load_scan(subject.image_path)[0]
+    return np.asarray(scan.dataobj), load_phase(subject.image_path, scan)
 
 
 def _probabilities(model, volumes, device):
@@ -77,7 +83,7 @@ def _curve_counts(second, point, candidates, features, ref_centroids, small, dis
 
 def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str], device: torch.device,
             curve: list[int] = ()) -> dict:
-    model = load_detection_model(run)
+    model = load_detection_model(run, with_second_look=not refit)  # refitted: the stored one is not read
     profile = apply_overrides(model.profile, overrides)
     ev = profile.evaluation
     cache = default_cache_dir(run)
@@ -93,14 +99,16 @@ def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str]
         refs = [np.asarray(load_mask(s.mask_path).dataobj) for s in val_subjects]
         brains = [v.input_brain() for v in volumes]
         single = choose_operating_point(probs, refs, brains, ev.match_distance_voxels, ev.connectivity)
-        cases = [SecondLookCase(p, np.asarray(load_scan(s.image_path)[0].dataobj), b, v.input_voxel_mm, r)
-                 for p, v, b, r, s in zip(probs, volumes, brains, refs, val_subjects)]
+        cases = []
+        for p, v, b, r, s in zip(probs, volumes, brains, refs, val_subjects):
+            image, phase = _scan(s)
+            cases.append(SecondLookCase(p, image, b, v.input_voxel_mm, r, phase))
         train_subjects = [pool[i] for i in load_run_split(run, "train")]
-        blobs = [SecondLookCase(np.zeros(v.geometry.original_shape, np.float32),
-                                np.asarray(load_scan(s.image_path)[0].dataobj), v.input_brain(), v.input_voxel_mm,
-                                np.asarray(load_mask(s.mask_path).dataobj))
-                 for v, s in zip(load_preprocessed(train_subjects, profile.preprocess, cache, progress=False),
-                                 train_subjects)]
+        blobs = []
+        for v, s in zip(load_preprocessed(train_subjects, profile.preprocess, cache, progress=False), train_subjects):
+            image, phase = _scan(s)
+            blobs.append(SecondLookCase(np.zeros(v.geometry.original_shape, np.float32), image, v.input_brain(),
+                                        v.input_voxel_mm, np.asarray(load_mask(s.mask_path).dataobj), phase))
         for n in curve:  # the learning curve: the image model on the first n training subjects
             fits[n] = fit_second_look(cases, blobs[:n], profile.second_look, single, ev.match_distance_voxels,
                                       profile.seed)
@@ -115,7 +123,7 @@ def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str]
     for subject in test_subjects:
         volume = load_preprocessed([subject], profile.preprocess, cache, progress=False)[0]
         prob = _probabilities(model, [volume], device)[0]
-        brain, image = volume.input_brain(), np.asarray(load_scan(subject.image_path)[0].dataobj)
+        brain, (image, phase) = volume.input_brain(), _scan(subject)
         reference = np.asarray(load_mask(subject.mask_path).dataobj)
         affine = np.asarray(volume.geometry.original_affine)
         ref = find_lesions(reference, 0.5, ev.connectivity)
@@ -129,13 +137,13 @@ def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str]
         ceiling.append(pd.DataFrame({"found": gaps <= ev.match_distance_voxels, "diameter": diam}))
         n_candidates.append(candidates.n)
         if fits:
-            features = candidate_features(candidates, prob, brain, volume.input_voxel_mm)
+            features = candidate_features(candidates, prob, brain, volume.input_voxel_mm, phase)
             for n, (fitted, fitted_point, _) in fits.items():
                 curve_counts[n].append(_curve_counts(fitted, fitted_point, candidates, features, ref.centroids,
                                                      diam <= SMALL_DIAMETER_MM, ev.match_distance_voxels))
         for name, rule in (("one stage", point.single_stage), ("two stages", point)):
             start = time.perf_counter()
-            found = find_detections(prob, rule, brain, image, volume.input_voxel_mm, second)
+            found = find_detections(prob, rule, brain, image, volume.input_voxel_mm, second, phase)
             if name == "two stages":
                 seconds_second.append(time.perf_counter() - start)
             match = match_paper(found.lesions.centroids, ref.centroids, ev.match_distance_voxels)

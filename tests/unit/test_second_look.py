@@ -102,3 +102,41 @@ def test_the_trained_second_look_keeps_the_cmb_and_drops_the_vein(tmp_path) -> N
     saved.write_bytes(saved.read_bytes() + b"x")
     with pytest.raises(InputError, match="does not match"):
         load_second_look(saved)
+
+
+def test_the_phase_beside_a_scan_tells_a_cmb_s_shift_and_is_missing_without_one() -> None:
+    image, brain, _ = _scan(np.random.default_rng(2), [(12, 12, 8), (28, 28, 14)], [])
+    phase = np.random.default_rng(3).normal(0.0, 0.02, SHAPE).astype(np.float32)
+    phase[11:14, 11:14, 7:10] -= 0.6  # a paramagnetic focus shifts the phase; the other CMB-like blob does not
+    candidates = find_candidates(np.zeros(SHAPE, np.float32), image, brain, VOXEL_MM, 0.1, 50)
+    column = {name: i for i, name in enumerate(FEATURES)}
+    shifted = int(np.argmin(np.linalg.norm(candidates.centres - [12, 12, 8], axis=1)))
+    still = int(np.argmin(np.linalg.norm(candidates.centres - [28, 28, 14], axis=1)))
+    features = candidate_features(candidates, np.zeros(SHAPE, np.float32), brain, VOXEL_MM, phase)
+    assert features[shifted, column["phase_contrast"]] < -0.4 < features[still, column["phase_contrast"]]
+    assert features[shifted, column["phase_deviation"]] > 0.4 > features[still, column["phase_deviation"]]
+    without = candidate_features(candidates, np.zeros(SHAPE, np.float32), brain, VOXEL_MM)
+    assert np.isnan(without[:, [column["phase_contrast"], column["phase_deviation"]]]).all()
+    assert np.array_equal(np.delete(without, [column["phase_contrast"], column["phase_deviation"]], axis=1),
+                          np.delete(features, [column["phase_contrast"], column["phase_deviation"]], axis=1))
+    with pytest.raises(InputError, match="same voxel grid"):
+        candidate_features(candidates, np.zeros(SHAPE, np.float32), brain, VOXEL_MM, phase[:, :, :-1])
+
+
+def test_the_phase_image_is_found_beside_the_magnitude_and_must_share_its_grid(tmp_path) -> None:
+    import nibabel as nib
+
+    from cmbstudy.data.io import load_phase, load_scan, phase_beside
+
+    anat = tmp_path / "sub-1" / "anat"
+    anat.mkdir(parents=True)
+    magnitude = anat / "sub-1_T2starw.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), np.eye(4)), magnitude)
+    assert phase_beside(magnitude) is None and load_phase(magnitude) is None
+    phase = anat / "sub-1_part-phase_T2starw.nii.gz"
+    nib.save(nib.Nifti1Image(np.full(SHAPE, 0.5, np.float32), np.eye(4)), phase)
+    assert phase_beside(magnitude) == phase and phase_beside(phase) is None
+    assert np.allclose(load_phase(magnitude, load_scan(magnitude)[0]), 0.5)
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.diag([2.0, 1, 1, 1])), phase)
+    with pytest.raises(InputError, match="different affine"):
+        load_phase(magnitude, load_scan(magnitude)[0])

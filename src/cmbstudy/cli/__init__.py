@@ -187,7 +187,7 @@ def _cmd_second_look(args: argparse.Namespace) -> int:
     from ..inference.model_store import load_detection_model
     from ..training.second_look import train_model_second_look
 
-    model = load_detection_model(args.model, args.set)
+    model = load_detection_model(args.model, args.set, with_second_look=False)  # the one it replaces
     print(train_model_second_look(model, resolve_data_root(args.data), Path(args.out), args.validation_fraction,
                                   args.seed, args.overwrite, not args.quiet))
     return 0

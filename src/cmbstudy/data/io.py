@@ -51,6 +51,8 @@ __all__ = [
     "load_image",
     "load_scan",
     "load_mask",
+    "phase_beside",
+    "load_phase",
     "check_same_grid",
     "voxel_sizes",
     "to_canonical",
@@ -240,6 +242,44 @@ def load_mask(
     if reference is not None:
         check_same_grid(reference, out, what_a="image", what_b=f"{what} {path}")
     return out
+
+
+def phase_beside(image_path: str | Path) -> Path | None:
+    """The phase image stored beside a magnitude image in BIDS, or None: ``<base>_part-phase_<suffix>`` for
+    ``<base>_<suffix>`` (or for ``<base>_part-mag_<suffix>``), .nii.gz or .nii."""
+    path = Path(image_path)
+    name = path.name
+    for ext in NIFTI_SUFFIXES:
+        if name.endswith(ext):
+            stem = name[: -len(ext)]
+            break
+    else:
+        return None
+    if "_part-phase" in stem or "_" not in stem:
+        return None
+    base, suffix = stem.rsplit("_", 1)
+    base = base.replace("_part-mag", "")
+    for ext in NIFTI_SUFFIXES:
+        candidate = path.with_name(f"{base}_part-phase_{suffix}{ext}")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_phase(image_path: str | Path, reference: nib.Nifti1Image | None = None) -> np.ndarray | None:
+    """(X, Y, Z) float32 the phase (radians, as the scanner's filtered phase) beside ``image_path``
+    (:func:`phase_beside`), or None where there is none; NaN/Inf voxels are 0.
+
+    Raises:
+        InputError: the phase is unreadable, not 3D, or not on the magnitude's (``reference``'s) grid.
+    """
+    path = phase_beside(image_path)
+    if path is None:
+        return None
+    phase, _ = load_scan(path, "phase image", allow_zero=True)
+    if reference is not None:
+        check_same_grid(reference, phase, what_a=f"magnitude {Path(image_path).name}", what_b=f"phase image {path}")
+    return np.asarray(phase.dataobj, dtype=np.float32)
 
 
 def check_same_grid(

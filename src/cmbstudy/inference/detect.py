@@ -5,9 +5,9 @@
 VALDO). Each scan goes through the model's preprocessing
 (:func:`cmbstudy.preprocessing.preprocess_image`), the network on every axial
 slice with its two neighbours (Cho et al. 2025, Sec. 2.2), the restoration of
-the probability map onto the input grid and affine, the model's operating
-point and 3D connected components (Sec. 2.4). Each component is one detected
-CMB; the count gives the ARIA-H category (0, 1-4, 5-9, >=10).
+the probability map onto the input grid, and the model's lesion rule: its second look
+(with the phase image beside the scan, where there is one), or one stage. The count of
+CMBs gives the ARIA-H category (0, 1-4, 5-9, >=10).
 
 Brain: ``brain_extraction`` (``--brain-extraction``, default ``auto``) is
 resolved per scan by :func:`cmbstudy.preprocessing.brain.resolve_brain_extraction`:
@@ -53,6 +53,7 @@ from ..data.io import (
     atomic_output_dir,
     check_output_dir,
     load_mask,
+    load_phase,
     load_scan,
     save_nifti,
     write_json,
@@ -208,12 +209,13 @@ def find_cmbs(scan: Path, model: DetectionModel, point: OperatingPoint, device: 
                                                     brain_img is not None)
     if brain_mask is not None and method == "mask":
         brain_source += f" ({Path(brain_mask).name})"
-    log.info("%s: brain extraction %s", scan.name, brain_source)
+    phase = load_phase(scan, image) if point.second_look is not None else None  # the second look reads it
+    log.info("%s: brain extraction %s%s", scan.name, brain_source, "; phase image beside it read" * (phase is not None))
     cfg = dataclasses.replace(model.profile.preprocess, brain_extraction=method)
     volume = preprocess_image(image, cfg, brain_mask=brain_img, subject_id=subject_id or subject_label(scan),
                               nonfinite=nonfinite)
     prep = time.perf_counter() - start
-    result = detect_preprocessed(model, volume, [point], device, np.asarray(image.dataobj))
+    result = detect_preprocessed(model, volume, [point], device, np.asarray(image.dataobj), phase)
     return ScanDetection(image, result.detections[0].lesions, result.maps[0], result, method, brain_source, prep)
 
 

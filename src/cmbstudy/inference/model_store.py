@@ -193,7 +193,8 @@ def _run_provenance(run_dir: Path, state: Mapping[str, Any]) -> dict[str, Any]:
     return info
 
 
-def load_detection_model(model: str | Path | None = None, overrides: Sequence[str] = ()) -> DetectionModel:
+def load_detection_model(model: str | Path | None = None, overrides: Sequence[str] = (),
+                         with_second_look: bool = True) -> DetectionModel:
     """Resolve ``--model``: a training run folder, a ``.pt`` checkpoint, or the packaged model.
 
     A run folder needs ``profile.yaml`` and ``checkpoint_best.pt``. A ``.pt``
@@ -206,6 +207,8 @@ def load_detection_model(model: str | Path | None = None, overrides: Sequence[st
     Args:
         overrides: ``section.key=value`` (``--set``) applied to the model's profile, e.g.
             ``evaluation.connectivity=6``; the ``model`` section is fixed by the weights.
+        with_second_look: read the model's second look, where it has one (False: the network alone, e.g. to
+            train a new second look in place of one this version cannot read).
 
     Raises:
         ConfigError: no model given and none packaged, or an override of the ``model`` section.
@@ -264,7 +267,7 @@ def load_detection_model(model: str | Path | None = None, overrides: Sequence[st
     network.eval()
     point = _operating_point(path, state, provenance)
     second = second_look_path(path)
-    second_look = load_second_look(second) if second.is_file() else None
+    second_look = load_second_look(second) if with_second_look and second.is_file() else None
     profile = apply_overrides(profile, overrides)
     return DetectionModel(network, profile, source, to_json_safe(provenance), _synthetic(provenance), point,
                           second_look)

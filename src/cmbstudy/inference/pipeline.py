@@ -93,10 +93,12 @@ def detection_map(probability: np.ndarray, brain: np.ndarray, point: OperatingPo
 
 
 def detect_preprocessed(model: DetectionModel, volume: PreprocessedVolume, points: Sequence[OperatingPoint],
-                        device: torch.device, image: np.ndarray | None = None) -> VolumeDetection:
+                        device: torch.device, image: np.ndarray | None = None, phase: np.ndarray | None = None
+                        ) -> VolumeDetection:
     """The network's map of ``volume`` and its lesions under each rule of ``points`` (one network pass).
 
     ``image`` is the scan as read (input grid), which the second look looks at; a two-stage rule needs it.
+    ``phase`` is the phase image beside it (:func:`cmbstudy.data.io.load_phase`), or None.
 
     Raises:
         ConfigError: a two-stage rule when the model has no second look.
@@ -111,7 +113,8 @@ def detect_preprocessed(model: DetectionModel, volume: PreprocessedVolume, point
     brain = volume.input_brain()
     found, maps = [], []
     for point in points:
-        detections = find_detections(probability, point, brain, image, volume.input_voxel_mm, model.second_look)
+        detections = find_detections(probability, point, brain, image, volume.input_voxel_mm, model.second_look,
+                                     phase)
         found.append(detections)
         maps.append(detection_map(probability, brain, point, detections))
     return VolumeDetection(probability, brain, tuple(found), tuple(maps), model_done - start,

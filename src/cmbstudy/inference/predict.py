@@ -38,6 +38,7 @@ from ..data.datasets import Subject, load_subjects
 from ..data.io import (
     atomic_output_dir,
     check_output_dir,
+    load_phase,
     load_scan,
     save_nifti,
     write_json,
@@ -160,9 +161,11 @@ def _predict_subject(model: DetectionModel, subject: Subject, profile: Profile, 
     its row of ``predictions.tsv`` in each."""
     # one subject at a time keeps memory flat; preprocessing is outside the timing
     volume = load_preprocessed([subject], profile.preprocess, cache, progress=False)[0]
-    image = np.asarray(load_scan(subject.image_path)[0].dataobj) if any(p.second_look is not None for p in points) \
-        else None
-    result = detect_preprocessed(model, volume, points, device, image)
+    image = phase = None
+    if any(p.second_look is not None for p in points):
+        scan = load_scan(subject.image_path)[0]
+        image, phase = np.asarray(scan.dataobj), load_phase(subject.image_path, scan)
+    result = detect_preprocessed(model, volume, points, device, image, phase)
     affine = np.asarray(volume.geometry.original_affine, dtype=float)
     rows = []
     for out, found, detection_map in zip(outs, result.detections, result.maps):

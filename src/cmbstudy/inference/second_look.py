@@ -9,7 +9,13 @@ probability and component volume, the blob detector's response, the contrast
 against a ring around it, the eigenvalues of the 3D Hessian of the smoothed
 image (three positive for a blob, one near zero for a tube), the in-plane
 anisotropy, the extent across slices and of the dark region in mm, the
-distance to the brain's edge, and the slice thickness. Two classifiers
+distance to the brain's edge, the slice thickness, and, where the scan has a
+phase image beside it (BIDS ``part-phase``: the scanner's high-pass filtered
+phase), the phase at the centre against its ring and the largest phase
+deviation next to the centre. A CMB is paramagnetic: it shifts the phase
+around it, which a noise blob does not and a calcification does the other
+way. Without a phase image those two are missing (NaN), which scikit-learn's
+gradient boosting takes as such. Two classifiers
 (:mod:`cmbstudy.training.second_look` trains them) turn them into a score in
 [0, 1]: an image model on the image features alone, trained on the blobs of
 the run's training subjects (no network is involved, so none of them is
@@ -52,7 +58,7 @@ __all__ = ["FEATURES", "NETWORK_FEATURES", "IMAGE_FEATURES", "stack_scores", "Se
 FEATURES: tuple[str, ...] = (
     "network_peak", "network_volume_mm3", "from_network", "blob_response", "centre_value", "contrast", "ring_sd",
     "hessian_1", "hessian_2", "hessian_3", "blobness", "inplane_anisotropy", "z_extent_mm", "dark_volume_mm3",
-    "edge_distance_mm", "slice_mm",
+    "edge_distance_mm", "slice_mm", "phase_contrast", "phase_deviation",
 )
 #: The features that come from the network (the combiner's); the others describe the image alone.
 NETWORK_FEATURES: tuple[str, ...] = FEATURES[:3]
@@ -66,7 +72,8 @@ def stack_scores(image_score: np.ndarray, features: np.ndarray) -> np.ndarray:
 _SMOOTH_VOXELS = (1.0, 1.0, 0.5)  # Gaussian of the Hessian's image (voxels)
 _RING_MM = (2.5, 5.0)  # the background: a square in-plane ring about this far from a candidate, 3x3 centre left out
 _BOX = (3, 3, 2)  # half-size (voxels) of the box whose dark voxels are a candidate's dark volume
-_FORMAT = "cmbstudy second look 2"
+_PHASE_RING_VOXELS = 3  # the phase's background: the in-plane ring 2..3 voxels from a candidate
+_FORMAT = "cmbstudy second look 3"
 
 
 @dataclass(frozen=True)
@@ -170,18 +177,36 @@ def _run_length(dark: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.where(dark[np.arange(n), z], above - below - 1, 0)
 
 
+def _phase_features(phase: np.ndarray | None, points: np.ndarray) -> np.ndarray:
+    """(n, 2) the phase at each centre minus the mean of its ring, and the largest deviation from that mean in
+    the 3x3 around the centre (radians); NaN without a phase image."""
+    if phase is None:
+        return np.full((len(points), 2), np.nan)
+    r = _PHASE_RING_VOXELS
+    box = _gather(np.asarray(phase, np.float32), points, (r, r, 0))[..., 0]  # (n, 2r+1, 2r+1)
+    ring = np.ones(box.shape[1:], bool)
+    ring[r - 1:r + 2, r - 1:r + 2] = False
+    background = box[:, ring].mean(axis=1)
+    near = box[:, r - 1:r + 2, r - 1:r + 2] - background[:, None, None]
+    return np.column_stack([box[:, r, r] - background, np.abs(near).max(axis=(1, 2))])
+
+
 def candidate_features(candidates: Candidates, probability: np.ndarray, brain: np.ndarray,
-                       voxel_mm: Sequence[float]) -> np.ndarray:
+                       voxel_mm: Sequence[float], phase: np.ndarray | None = None) -> np.ndarray:
     """(n, len(FEATURES)) features of each candidate (the module docstring; mm where named so).
 
-    Intensities are those of ``candidates.ratio`` (the scan over its local brain mean, about 1 in tissue).
+    Intensities are those of ``candidates.ratio`` (the scan over its local brain mean, about 1 in tissue);
+    ``phase`` is the phase image on the same grid, or None (its features are then NaN).
 
     Raises:
-        InputError: a voxel size is not positive.
+        InputError: a voxel size is not positive, or a phase image of another shape.
     """
     voxel_mm = np.asarray(voxel_mm, dtype=np.float64)
     if voxel_mm.shape != (3,) or not np.all(voxel_mm > 0):
         raise InputError(f"voxel sizes {voxel_mm.tolist()} must be three positive numbers (mm)")
+    if phase is not None and np.shape(phase) != candidates.ratio.shape:
+        raise InputError(f"phase image of shape {np.shape(phase)} but scan of {candidates.ratio.shape}: "
+                         "they must be on the same voxel grid")
     n = candidates.n
     if not n:
         return np.zeros((0, len(FEATURES)))
@@ -216,7 +241,7 @@ def candidate_features(candidates: Candidates, probability: np.ndarray, brain: n
         peak, network_volume[candidates.component] * voxel_mm3 * (candidates.component > 0),
         candidates.from_network.astype(float), candidates.blob_response, centre, contrast, spread,
         eig, eig[:, 2] / np.maximum(np.abs(eig[:, 0]), 1e-6), inplane[:, 0] / safe, extent, dark * voxel_mm3, edge,
-        np.full(n, voxel_mm[2]),
+        np.full(n, voxel_mm[2]), _phase_features(phase, points),
     ])
 
 
@@ -234,23 +259,25 @@ def _blob_region(ratio: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 
 def score_candidates(second_look: SecondLook, probability: np.ndarray, image: np.ndarray, brain: np.ndarray,
-                     voxel_mm: Sequence[float], connectivity: int = 26) -> tuple[Candidates, np.ndarray]:
-    """The candidates of one volume and their second-look scores."""
+                     voxel_mm: Sequence[float], connectivity: int = 26, phase: np.ndarray | None = None
+                     ) -> tuple[Candidates, np.ndarray]:
+    """The candidates of one volume and their second-look scores (``phase``: its phase image, or None)."""
     s = second_look.settings
     candidates = find_candidates(probability, image, brain, voxel_mm, s.candidate_threshold, s.log_candidates,
                                  connectivity)
-    return candidates, second_look.score(candidate_features(candidates, probability, brain, voxel_mm))
+    return candidates, second_look.score(candidate_features(candidates, probability, brain, voxel_mm, phase))
 
 
 def find_detections(probability: np.ndarray, point: OperatingPoint, brain: np.ndarray | None = None,
                     image: np.ndarray | None = None, voxel_mm: Sequence[float] | None = None,
-                    second_look: SecondLook | None = None) -> Detections:
+                    second_look: SecondLook | None = None, phase: np.ndarray | None = None) -> Detections:
     """The detected CMBs of one (X, Y, Z) probability map under the lesion rule ``point``.
 
     One stage (``point.second_look`` is None): :func:`apply_operating_point`. Two stages: the
     candidates, scored by ``second_look``; those at or above ``point.second_look`` are the lesions
     (a network candidate keeps its component, a blob the dark voxels around its peak), numbered
-    in candidate order; ``point.min_voxels`` then applies to the network's components only.
+    in candidate order; ``point.min_voxels`` then applies to the network's components only. ``phase`` is the
+    scan's phase image on its grid (:func:`cmbstudy.data.io.load_phase`), or None.
 
     Raises:
         ConfigError: a two-stage rule without a second look, image or voxel sizes.
@@ -261,7 +288,8 @@ def find_detections(probability: np.ndarray, point: OperatingPoint, brain: np.nd
     if second_look is None or image is None or voxel_mm is None or brain is None:
         raise ConfigError("a two-stage lesion rule needs the second look, the image, its brain mask and voxel "
                           "sizes: pass them, or use the single-stage rule (--single-stage)")
-    candidates, scores = score_candidates(second_look, probability, image, brain, voxel_mm, point.connectivity)
+    candidates, scores = score_candidates(second_look, probability, image, brain, voxel_mm, point.connectivity,
+                                          phase)
     sizes = np.bincount(candidates.network.labels.ravel(), minlength=candidates.network.n + 1)
     big_enough = ~candidates.from_network | (sizes[candidates.component] >= point.min_voxels)
     keep = keep_best(candidates.centres, scores, point.second_look, second_look.merge_distance, big_enough)

@@ -21,7 +21,7 @@ import torch
 from scipy.special import expit
 
 from ..config import Profile
-from ..data.io import load_mask, load_scan, write_json
+from ..data.io import load_mask, load_phase, load_scan, write_json
 from ..data.run_folder import OPERATING_POINT
 from ..evaluation.operating_point import OperatingPoint, choose_operating_point
 from ..inference.model_store import SECOND_LOOK
@@ -48,8 +48,10 @@ def validation_probabilities(model: torch.nn.Module, volumes: Sequence[Preproces
     return probabilities, brains
 
 
-def _scan(path: Path) -> np.ndarray:
-    return np.asarray(load_scan(path)[0].dataobj)
+def _scan(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The scan as read and the phase image beside it (None where there is none)."""
+    image = load_scan(path)[0]
+    return np.asarray(image.dataobj), load_phase(path, image)
 
 
 def calibrate_run(model: torch.nn.Module, volumes: Sequence[PreprocessedVolume], references: Sequence[np.ndarray],
@@ -67,10 +69,14 @@ def calibrate_run(model: torch.nn.Module, volumes: Sequence[PreprocessedVolume],
     (out / SECOND_LOOK).unlink(missing_ok=True)
     (out / SECOND_LOOK_REPORT).unlink(missing_ok=True)
     if profile.second_look.enabled and images and training:
-        cases = [SecondLookCase(p, _scan(path), b, v.input_voxel_mm, np.asarray(r))
-                 for p, b, v, r, path in zip(probabilities, brains, volumes, references, images)]
-        blobs = [SecondLookCase(np.zeros(v.geometry.original_shape, np.float32), _scan(path), v.input_brain(),
-                                v.input_voxel_mm, np.asarray(load_mask(mask).dataobj)) for v, path, mask in training]
+        cases, blobs = [], []
+        for p, b, v, r, path in zip(probabilities, brains, volumes, references, images):
+            image, phase = _scan(path)
+            cases.append(SecondLookCase(p, image, b, v.input_voxel_mm, np.asarray(r), phase))
+        for v, path, mask in training:
+            image, phase = _scan(path)
+            blobs.append(SecondLookCase(np.zeros(v.geometry.original_shape, np.float32), image, v.input_brain(),
+                                        v.input_voxel_mm, np.asarray(load_mask(mask).dataobj), phase))
         second, point, report = fit_second_look(cases, blobs, profile.second_look, point, ev.match_distance_voxels,
                                                 profile.seed)
         if second is not None:

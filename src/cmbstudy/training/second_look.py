@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from ..config import SecondLookConfig
 from ..data.datasets import Subject, describe_dataset, load_subjects
-from ..data.io import load_mask, load_scan
+from ..data.io import load_mask, load_phase, load_scan
 from ..data.outputs import save_nifti
 from ..errors import ConfigError, InputError, OutputError
 from ..evaluation.lesions import find_lesions
@@ -64,6 +64,7 @@ class SecondLookCase:
     brain: np.ndarray  # (X, Y, Z) bool brain mask
     voxel_mm: tuple[float, float, float]  # voxel sizes (mm)
     reference: np.ndarray  # (X, Y, Z) binary CMB mask
+    phase: np.ndarray | None = None  # (X, Y, Z) the phase image beside the scan, None where there is none
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def collect_candidates(cases: Sequence[SecondLookCase], settings: SecondLookConf
         else:
             labels.append(np.zeros(candidates.n, int))
         total += len(ref)
-        features.append(candidate_features(candidates, case.probability, case.brain, case.voxel_mm))
+        features.append(candidate_features(candidates, case.probability, case.brain, case.voxel_mm, case.phase))
         subjects.append(np.full(candidates.n, index))
         centres.append(candidates.centres)
         references.append(ref)
@@ -192,7 +193,7 @@ def fit_second_look(cases: Sequence[SecondLookCase], training: Sequence[SecondLo
         ``point`` with its ``second_look`` threshold (unchanged without one), and a report: candidates,
         recall ceiling, and each combiner's out-of-fold threshold and scores.
     """
-    blank = [SecondLookCase(np.zeros_like(c.probability), c.image, c.brain, c.voxel_mm, c.reference) for c in training]
+    blank = [dataclasses.replace(c, probability=np.zeros_like(c.probability)) for c in training]
     blobs = collect_candidates(blank, settings, match_distance, point.connectivity)
     found = collect_candidates(cases, settings, match_distance, point.connectivity)
     report: dict[str, Any] = {"n_subjects": len(cases), "n_candidates": int(len(found.labels)),
@@ -204,7 +205,11 @@ def fit_second_look(cases: Sequence[SecondLookCase], training: Sequence[SecondLo
         return None, point, report
     n_network = len(NETWORK_FEATURES)
     known = blobs.labels >= 0
-    image_model = make_classifier("boosting", seed).fit(blobs.features[known, n_network:], blobs.labels[known])
+    inputs = blobs.features[known, n_network:]
+    # a feature no training scan has (the phase, where none has a phase image) is constant here, so that the
+    # model never splits on it; scikit-learn's binning cannot take a column with no value at all
+    inputs = np.where(np.isnan(inputs).all(axis=0), 0.0, inputs)
+    image_model = make_classifier("boosting", seed).fit(inputs, blobs.labels[known])
     inputs = stack_scores(image_model.predict_proba(found.features[:, n_network:])[:, 1], found.features)
     for kind in settings.classifiers:
         scores = _out_of_fold(kind, inputs, found, settings.cv_splits, seed, groups)
@@ -261,7 +266,8 @@ def train_model_second_look(model: DetectionModel, data_root: Path, out: Path, v
     model's. Written to ``out/<model stem>.second_look.joblib`` (and its ``.json``), where
     :func:`~cmbstudy.inference.model_store.load_detection_model` finds it beside a model file of that stem.
 
-    With ``skull_stripped``, every subject is seen twice: as given, and skull-stripped with no brain mask
+    With ``skull_stripped``, every subject is seen twice: as given (with its phase image, where it has one), and
+    skull-stripped with no brain mask and no phase
     (its scan times its brain mask; the brain is then the non-zero voxels, as ``detect`` finds it on such
     scans), so that the second look knows the edge of a stripped brain. A subject and its twin stay on
     one side of the split and in one out-of-fold fold.
@@ -292,22 +298,22 @@ def train_model_second_look(model: DetectionModel, data_root: Path, out: Path, v
             scan = load_scan(subject.image_path)[0]
             image = np.asarray(scan.dataobj, dtype=np.float32)
             reference = np.asarray(load_mask(subject.mask_path).dataobj)
-            looks = [(volume, image)]
-            if skull_stripped:
+            looks = [(volume, image, load_phase(subject.image_path, scan))]
+            if skull_stripped:  # stripped as VALDO ships its scans: no phase beside them
                 twin = _stripped_twin(subject, image, volume.input_brain(), np.asarray(scan.affine), Path(twins))
                 looks.append((load_preprocessed([twin], stripped, Path(twins) / "cache", progress=False)[0],
-                              np.asarray(load_scan(twin.image_path)[0].dataobj, dtype=np.float32)))
-            for seen, pixels in looks:
+                              np.asarray(load_scan(twin.image_path)[0].dataobj, dtype=np.float32), None))
+            for seen, pixels, phase in looks:
                 if subject.subject_id in combined:
                     prob = predict_volume(model.network, seen, profile.train.val_batch_size, device,
                                           profile.train.patch_size)
                     probability = np.clip(seen.restore(prob, order=1), 0.0, 1.0).astype(np.float32)
                     cases.append(SecondLookCase(probability, pixels, seen.input_brain(), seen.input_voxel_mm,
-                                                reference))
+                                                reference, phase))
                     groups.append(subject.subject_id)
                 else:
                     blobs.append(SecondLookCase(np.zeros(pixels.shape, np.float32), pixels, seen.input_brain(),
-                                                seen.input_voxel_mm, reference))
+                                                seen.input_voxel_mm, reference, phase))
     ev = profile.evaluation
     second, _, report = fit_second_look(cases, blobs, profile.second_look, model.operating_point.single_stage,
                                         ev.match_distance_voxels, seed,

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ...config import Profile
 from ...data.datasets import Subject, load_subjects
-from ...data.io import load_mask, load_scan
+from ...data.io import load_mask, load_phase, load_scan
 from ...data.prediction_folder import prediction_path
 from ...data.run_folder import load_run_split
 from ...evaluation.evaluate import load_lesion_table
@@ -70,7 +70,7 @@ def _blob_case(subject: Subject, profile: Profile, cache: Path) -> tuple[SecondL
     image = np.asarray(scan.dataobj, dtype=np.float32)
     reference = np.asarray(load_mask(subject.mask_path).dataobj)
     return (SecondLookCase(np.zeros(image.shape, np.float32), image, volume.input_brain(), volume.input_voxel_mm,
-                           reference), np.asarray(scan.affine, dtype=float))
+                           reference, load_phase(subject.image_path, scan)), np.asarray(scan.affine, dtype=float))
 
 
 def _kept(second: SecondLook, case: SecondLookCase, threshold: float, connectivity: int) -> tuple[np.ndarray, int]:
@@ -78,7 +78,8 @@ def _kept(second: SecondLook, case: SecondLookCase, threshold: float, connectivi
     s = second.settings
     candidates = find_candidates(case.probability, case.image, case.brain, case.voxel_mm, s.candidate_threshold,
                                  s.log_candidates, connectivity)
-    scores = second.image_score(candidate_features(candidates, case.probability, case.brain, case.voxel_mm))
+    scores = second.image_score(candidate_features(candidates, case.probability, case.brain, case.voxel_mm,
+                                                   case.phase))
     return candidates.centres[keep_best(candidates.centres, scores, threshold, second.merge_distance)], candidates.n
 
 
@@ -178,7 +179,7 @@ def candidate_example(run_dir: Path | str, test_root: Path | str, profile: Profi
     s = second.settings
     candidates = find_candidates(probability, case.image, case.brain, case.voxel_mm, s.candidate_threshold,
                                  s.log_candidates, ev.connectivity)
-    scores = second.score(candidate_features(candidates, probability, case.brain, case.voxel_mm))
+    scores = second.score(candidate_features(candidates, probability, case.brain, case.voxel_mm, case.phase))
     kept = np.zeros(candidates.n, bool)
     kept[keep_best(candidates.centres, scores, point.second_look, second.merge_distance)] = True
     slices = np.rint(ref.centroids[:, 2]).astype(int) if ref.n else np.array([case.image.shape[2] // 2])
