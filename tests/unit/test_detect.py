@@ -179,6 +179,7 @@ def test_folder_and_dataset_root(tmp_path: Path) -> None:
     _scan(folder / "a.nii.gz", np.diag([0.9, 0.9, 3.0, 1.0]))
     _scan(folder / "b.nii", np.diag([0.9, 0.9, 3.0, 1.0]), lesions=LESIONS[:1])
     (folder / "notes.txt").write_text("ignored")
+    _scan(folder / "a_part-phase.nii.gz", np.diag([0.9, 0.9, 3.0, 1.0]))  # a phase image is no scan of its own
     summary = detect_path(folder, tmp_path / "out1", model=_model(), progress=False)
     assert [(r.subject_id, r.cmb_count) for r in summary.scans] == [("a", 2), ("b", 1)]
     root = make_synthetic_root(tmp_path / "ds", n_subjects=3)

@@ -95,9 +95,9 @@ def find_scans(scan: Path, modality: str | None, pattern: str | None) -> list[Sc
     else:
         paths = sorted(p for p in scan.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
         masks = {_mask_of(p, pattern) for p in paths} if pattern else set()
-        skipped = [p for p in paths if p in masks or _NOT_A_SCAN.search(_strip(p.name))]
-        if skipped:
-            log.info("%d file(s) in %s are masks or outputs, not scans: %s", len(skipped), scan,
+        skipped = [p for p in paths if p in masks or _NOT_A_SCAN.search(_strip(p.name)) or "_part-phase" in p.name]
+        if skipped:  # a phase image is read beside its magnitude (cmbstudy.data.io.phase_beside), not on its own
+            log.info("%d file(s) in %s are masks, phase images or outputs, not scans: %s", len(skipped), scan,
                      ", ".join(p.name for p in skipped[:5]))
         paths = [p for p in paths if p not in skipped]
         if not paths:
