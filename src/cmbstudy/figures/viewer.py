@@ -185,7 +185,7 @@ def content_box(image: np.ndarray, regions: np.ndarray, voxels: Sequence[Sequenc
     """
     from skimage.filters import threshold_otsu
 
-    image = np.asarray(image, dtype=np.float64)
+    image = np.asarray(image, dtype=np.float32)  # a user's scan can be 512 x 512 x 200 voxels
     finite = np.isfinite(image)
     values = image[finite]
     whole = tuple(slice(0, n) for n in image.shape)
