@@ -32,7 +32,7 @@ import torch
 from cmbstudy.config import apply_overrides
 from cmbstudy.data.aria_h import aria_h_category
 from cmbstudy.data.datasets import load_subjects
-from cmbstudy.data.io import load_mask, load_phase, load_scan
+from cmbstudy.data.io import load_magnitude_and_phase, load_mask
 from cmbstudy.data.run_folder import load_run_split
 from cmbstudy.evaluation.evaluate import load_lesion_table
 from cmbstudy.evaluation.lesions import find_lesions, voxel_volume_mm3
@@ -47,12 +47,6 @@ from cmbstudy.inference.sliding_window import predict_volume
 from cmbstudy.preprocessing.cache import default_cache_dir, load_preprocessed
 from cmbstudy.study.tables.errors import BRAIN_EDGE, EDGE_VOXELS, SIZE_BINS_MM, classify_false_positives
 from cmbstudy.training.second_look import SecondLookCase, fit_second_look
-
-
-def _scan(subject) -> tuple[np.ndarray, np.ndarray | None]:
-    """A subject's scan as read and the phase image beside it (None where there is none)."""
-    scan = load_scan(subject.image_path)[0]
-    return np.asarray(scan.dataobj), load_phase(subject.image_path, scan)
 
 
 def _probabilities(model, volumes, device):
@@ -101,12 +95,12 @@ def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str]
         single = choose_operating_point(probs, refs, brains, ev.match_distance_voxels, ev.connectivity)
         cases = []
         for p, v, b, r, s in zip(probs, volumes, brains, refs, val_subjects):
-            image, phase = _scan(s)
+            image, phase = load_magnitude_and_phase(s.image_path)
             cases.append(SecondLookCase(p, image, b, v.input_voxel_mm, r, phase))
         train_subjects = [pool[i] for i in load_run_split(run, "train")]
         blobs = []
         for v, s in zip(load_preprocessed(train_subjects, profile.preprocess, cache, progress=False), train_subjects):
-            image, phase = _scan(s)
+            image, phase = load_magnitude_and_phase(s.image_path)
             blobs.append(SecondLookCase(np.zeros(v.geometry.original_shape, np.float32), image, v.input_brain(),
                                         v.input_voxel_mm, np.asarray(load_mask(s.mask_path).dataobj), phase))
         for n in curve:  # the learning curve: the image model on the first n training subjects
@@ -123,7 +117,7 @@ def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str]
     for subject in test_subjects:
         volume = load_preprocessed([subject], profile.preprocess, cache, progress=False)[0]
         prob = _probabilities(model, [volume], device)[0]
-        brain, (image, phase) = volume.input_brain(), _scan(subject)
+        brain, (image, phase) = volume.input_brain(), load_magnitude_and_phase(subject.image_path)
         reference = np.asarray(load_mask(subject.mask_path).dataobj)
         affine = np.asarray(volume.geometry.original_affine)
         ref = find_lesions(reference, 0.5, ev.connectivity)

@@ -28,6 +28,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from ..errors import InputError
+from .io import phase_beside
 
 __all__ = [
     "LAYOUTS",
@@ -151,7 +152,7 @@ def _bids_subjects(root: Path, participants: pd.DataFrame) -> list[Subject]:
             stem = _strip_nifti(image.name)
             base, suffix = stem.rsplit("_", 1)
             extras = {
-                "phase": _existing(*(anat / f"{base}_part-phase_{suffix}{e}" for e in _NIFTI)),
+                "phase": phase_beside(image),
                 "mimic": _existing(*(anat / f"{base}{MIMIC_ENTITY}{e}" for e in _NIFTI)),
                 "lesions": _existing(anat / f"{base}_lesions.tsv"),
             }

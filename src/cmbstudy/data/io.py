@@ -53,6 +53,7 @@ __all__ = [
     "load_mask",
     "phase_beside",
     "load_phase",
+    "load_magnitude_and_phase",
     "check_same_grid",
     "voxel_sizes",
     "to_canonical",
@@ -259,7 +260,7 @@ def phase_beside(image_path: str | Path) -> Path | None:
         return None
     base, suffix = stem.rsplit("_", 1)
     base = base.replace("_part-mag", "")
-    for ext in NIFTI_SUFFIXES:
+    for ext in (".nii.gz", ".nii"):  # the dataset loader's order of preference
         candidate = path.with_name(f"{base}_part-phase_{suffix}{ext}")
         if candidate.is_file():
             return candidate
@@ -280,6 +281,13 @@ def load_phase(image_path: str | Path, reference: nib.Nifti1Image | None = None)
     if reference is not None:
         check_same_grid(reference, phase, what_a=f"magnitude {Path(image_path).name}", what_b=f"phase image {path}")
     return np.asarray(phase.dataobj, dtype=np.float32)
+
+
+def load_magnitude_and_phase(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The scan at ``path`` as read (:func:`load_scan`, NaN/Inf voxels 0) and the phase image beside it
+    (:func:`load_phase`, None where there is none): what the second look reads of a scan."""
+    scan = load_scan(path)[0]
+    return np.asarray(scan.dataobj), load_phase(path, scan)
 
 
 def check_same_grid(

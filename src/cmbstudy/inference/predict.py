@@ -38,7 +38,7 @@ from ..data.datasets import Subject, load_subjects
 from ..data.io import (
     atomic_output_dir,
     check_output_dir,
-    load_phase,
+    load_magnitude_and_phase,
     load_scan,
     save_nifti,
     write_json,
@@ -163,8 +163,7 @@ def _predict_subject(model: DetectionModel, subject: Subject, profile: Profile, 
     volume = load_preprocessed([subject], profile.preprocess, cache, progress=False)[0]
     image = phase = None
     if any(p.second_look is not None for p in points):
-        scan = load_scan(subject.image_path)[0]
-        image, phase = np.asarray(scan.dataobj), load_phase(subject.image_path, scan)
+        image, phase = load_magnitude_and_phase(subject.image_path)
     result = detect_preprocessed(model, volume, points, device, image, phase)
     affine = np.asarray(volume.geometry.original_affine, dtype=float)
     rows = []

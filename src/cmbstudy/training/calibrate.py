@@ -21,7 +21,7 @@ import torch
 from scipy.special import expit
 
 from ..config import Profile
-from ..data.io import load_mask, load_phase, load_scan, write_json
+from ..data.io import load_magnitude_and_phase, load_mask, write_json
 from ..data.run_folder import OPERATING_POINT
 from ..evaluation.operating_point import OperatingPoint, choose_operating_point
 from ..inference.model_store import SECOND_LOOK
@@ -48,12 +48,6 @@ def validation_probabilities(model: torch.nn.Module, volumes: Sequence[Preproces
     return probabilities, brains
 
 
-def _scan(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """The scan as read and the phase image beside it (None where there is none)."""
-    image = load_scan(path)[0]
-    return np.asarray(image.dataobj), load_phase(path, image)
-
-
 def calibrate_run(model: torch.nn.Module, volumes: Sequence[PreprocessedVolume], references: Sequence[np.ndarray],
                   profile: Profile, device: torch.device, out: Path, images: Sequence[Path] = (),
                   training: Sequence[tuple[PreprocessedVolume, Path, Path]] = ()) -> OperatingPoint:
@@ -71,10 +65,10 @@ def calibrate_run(model: torch.nn.Module, volumes: Sequence[PreprocessedVolume],
     if profile.second_look.enabled and images and training:
         cases, blobs = [], []
         for p, b, v, r, path in zip(probabilities, brains, volumes, references, images):
-            image, phase = _scan(path)
+            image, phase = load_magnitude_and_phase(path)
             cases.append(SecondLookCase(p, image, b, v.input_voxel_mm, np.asarray(r), phase))
         for v, path, mask in training:
-            image, phase = _scan(path)
+            image, phase = load_magnitude_and_phase(path)
             blobs.append(SecondLookCase(np.zeros(v.geometry.original_shape, np.float32), image, v.input_brain(),
                                         v.input_voxel_mm, np.asarray(load_mask(mask).dataobj), phase))
         second, point, report = fit_second_look(cases, blobs, profile.second_look, point, ev.match_distance_voxels,
