@@ -62,6 +62,7 @@ class SynthConfig:
     n_test_subjects: int = 72  # subjects of the separate test cohort (the paper's test set: 72)
     test_seed: int = 1  # master seed of the test cohort (the training cohort uses the profile's seed)
     n_follow_up_pairs: int = 24  # baseline/follow-up pairs of the monitoring chapter, from test_seed + 1
+    n_development_pairs: int = 12  # pairs on which monitoring's second-look threshold is chosen, from test_seed + 2
 
 
 @dataclass(frozen=True)

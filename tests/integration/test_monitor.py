@@ -17,7 +17,9 @@ from cmbstudy.config import load_profile
 from cmbstudy.errors import ConfigError, InputError
 from cmbstudy.evaluation.lesions import find_lesions
 from cmbstudy.evaluation.monitoring import evaluate_monitoring, score_pair
-from cmbstudy.inference.monitor import check_pair_inputs, focal_darkness, pair_lesions
+from cmbstudy.inference.model_store import load_detection_model
+from cmbstudy.inference.monitor import check_pair_inputs, focal_darkness, pair_lesions, pair_tables_by_threshold
+from cmbstudy.inference.monitor_files import find_pairs, monitoring_point
 from cmbstudy.inference.rigid import register_follow_up, resample_onto, to_sitk
 from cmbstudy.synth.acquisition import SITES
 from cmbstudy.synth.anatomy import load_template_space
@@ -181,6 +183,21 @@ def test_follow_up_cohort_is_deterministic_and_monitored_end_to_end(tmp_path: Pa
         assert (out / subject / "monitor_report.pdf").read_bytes()[:4] == b"%PDF"
     scores = evaluate_monitoring(out, one, n_bootstrap=20)
     assert scores.summary["n_pairs"] == 2 and 0.0 <= scores.summary["severity_agreement"] <= 1.0
+    # one detection per scan, kept at several thresholds: at the model's own, the table monitor wrote
+    model = load_detection_model(None)
+    own = model.point_for().second_look
+    first = find_pairs(one)[0]
+    tables = pair_tables_by_threshold(first.baseline, first.followup, model, "cpu", [own, 0.05],
+                                      first.baseline_mask, first.followup_mask)
+    written = pd.read_csv(out / "sub-001" / "lesions.tsv", sep="\t")
+    assert tables[own]["status"].tolist() == written["status"].tolist()
+    assert np.allclose(tables[own][["x_vox", "y_vox", "z_vox"]].to_numpy(float),
+                       written[["x_vox", "y_vox", "z_vox"]].to_numpy(float), atol=1e-3)
+    assert (tables[0.05]["detected_followup"].sum() >= tables[own]["detected_followup"].sum())
+    assert monitoring_point(model, second_look=0.05).second_look == 0.05
+    for single, value in ((True, 0.05), (False, 1.5)):
+        with pytest.raises(ConfigError, match="second-look"):
+            monitoring_point(model, single, value)
     assert main(["evaluate", "--rule", "monitoring", "--pred", str(out), "--ref", str(one)]) == 0
     assert "ARIA-H monitoring: 2 pairs" in capsys.readouterr().out
     # a rerun does not overwrite, and two scans of different people write nothing

@@ -13,8 +13,10 @@ from cmbstudy.inference.second_look import (
     FEATURES,
     candidate_features,
     find_detections,
+    keep_candidates,
     load_second_look,
     save_second_look,
+    score_candidates,
 )
 from cmbstudy.training.second_look import SecondLookCase, fit_second_look
 
@@ -96,6 +98,14 @@ def test_the_trained_second_look_keeps_the_cmb_and_drops_the_vein(tmp_path) -> N
     assert sorted(np.rint(found.lesions.centroids[:, 0]).tolist()) == [12, 28]
     assert found.n_candidates > found.lesions.n
     assert reference[tuple(np.rint(found.lesions.centroids).astype(int).T)].all()
+    # scored once, kept at several thresholds: what find_detections gives at each
+    candidates, scores = score_candidates(second, np.zeros(SHAPE, np.float32), image, brain, VOXEL_MM)
+    for threshold in (point.second_look, 0.05, 0.9):
+        rule = OperatingPoint(point.threshold, point.min_voxels, second_look=threshold)
+        kept = keep_candidates(candidates, scores, np.zeros(SHAPE, np.float32), rule, second.merge_distance)
+        direct = find_detections(np.zeros(SHAPE, np.float32), rule, brain, image, VOXEL_MM, second)
+        assert np.array_equal(kept.lesions.labels, direct.lesions.labels)
+        assert np.array_equal(kept.scores, direct.scores)
     saved = save_second_look(second, tmp_path / "second_look.joblib")
     again = find_detections(np.zeros(SHAPE, np.float32), point, brain, image, VOXEL_MM, load_second_look(saved))
     assert np.array_equal(again.scores, found.scores)

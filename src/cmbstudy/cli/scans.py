@@ -54,6 +54,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
         progress=not args.quiet, report=write_monitoring_report, single_stage=args.single_stage,
         brain_extraction=args.brain_extraction, modality=args.modality, baseline_date=args.baseline_date,
         followup_date=args.followup_date, baseline_mask=args.baseline_mask, followup_mask=args.followup_mask,
+        second_look=args.second_look,
     )
     print(summary)
     return 0
@@ -120,6 +121,9 @@ def add_scan_commands(sub: Any, add_model: Callable[[argparse.ArgumentParser], N
     p.add_argument("--followup-mask", default=None, help="brain mask on the follow-up's grid")
     p.add_argument("--baseline-date", default=None, help="YYYY-MM-DD: refused when the follow-up is older")
     p.add_argument("--followup-date", default=None, help="YYYY-MM-DD")
+    p.add_argument("--second-look", type=float, default=None, metavar="SCORE",
+                   help="the second look's threshold for both scans (default the model's, chosen for one scan); "
+                        "the study chooses monitoring's own on development pairs (book: Monitoring ARIA-H)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_common(p, out=True)
     p.set_defaults(func=_cmd_monitor)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ from .matching import match_paper
 from .scores import detection_scores
 from .stats import bootstrap_ci
 
-__all__ = ["MonitoringScores", "score_pair", "evaluate_monitoring"]
+__all__ = ["MonitoringScores", "score_pair", "reference_table", "choose_threshold", "evaluate_monitoring"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,56 @@ def score_pair(found: pd.DataFrame, reference: pd.DataFrame, distance: float = 4
     return out
 
 
+def reference_table(ref_root: str | Path, subject: str) -> pd.DataFrame:
+    """The follow-up lesion table of pair ``subject`` (``sub-<id>``) of a reference root, with its ``new`` column.
+
+    Raises:
+        InputError: the table is missing, or is not a follow-up's (no ``new`` column).
+    """
+    reference = Path(ref_root) / subject / "ses-followup" / "anat" / f"{subject}_ses-followup_lesions.tsv"
+    if not reference.is_file():
+        raise InputError(f"{reference} is missing: the reference must hold each pair's follow-up lesion table")
+    table = pd.read_csv(reference, sep="\t")
+    if "new" not in table:
+        raise InputError(f"{reference} has no 'new' column: it is not a follow-up's lesion table")
+    return table
+
+
+def choose_threshold(found: Mapping[str, Mapping[float, pd.DataFrame]], references: Mapping[str, pd.DataFrame],
+                     distance: float = 4.0) -> tuple[float, pd.DataFrame]:
+    """The second-look threshold with the best pooled F1 of new CMBs over development pairs.
+
+    ``found[pair][threshold]`` is monitor's lesion table of a pair at that threshold
+    (:func:`cmbstudy.inference.monitor.pair_tables_by_threshold`), ``references[pair]`` its follow-up lesion table.
+    Ties go to fewer false "new", then to the higher threshold (as the second look's own choice does). Returns
+    the threshold and one row per threshold: tp, fp, fn, precision, recall, f1, false_new_per_pair,
+    severity_agreement.
+
+    Raises:
+        InputError: no pair, or pairs without the same thresholds.
+    """
+    if not found:
+        raise InputError("no development pair to choose monitoring's threshold on")
+    grids = {tuple(sorted(tables)) for tables in found.values()}
+    if len(grids) != 1:
+        raise InputError("the development pairs were not all monitored at the same thresholds")
+    rows = []
+    for threshold in grids.pop():
+        counts = [score_pair(found[pair][threshold], references[pair], distance) for pair in found]
+        tp, fp, fn = (sum(c[k] for c in counts) for k in ("tp", "fp", "fn"))
+        precision, recall, f1 = detection_scores(tp, fp, fn)
+        right = [severity_of(c["new_count"]) == severity_of(int(references[pair]["new"].sum()))
+                 for c, pair in zip(counts, found)]
+        rows.append({"threshold": threshold, "tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall,
+                     "f1": f1, "false_new_per_pair": fp / len(found), "severity_agreement": float(np.mean(right))})
+    table = pd.DataFrame(rows).set_index("threshold")
+    scored = table[table["f1"].notna()]
+    if scored.empty:
+        return float(table.index.max()), table
+    best = max(scored.index, key=lambda t: (scored.at[t, "f1"], -scored.at[t, "fp"], t))
+    return float(best), table
+
+
 def evaluate_monitoring(pred_dir: str | Path, ref_root: str | Path, distance: float = 4.0,
                         n_bootstrap: int = 1000, seed: int = 0, json_out: str | Path | None = None
                         ) -> MonitoringScores:
@@ -104,12 +155,7 @@ def evaluate_monitoring(pred_dir: str | Path, ref_root: str | Path, distance: fl
         table_path, summary_path = subject / "lesions.tsv", subject / "monitor.json"
         if not table_path.is_file() or not summary_path.is_file():
             continue
-        reference = ref_root / subject.name / "ses-followup" / "anat" / f"{subject.name}_ses-followup_lesions.tsv"
-        if not reference.is_file():
-            raise InputError(f"{reference} is missing: the reference must hold each pair's follow-up lesion table")
-        ref_table = pd.read_csv(reference, sep="\t")
-        if "new" not in ref_table:
-            raise InputError(f"{reference} has no 'new' column: it is not a follow-up's lesion table")
+        ref_table = reference_table(ref_root, subject.name)
         found = pd.read_csv(table_path, sep="\t")
         counts = score_pair(found, ref_table, distance)
         summary = json.loads(summary_path.read_text())

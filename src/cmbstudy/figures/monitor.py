@@ -17,7 +17,8 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
-__all__ = ["ROWS_PER_PAGE", "plot_pair_crops", "plot_severity_matrix", "write_monitoring_report"]
+__all__ = ["ROWS_PER_PAGE", "plot_pair_crops", "plot_severity_matrix", "plot_threshold_choice",
+           "write_monitoring_report"]
 
 ROWS_PER_PAGE = 6
 _HALF_MM = 24.0  # half the side of each crop
@@ -106,5 +107,25 @@ def plot_severity_matrix(matrix) -> Figure:
     ax.set_xlabel("ours (new CMBs found)")
     ax.set_ylabel("reference")
     ax.set_title("ARIA-H severity per pair", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_threshold_choice(development, chosen: float, single_scan: float | None) -> Figure:
+    """New-CMB precision, recall and F1 on the development pairs against the second look's threshold (the rows
+    of :func:`cmbstudy.evaluation.monitoring.choose_threshold`), with monitoring's choice and the single-scan one."""
+    fig = Figure(figsize=(6.0, 3.2))
+    ax = fig.subplots()
+    for column, style in (("precision", ":"), ("recall", "--"), ("f1", "-")):
+        ax.plot(development.index, development[column], style, label="F1" if column == "f1" else column)
+    ax.axvline(chosen, color="black", linewidth=1, label=f"chosen for monitoring ({chosen:g})")
+    if single_scan is not None:
+        ax.axvline(single_scan, color="grey", linewidth=1, linestyle="-.",
+                   label=f"chosen for one scan ({single_scan:g})")
+    ax.set_xlabel("second look's threshold")
+    ax.set_ylabel("new CMBs")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("development pairs", fontsize=10)
     fig.tight_layout()
     return fig

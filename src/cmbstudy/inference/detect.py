@@ -49,15 +49,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..data.aria_h import aria_h_category
-from ..data.io import (
-    atomic_output_dir,
-    check_output_dir,
-    load_mask,
-    load_phase,
-    load_scan,
-    save_nifti,
-    write_json,
-)
+from ..data.io import atomic_output_dir, check_output_dir, load_mask, load_phase, load_scan, save_nifti, write_json
 from ..device import resolve_device
 from ..errors import ConfigError, InputError
 from ..data.prediction_folder import DSEG_SUFFIX, LESIONS_SUFFIX, PROBSEG_SUFFIX, SUMMARY_SUFFIX
@@ -188,9 +180,10 @@ class ScanDetection:
     lesions: Lesions  # the CMBs found, on the scan's grid
     detection_map: np.ndarray  # what ``_desc-cmb_probseg`` holds (:func:`~cmbstudy.inference.pipeline.detection_map`)
     result: VolumeDetection  # the network's probability, the brain, the lesion rule's detections
-    brain_method: str  # the brain extraction used
-    brain_source: str  # and why
+    brain_method: str  # the brain extraction used, and why (``brain_source``)
+    brain_source: str
     seconds_preprocessing: float
+    phase: np.ndarray | None = None  # the phase image beside the scan, where the second look read one
 
 
 def find_cmbs(scan: Path, model: DetectionModel, point: OperatingPoint, device: torch.device,
@@ -216,7 +209,7 @@ def find_cmbs(scan: Path, model: DetectionModel, point: OperatingPoint, device: 
                               nonfinite=nonfinite)
     prep = time.perf_counter() - start
     result = detect_preprocessed(model, volume, [point], device, np.asarray(image.dataobj), phase)
-    return ScanDetection(image, result.detections[0].lesions, result.maps[0], result, method, brain_source, prep)
+    return ScanDetection(image, result.detections[0].lesions, result.maps[0], result, method, brain_source, prep, phase)
 
 
 def detect_scan(

@@ -31,10 +31,12 @@ Files in and out: :mod:`cmbstudy.inference.monitor_files`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -42,7 +44,7 @@ import pandas as pd
 import SimpleITK as sitk
 import torch
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..evaluation.lesions import centroids_to_mm
 from ..evaluation.matching import match_paper
 from ..evaluation.operating_point import OperatingPoint
@@ -50,9 +52,10 @@ from ..synth.follow_up import severity_of
 from .detect import ScanDetection, find_cmbs, modality_from_name
 from .model_store import DetectionModel
 from .rigid import Registration, register_follow_up, to_sitk
+from .second_look import keep_candidates, score_candidates
 
 __all__ = ["PAIR_DISTANCE_MM", "DARKNESS_RATIO", "STATUSES", "PairResult", "focal_darkness", "pair_lesions",
-           "monitor_pair", "check_pair_inputs"]
+           "monitor_pair", "pair_tables_by_threshold", "check_pair_inputs"]
 
 #: A follow-up CMB and a baseline CMB this close (mm, in the baseline's space) are one CMB.
 PAIR_DISTANCE_MM = 4.0
@@ -197,6 +200,20 @@ def check_pair_inputs(baseline: Path, followup: Path, baseline_date: date | None
     return kinds[0]
 
 
+def _detect_and_register(baseline: Path, followup: Path, model: DetectionModel, point: OperatingPoint,
+                         device: torch.device, baseline_mask: Path | None, followup_mask: Path | None,
+                         brain_extraction: str) -> tuple[ScanDetection, ScanDetection, sitk.Image, sitk.Image,
+                                                         Registration, float]:
+    """Both scans through the detector under ``point``, then the follow-up registered onto the baseline."""
+    start = time.perf_counter()
+    base = find_cmbs(Path(baseline), model, point, device, baseline_mask, brain_extraction)
+    follow = find_cmbs(Path(followup), model, point, device, followup_mask, brain_extraction)
+    detected = time.perf_counter() - start
+    base_itk, follow_itk = to_sitk(base.image), to_sitk(follow.image)
+    registration = register_follow_up(base_itk, follow_itk, base.result.brain, follow.result.brain)
+    return base, follow, base_itk, follow_itk, registration, detected
+
+
 def monitor_pair(baseline: Path, followup: Path, model: DetectionModel, device: torch.device,
                  single_stage: bool = False, baseline_mask: Path | None = None,
                  followup_mask: Path | None = None, brain_extraction: str = "auto",
@@ -210,16 +227,45 @@ def monitor_pair(baseline: Path, followup: Path, model: DetectionModel, device: 
     """
     start = time.perf_counter()
     point = point or model.point_for(None, single_stage)
-    base = find_cmbs(Path(baseline), model, point, device, baseline_mask, brain_extraction)
-    follow = find_cmbs(Path(followup), model, point, device, followup_mask, brain_extraction)
-    detected = time.perf_counter()
-    base_itk, follow_itk = to_sitk(base.image), to_sitk(follow.image)
-    registration = register_follow_up(base_itk, follow_itk, base.result.brain, follow.result.brain)
+    base, follow, base_itk, follow_itk, registration, detected = _detect_and_register(
+        baseline, followup, model, point, device, baseline_mask, followup_mask, brain_extraction)
     follow_in_base = registration.registered
     table = pair_lesions(base, follow, follow_in_base, follow_itk, base_itk, registration.transform)
     new = int((table["status"] == "new").sum()) if len(table) else 0
     naive = int(table["new_naive"].sum()) if len(table) else 0
-    seconds = {"detection": detected - start, "registration": registration.seconds,
+    seconds = {"detection": detected, "registration": registration.seconds,
                "total": time.perf_counter() - start}
     return PairResult(table, new, severity_of(new), naive, registration, base, follow, follow_in_base, seconds)
 
+
+def pair_tables_by_threshold(baseline: Path, followup: Path, model: DetectionModel, device: torch.device,
+                             thresholds: Sequence[float], baseline_mask: Path | None = None,
+                             followup_mask: Path | None = None, brain_extraction: str = "auto"
+                             ) -> dict[float, pd.DataFrame]:
+    """The pair's lesion table (:func:`pair_lesions`) with the model's second look at each of ``thresholds``.
+
+    Both scans are detected and registered once and their candidates scored once; each threshold then keeps
+    its candidates (:func:`~cmbstudy.inference.second_look.keep_candidates`), so the tables are those
+    :func:`monitor_pair` would give at each. For choosing monitoring's threshold on development pairs.
+
+    Raises:
+        ConfigError: the model has no second look. InputError: as :func:`monitor_pair`.
+    """
+    if model.second_look is None:
+        raise ConfigError(f"{model.source} has no second look: there is no threshold of it to choose")
+    point = model.point_for()
+    base, follow, base_itk, follow_itk, registration, _ = _detect_and_register(
+        baseline, followup, model, point, device, baseline_mask, followup_mask, brain_extraction)
+    scored = [(scan, *score_candidates(model.second_look, scan.result.probability,
+                                       np.asarray(scan.image.dataobj, dtype=np.float32), scan.result.brain,
+                                       scan.result.voxel_mm, point.connectivity, scan.phase))
+              for scan in (base, follow)]
+    tables = {}
+    for threshold in thresholds:
+        rule = dataclasses.replace(point, second_look=float(threshold))
+        kept = [dataclasses.replace(scan, lesions=keep_candidates(candidates, scores, scan.result.probability, rule,
+                                                                  model.second_look.merge_distance).lesions)
+                for scan, candidates, scores in scored]
+        tables[float(threshold)] = pair_lesions(kept[0], kept[1], registration.registered, follow_itk, base_itk,
+                                                registration.transform)
+    return tables

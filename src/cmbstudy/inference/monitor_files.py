@@ -9,6 +9,7 @@ top. The whole output is written atomically.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -21,7 +22,8 @@ from tqdm import tqdm
 from .. import __version__
 from ..data.io import atomic_output_dir, check_output_dir, save_nifti, write_json
 from ..device import resolve_device
-from ..errors import InputError
+from ..errors import ConfigError, InputError
+from ..evaluation.operating_point import OperatingPoint
 from ..synth.follow_up import SEVERITY_RULE
 from .detect import subject_label
 from .model_store import DetectionModel, load_detection_model
@@ -30,7 +32,8 @@ from .pipeline import describe_rule
 from .rigid import MIN_BRAIN_DICE, resample_onto, to_sitk
 
 __all__ = ["STATUS_LABELS", "PAIR_SUMMARY", "PAIR_LESIONS", "PAIR_STATUS_MAP", "PAIR_REGISTERED", "PAIR_REPORT",
-           "PairInput", "MonitorSummary", "find_pairs", "write_pair", "monitor_path"]
+           "PairInput", "MonitorSummary", "find_pairs", "write_pair", "monitoring_point",
+           "monitor_path"]
 
 #: Labels of the status map written in the baseline's space.
 STATUS_LABELS = {"persistent": 1, "new": 2, "not seen": 3}
@@ -82,9 +85,11 @@ def find_pairs(root: Path) -> list[PairInput]:
 
 
 def write_pair(result: PairResult, pair: PairInput, folder: Path, model: DetectionModel, modality: str,
-               report: Callable[[PairResult, Path, Mapping[str, Any]], Path] | None = None) -> dict[str, Path]:
+               report: Callable[[PairResult, Path, Mapping[str, Any]], Path] | None = None,
+               point: OperatingPoint | None = None) -> dict[str, Path]:
     """Write one pair's outputs into ``folder``: the summary, the lesion table, the status map and the
-    registered follow-up in the baseline's space, and the report."""
+    registered follow-up in the baseline's space, and the report. ``point``: the lesion rule both scans were
+    detected with (default the model's)."""
     folder.mkdir(parents=True, exist_ok=True)
     base = result.baseline
     affine = np.asarray(base.image.affine, dtype=float)
@@ -124,7 +129,7 @@ def write_pair(result: PairResult, pair: PairInput, folder: Path, model: Detecti
                     "rule": "new: found on the follow-up, not on the baseline, and no dark focus at least "
                             f"{DARKNESS_RATIO:g} times as dark at the registered place on the baseline scan"},
         "severity_rule": f"{SEVERITY_RULE} (Cummings et al. 2023)",
-        "method": describe_rule(model.point_for(None)), "model": {"name": model.name, "source": model.source},
+        "method": describe_rule(point or model.point_for(None)), "model": {"name": model.name, "source": model.source},
         "brain_extraction": {"baseline": base.brain_source, "followup": result.followup.brain_source},
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "cmbstudy_version": __version__, "intended_use": model.intended_use,
@@ -163,6 +168,24 @@ def _date(text: str | date | None, what: str) -> date | None:
         raise InputError(f"{what} {text!r} is not a date: give it as YYYY-MM-DD") from None
 
 
+def monitoring_point(model: DetectionModel, single_stage: bool = False, second_look: float | None = None
+                     ) -> OperatingPoint:
+    """The lesion rule ``monitor`` detects both scans with: the model's (or its single stage), with the second
+    look at ``second_look`` where given (``--second-look``; e.g. the threshold chosen on development pairs).
+
+    Raises:
+        ConfigError: ``second_look`` outside (0, 1), or given with a single stage or a model without a second look.
+    """
+    point = model.point_for(None, single_stage)
+    if second_look is None:
+        return point
+    if point.second_look is None:
+        raise ConfigError("--second-look needs the model's second look: drop it, or drop --single-stage")
+    if not 0.0 < float(second_look) < 1.0:
+        raise ConfigError(f"--second-look {second_look}: give a score threshold between 0 and 1")
+    return dataclasses.replace(point, second_look=float(second_look))
+
+
 def monitor_path(
     baseline: str | Path, followup: str | Path | None, out: str | Path,
     model: str | Path | DetectionModel | None = None, device: str = "auto", overwrite: bool = False,
@@ -170,15 +193,18 @@ def monitor_path(
     single_stage: bool = False, brain_extraction: str = "auto", modality: str | None = None,
     baseline_date: str | date | None = None, followup_date: str | date | None = None,
     baseline_mask: str | Path | None = None, followup_mask: str | Path | None = None,
+    second_look: float | None = None,
 ) -> MonitorSummary:
     """Monitor one pair (two files) or every pair of a dataset root (``followup`` None), into ``out``.
 
     One pair writes ``OUT/monitor.json`` and the rest at the top; a dataset root writes ``OUT/sub-<id>/``. The
-    whole ``out`` is written atomically: an error (a pair refused, a bad file) leaves nothing behind.
+    whole ``out`` is written atomically: an error (a pair refused, a bad file) leaves nothing behind. Both scans
+    are detected under :func:`monitoring_point` (``second_look``: its threshold, default the model's).
 
     Raises:
         InputError: a missing or bad scan, two modalities, a follow-up dated before its baseline, a pair
-            that is not one head; OutputError: ``out`` holds results and ``overwrite`` is false.
+            that is not one head; OutputError: ``out`` holds results and ``overwrite`` is false;
+        ConfigError: a bad ``second_look``.
     """
     baseline, out = Path(baseline).expanduser(), Path(out).expanduser()
     if followup is None:
@@ -198,6 +224,7 @@ def monitor_path(
     dates = _date(baseline_date, "--baseline-date"), _date(followup_date, "--followup-date")
     kinds = [check_pair_inputs(p.baseline, p.followup, *dates, modality=modality) for p in pairs]
     loaded = model if isinstance(model, DetectionModel) else load_detection_model(model)
+    point = monitoring_point(loaded, single_stage, second_look)
     dev = resolve_device(device)
     check_output_dir(out, overwrite)
     done = []
@@ -205,10 +232,10 @@ def monitor_path(
         for pair, kind in tqdm(list(zip(pairs, kinds)), desc="monitor", unit="pair", disable=not progress):
             try:
                 result = monitor_pair(pair.baseline, pair.followup, loaded, dev, single_stage, pair.baseline_mask,
-                                      pair.followup_mask, brain_extraction)
+                                      pair.followup_mask, brain_extraction, point)
             except InputError as exc:
                 raise InputError(f"sub-{pair.subject_id}: {exc}") from None
-            write_pair(result, pair, tmp if single else tmp / f"sub-{pair.subject_id}", loaded, kind, report)
+            write_pair(result, pair, tmp if single else tmp / f"sub-{pair.subject_id}", loaded, kind, report, point)
             done.append((pair, result))
         write_json(tmp / "dataset_description.json", {
             "Name": "cmbstudy monitor", "BIDSVersion": "1.9.0", "DatasetType": "derivative",

@@ -45,6 +45,7 @@ class VolumeDetection:
     maps: tuple[np.ndarray, ...]  # one per rule: what the prediction folder stores (:func:`detection_map`)
     seconds_model: float  # the network on every slice
     seconds_post: float  # restoration and every lesion rule
+    voxel_mm: np.ndarray  # (3,) the input grid's voxel size, as the second look measured with it
 
 
 def describe_rule(point: OperatingPoint) -> str:
@@ -118,4 +119,4 @@ def detect_preprocessed(model: DetectionModel, volume: PreprocessedVolume, point
         found.append(detections)
         maps.append(detection_map(probability, brain, point, detections))
     return VolumeDetection(probability, brain, tuple(found), tuple(maps), model_done - start,
-                           time.perf_counter() - model_done)
+                           time.perf_counter() - model_done, np.asarray(volume.input_voxel_mm, dtype=float))

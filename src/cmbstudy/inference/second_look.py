@@ -52,7 +52,7 @@ from ..evaluation.operating_point import OperatingPoint, apply_operating_point
 from .candidates import Candidates, find_candidates, keep_best
 
 __all__ = ["FEATURES", "NETWORK_FEATURES", "IMAGE_FEATURES", "stack_scores", "SecondLook", "Detections", "candidate_features", "score_candidates", "find_detections",
-           "save_second_look", "load_second_look"]
+           "keep_candidates", "save_second_look", "load_second_look"]
 
 #: The features of a candidate, in the classifier's column order (the module docstring).
 FEATURES: tuple[str, ...] = (
@@ -274,10 +274,8 @@ def find_detections(probability: np.ndarray, point: OperatingPoint, brain: np.nd
     """The detected CMBs of one (X, Y, Z) probability map under the lesion rule ``point``.
 
     One stage (``point.second_look`` is None): :func:`apply_operating_point`. Two stages: the
-    candidates, scored by ``second_look``; those at or above ``point.second_look`` are the lesions
-    (a network candidate keeps its component, a blob the dark voxels around its peak), numbered
-    in candidate order; ``point.min_voxels`` then applies to the network's components only. ``phase`` is the
-    scan's phase image on its grid (:func:`cmbstudy.data.io.load_phase`), or None.
+    candidates, scored by ``second_look`` (:func:`score_candidates`), then :func:`keep_candidates`. ``phase`` is
+    the scan's phase image on its grid (:func:`cmbstudy.data.io.load_phase`), or None.
 
     Raises:
         ConfigError: a two-stage rule without a second look, image or voxel sizes.
@@ -290,9 +288,21 @@ def find_detections(probability: np.ndarray, point: OperatingPoint, brain: np.nd
                           "sizes: pass them, or use the single-stage rule (--single-stage)")
     candidates, scores = score_candidates(second_look, probability, image, brain, voxel_mm, point.connectivity,
                                           phase)
+    return keep_candidates(candidates, scores, probability, point, second_look.merge_distance)
+
+
+def keep_candidates(candidates: Candidates, scores: np.ndarray, probability: np.ndarray, point: OperatingPoint,
+                    merge_distance: float) -> Detections:
+    """The lesions of scored candidates under the two-stage rule ``point``.
+
+    Candidates scored at or above ``point.second_look`` are kept, the best of those within ``merge_distance``
+    (a network candidate keeps its component, a blob the dark voxels around its peak), numbered in candidate
+    order; ``point.min_voxels`` applies to the network's components only. Scoring once and keeping at several
+    thresholds gives what :func:`find_detections` gives at each.
+    """
     sizes = np.bincount(candidates.network.labels.ravel(), minlength=candidates.network.n + 1)
     big_enough = ~candidates.from_network | (sizes[candidates.component] >= point.min_voxels)
-    keep = keep_best(candidates.centres, scores, point.second_look, second_look.merge_distance, big_enough)
+    keep = keep_best(candidates.centres, scores, point.second_look, merge_distance, big_enough)
     labels = np.zeros(np.shape(probability), dtype=np.int32)
     centroids, n_voxels, peaks = [], [], []
     kept = []

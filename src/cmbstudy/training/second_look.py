@@ -48,11 +48,12 @@ from ..inference.second_look import NETWORK_FEATURES, SecondLook, candidate_feat
 from ..inference.sliding_window import predict_volume
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
 
-__all__ = ["CLASSIFIERS", "SecondLookCase", "CandidateSet", "make_classifier", "collect_candidates", "best_threshold",
+__all__ = ["THRESHOLDS", "CLASSIFIERS", "SecondLookCase", "CandidateSet", "make_classifier", "collect_candidates", "best_threshold",
            "fit_second_look", "SecondLookSummary", "train_model_second_look"]
 
 CLASSIFIERS: tuple[str, ...] = ("boosting", "logistic")
-_THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)
+#: The second look's score thresholds that its operating point is chosen from.
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def collect_candidates(cases: Sequence[SecondLookCase], settings: SecondLookConf
 def best_threshold(found: CandidateSet, scores: np.ndarray, match_distance: float) -> tuple[float, dict]:
     """The score threshold with the best pooled F1 (paper rule; ties: fewer FPs, then higher), and its scores."""
     best: tuple[tuple[float, ...], float, dict] | None = None
-    for threshold in _THRESHOLDS:
+    for threshold in THRESHOLDS:
         counts = []
         for s, (centres, ref) in enumerate(zip(found.centres, found.references)):
             own = scores[found.subjects == s]

@@ -8,10 +8,19 @@ seed ``synth.test_seed + 1``, a cohort no choice has seen) with
 :func:`cmbstudy.evaluation.monitoring.evaluate_monitoring` scores it against
 the pairs' lesion tables: the paired decision against the naive one, the
 severity per pair, and how both degrade with head motion and a change of site.
+
+Monitoring pairs two scans, so a vein or a calcification that the detector
+keeps on both is persistent, not new: its best second-look threshold need not
+be the one chosen for a single scan. Where the run has a second look, its
+threshold for monitoring is chosen on development pairs of their own seed
+(``synth.n_development_pairs`` from ``synth.test_seed + 2``, never the
+chapter's pairs): the threshold of the second look's grid with the best pooled
+F1 of new CMBs (:func:`cmbstudy.evaluation.monitoring.choose_threshold`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -22,14 +31,18 @@ import numpy as np
 import pandas as pd
 
 from ...config import Profile
-from ...evaluation.monitoring import evaluate_monitoring
-from ...inference.model_store import load_detection_model
-from ...inference.monitor_files import PAIR_LESIONS, PAIR_REGISTERED, find_pairs, monitor_path
+from ...device import resolve_device
+from ...evaluation.monitoring import choose_threshold, evaluate_monitoring, reference_table
+from ...inference.model_store import DetectionModel, load_detection_model
+from ...inference.monitor import pair_tables_by_threshold
+from ...inference.monitor_files import PAIR_LESIONS, PAIR_REGISTERED, find_pairs, monitor_path, monitoring_point
+from ...training.second_look import THRESHOLDS
 from ...inference.pipeline import describe_rule
 from ...synth.follow_up import SEVERITIES, make_follow_up_cohort
 from ..runs import load_runs, run_name
 
-__all__ = ["Monitoring", "PairExample", "summarize_monitoring", "follow_up_root", "MONITORING_DIR"]
+__all__ = ["Monitoring", "PairExample", "summarize_monitoring", "follow_up_root", "development_root",
+           "choose_monitoring_threshold", "MONITORING_DIR"]
 
 #: Where the study writes ``cmbstudy monitor``'s outputs, under the results folder.
 MONITORING_DIR = "monitoring"
@@ -39,6 +52,30 @@ _ROTATION_BINS = (0.0, 2.0, 4.0, math.inf)  # degrees of the follow-up's head ro
 def follow_up_root(results_dir: Path | str, profile: Profile) -> Path:
     """The study's follow-up pairs: ``RESULTS/data/synthetic-<profile>-followup``."""
     return Path(results_dir) / "data" / f"synthetic-{Path(profile.name).stem}-followup"
+
+
+def development_root(results_dir: Path | str, profile: Profile) -> Path:
+    """The pairs monitoring's threshold is chosen on: ``RESULTS/data/synthetic-<profile>-followup-development``."""
+    return follow_up_root(results_dir, profile).with_name(follow_up_root(results_dir, profile).name + "-development")
+
+
+def choose_monitoring_threshold(model: DetectionModel, results_dir: Path | str, profile: Profile,
+                                device: str = "auto") -> tuple[float | None, pd.DataFrame]:
+    """Monitoring's second-look threshold, chosen on the profile's development pairs (the module docstring),
+    and the scores at each threshold of the grid; (None, empty) for a model without a second look."""
+    if model.second_look is None:
+        return None, pd.DataFrame()
+    root = development_root(results_dir, profile)
+    make_follow_up_cohort(root, profile, n_subjects=profile.synth.n_development_pairs,
+                          seed=profile.synth.test_seed + 2, overwrite=True, progress=False)
+    dev = resolve_device(device)
+    found, references = {}, {}
+    for pair in find_pairs(root):
+        subject = f"sub-{pair.subject_id}"
+        found[subject] = pair_tables_by_threshold(pair.baseline, pair.followup, model, dev, THRESHOLDS,
+                                                  pair.baseline_mask, pair.followup_mask)
+        references[subject] = reference_table(root, subject)
+    return choose_threshold(found, references, profile.evaluation.match_distance_voxels)
 
 
 @dataclass(frozen=True)
@@ -67,6 +104,9 @@ class Monitoring:
     per_pair: pd.DataFrame
     seconds_per_pair: float
     example: PairExample | None
+    second_look: float | None = None  # monitoring's second-look threshold (None: one stage)
+    single_scan_second_look: float | None = None  # the run's own, chosen for one scan on its validation subjects
+    development: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # scores per threshold on them
 
 
 def _example(out: Path, pairs_root: Path, per_pair: pd.DataFrame) -> PairExample | None:
@@ -114,10 +154,12 @@ def summarize_monitoring(results_dir: Path | str, profile: Profile, device: str 
         return Monitoring(f"**Run not found:** {name} (run notebook 03 for it).", name, "", {}, empty, empty, empty,
                           empty, empty, float("nan"), None)
     model = load_detection_model(runs[name].run_dir)
+    threshold, development = choose_monitoring_threshold(model, results_dir, profile, device)
     pairs_root = follow_up_root(results_dir, profile)
     make_follow_up_cohort(pairs_root, profile, overwrite=True, progress=False)
     out = results_dir / MONITORING_DIR
-    monitor_path(pairs_root, None, out, model=model, device=device, overwrite=True, progress=False)
+    monitor_path(pairs_root, None, out, model=model, device=device, overwrite=True, progress=False,
+                 second_look=threshold)
     scored = evaluate_monitoring(out, pairs_root, distance=profile.evaluation.match_distance_voxels,
                                  n_bootstrap=profile.evaluation.n_bootstrap, seed=profile.seed)
     s, per_pair = scored.summary, scored.per_pair
@@ -140,6 +182,7 @@ def summarize_monitoring(results_dir: Path | str, profile: Profile, device: str 
                            rownames=["reference"], colnames=["ours"])
     seconds = [json.loads((out / s_id / "monitor.json").read_text())["seconds"]["total"]
                for s_id in per_pair["subject_id"]]
-    return Monitoring("", name, describe_rule(model.point_for(None)), s, scores, false_new, severity,
-                      _by_condition(per_pair), per_pair, float(np.median(seconds)),
-                      _example(out, pairs_root, per_pair))
+    return Monitoring("", name, describe_rule(monitoring_point(model, second_look=threshold)), s, scores, false_new,
+                      severity, _by_condition(per_pair), per_pair, float(np.median(seconds)),
+                      _example(out, pairs_root, per_pair), threshold,
+                      None if model.second_look is None else model.second_look.threshold, development)
