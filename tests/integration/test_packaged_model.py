@@ -59,10 +59,12 @@ def test_detect_without_model_uses_the_packaged_one(tmp_path: Path) -> None:
     summary = json.loads(next(out.glob("sub-*/anat/*_summary.json")).read_text())
     assert summary["aria_h_category"] in ("0", "1-4", "5-9", ">=10")
     assert summary["stages"] == 2 and summary["method"].startswith("two stages") and summary["n_candidates"] > 0
+    assert summary["phase_image"] == scan.name.replace("_", "_part-phase_", 1)  # the second look read it
     single = tmp_path / "single"
     assert main(["detect", str(scan), "--out", str(single), "--quiet", "--single-stage"]) == 0
     once = json.loads(next(single.glob("sub-*/anat/*_summary.json")).read_text())
     assert once["stages"] == 1 and once["method"].startswith("one stage") and once["operating_point"]["second_look"] is None
+    assert once["phase_image"] is None
     assert "synthetic" in summary["intended_use"]
     assert next(out.glob("sub-*/anat/*_report.png")).stat().st_size > 10_000
 

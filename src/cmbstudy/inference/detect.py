@@ -49,7 +49,8 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..data.aria_h import aria_h_category
-from ..data.io import atomic_output_dir, check_output_dir, load_mask, load_phase, load_scan, save_nifti, write_json
+from ..data.io import (atomic_output_dir, check_output_dir, load_mask, load_phase, load_scan, phase_beside, save_nifti,
+                       write_json)
 from ..device import resolve_device
 from ..errors import ConfigError, InputError
 from ..data.prediction_folder import DSEG_SUFFIX, LESIONS_SUFFIX, PROBSEG_SUFFIX, SUMMARY_SUFFIX
@@ -265,6 +266,7 @@ def detect_scan(
         found = find_cmbs(scan, model, point, dev, brain_mask, brain_extraction, sid)
         image, result, method, brain_source = found.image, found.result, found.brain_method, found.brain_source
         lesions, detection_map = found.lesions, found.detection_map
+        phase = phase_beside(scan).name if found.phase is not None else None  # the second look read it
         prep_done = start + found.seconds_preprocessing
         affine = np.asarray(image.affine, dtype=float)
         locations, where = None, {"method": LOCATION_NOTE if locate is None else NOTHING_TO_LOCATE}
@@ -301,7 +303,7 @@ def detect_scan(
         "model": {"name": model.name, "source": model.source, "profile": profile.name,
                   "provenance": dict(model.provenance)},
         "cmbstudy_version": __version__, "device": str(dev), "seconds": seconds,
-        "brain_extraction": {"method": method, "reason": brain_source},
+        "brain_extraction": {"method": method, "reason": brain_source}, "phase_image": phase,
         "lesion_location": dict(where), "notes": notes.messages,
         "outputs": {kind: path.name for kind, path in files.items()},
         "intended_use": model.intended_use,
