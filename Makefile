@@ -20,8 +20,11 @@ WEIGHTS_EPOCHS ?= 60
 # for the combiner and threshold, which the packaged network predicts; each subject also skull-stripped
 SECOND_LOOK_SUBJECTS ?= 120
 SECOND_LOOK_SEED ?= 3
+# the packaged model's second-look threshold for `cmbstudy monitor`, chosen on follow-up pairs of their own seed
+MONITORING_PAIRS ?= 24
+MONITORING_SEED ?= 7
 
-.PHONY: setup study test test-unit clean-study weights second-look gpu-wheels
+.PHONY: setup study test test-unit clean-study weights second-look monitoring-threshold gpu-wheels
 
 $(STAMP): pyproject.toml package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,6 +76,14 @@ second-look: setup
 		--n-subjects $(SECOND_LOOK_SUBJECTS) --seed $(SECOND_LOOK_SEED) --out $(WEIGHTS_WORK)/second-look-cohort
 	$(VENV)/bin/cmbstudy second-look --model packaged --data $(WEIGHTS_WORK)/second-look-cohort \
 		--out src/cmbstudy/weights --seed $(SECOND_LOOK_SEED) --overwrite
+
+# Chooses the packaged model's second-look threshold for `cmbstudy monitor` (a few minutes on 2 CPU cores) on
+# follow-up pairs of their own seed, and records it in rlk_unet_cbam_quick.second_look.json. Rerun it after
+# `make second-look`, which replaces the second look and drops the record.
+monitoring-threshold: setup
+	test -f $(WEIGHTS_WORK)/monitoring-pairs/participants.tsv || $(VENV)/bin/cmbstudy synth --profile quick \
+		--follow-up --n-subjects $(MONITORING_PAIRS) --seed $(MONITORING_SEED) --out $(WEIGHTS_WORK)/monitoring-pairs
+	$(VENV)/bin/cmbstudy monitor-threshold $(WEIGHTS_WORK)/monitoring-pairs --model packaged --overwrite
 
 # Wheels for benchmarks/gpu_check.sh on a GPU machine that has torch (with numpy, scipy, pandas, scikit-learn)
 # but not the project's imaging libraries: nibabel, SimpleITK and MONAI at this environment's versions, for

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,9 +18,10 @@ from cmbstudy.config import load_profile
 from cmbstudy.errors import ConfigError, InputError
 from cmbstudy.evaluation.lesions import find_lesions
 from cmbstudy.evaluation.monitoring import evaluate_monitoring, score_pair
-from cmbstudy.inference.model_store import load_detection_model
+from cmbstudy.inference.model_store import load_detection_model, packaged_model_path, second_look_path
 from cmbstudy.inference.monitor import check_pair_inputs, focal_darkness, pair_lesions, pair_tables_by_threshold
 from cmbstudy.inference.monitor_files import find_pairs, monitoring_point
+from cmbstudy.inference.second_look import THRESHOLDS
 from cmbstudy.inference.rigid import register_follow_up, resample_onto, to_sitk
 from cmbstudy.synth.acquisition import SITES
 from cmbstudy.synth.anatomy import load_template_space
@@ -185,7 +187,8 @@ def test_follow_up_cohort_is_deterministic_and_monitored_end_to_end(tmp_path: Pa
     assert scores.summary["n_pairs"] == 2 and 0.0 <= scores.summary["severity_agreement"] <= 1.0
     # one detection per scan, kept at several thresholds: at the model's own, the table monitor wrote
     model = load_detection_model(None)
-    own = model.point_for().second_look
+    own = monitoring_point(model).second_look  # the packaged model's monitoring threshold, where it has one
+    own_single = model.second_look.threshold
     first = find_pairs(one)[0]
     tables = pair_tables_by_threshold(first.baseline, first.followup, model, "cpu", [own, 0.05],
                                       first.baseline_mask, first.followup_mask)
@@ -198,6 +201,24 @@ def test_follow_up_cohort_is_deterministic_and_monitored_end_to_end(tmp_path: Pa
     for single, value in ((True, 0.05), (False, 1.5)):
         with pytest.raises(ConfigError, match="second-look"):
             monitoring_point(model, single, value)
+    # a model's monitoring threshold, chosen on development pairs and recorded beside its second look
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for path in packaged_model_path().parent.glob(f"{packaged_model_path().stem}*"):
+        shutil.copy(path, weights / path.name)
+    (weights / f"{packaged_model_path().stem}.second_look.json").write_text(json.dumps(
+        {k: v for k, v in json.loads(Path(second_look_path(packaged_model_path())).with_suffix(".json").read_text())
+         .items() if k != "monitoring"}))
+    development = tmp_path / "development"
+    shutil.copytree(one / "sub-001", development / "sub-001")
+    shutil.copy(one / "dataset_description.json", development / "dataset_description.json")
+    copy = weights / packaged_model_path().name
+    assert main(["monitor-threshold", str(development), "--model", str(copy), "--quiet"]) == 0
+    recorded = json.loads((weights / f"{copy.stem}.second_look.json").read_text())["monitoring"]
+    assert recorded["threshold"] in THRESHOLDS.tolist() and recorded["single_scan_threshold"] == own_single
+    assert recorded["chosen_on"]["n_pairs"] == 1 and recorded["chosen_on"]["seed"] == 3
+    assert monitoring_point(load_detection_model(copy)).second_look == recorded["threshold"]
+    assert main(["monitor-threshold", str(development), "--model", str(copy), "--quiet"]) == 2  # no overwrite
     assert main(["evaluate", "--rule", "monitoring", "--pred", str(out), "--ref", str(one)]) == 0
     assert "ARIA-H monitoring: 2 pairs" in capsys.readouterr().out
     # a rerun does not overwrite, and two scans of different people write nothing

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from cmbstudy.config import SecondLookConfig
-from cmbstudy.errors import InputError
+from cmbstudy.errors import InputError, OutputError
 from cmbstudy.evaluation.operating_point import OperatingPoint
 from cmbstudy.inference.candidates import find_candidates, suppress_duplicates
+from cmbstudy.inference.monitor_files import record_monitoring_threshold
 from cmbstudy.inference.second_look import (
     FEATURES,
     candidate_features,
@@ -109,6 +110,16 @@ def test_the_trained_second_look_keeps_the_cmb_and_drops_the_vein(tmp_path) -> N
     saved = save_second_look(second, tmp_path / "second_look.joblib")
     again = find_detections(np.zeros(SHAPE, np.float32), point, brain, image, VOXEL_MM, load_second_look(saved))
     assert np.array_equal(again.scores, found.scores)
+    # monitoring's threshold is recorded beside it, the second look unchanged; retraining drops the record
+    assert load_second_look(saved).monitoring_threshold is None
+    record_monitoring_threshold(saved, 0.125, {"chosen_on": {"n_pairs": 3}})
+    assert load_second_look(saved).monitoring_threshold == 0.125
+    with pytest.raises(OutputError, match="already holds a monitoring threshold"):
+        record_monitoring_threshold(saved, 0.2, {})
+    record_monitoring_threshold(saved, 0.2, {}, overwrite=True)
+    assert load_second_look(saved).monitoring_threshold == 0.2
+    save_second_look(second, saved)
+    assert load_second_look(saved).monitoring_threshold is None
     saved.write_bytes(saved.read_bytes() + b"x")
     with pytest.raises(InputError, match="does not match"):
         load_second_look(saved)

@@ -87,7 +87,36 @@ def evaluate_monitoring_command(args: argparse.Namespace, profile: Profile) -> i
     return 0
 
 
-def add_scan_commands(sub: Any, add_model: Callable[[argparse.ArgumentParser], None],
+def _cmd_monitor_threshold(args: argparse.Namespace) -> int:
+    import json
+
+    from . import resolve_data_root
+    from ..inference.model_store import load_detection_model, packaged_model_path, second_look_path
+    from ..inference.monitor_files import choose_monitoring_threshold, record_monitoring_threshold
+
+    model = load_detection_model(args.model, args.set)
+    source = packaged_model_path() if args.model in (None, "packaged") else Path(model.source)
+    root = resolve_data_root(args.pairs)
+    threshold, table = choose_monitoring_threshold(model, root, args.device, progress=not args.quiet)
+    chosen = table.loc[threshold]
+    described = json.loads((root / "dataset_description.json").read_text()) \
+        if (root / "dataset_description.json").is_file() else {}
+    record = {"chosen_on": {"name": described.get("Name", root.name), **described.get("cmbstudy", {}),
+                            "n_pairs": int(chosen["pairs"])},
+              "rule": "the best pooled F1 of new CMBs on development pairs (ties: fewer false new, then higher)",
+              "single_scan_threshold": model.second_look.threshold,
+              **{k: float(chosen[k]) for k in ("precision", "recall", "f1", "false_new_per_pair",
+                                                "severity_agreement")},
+              "new_cmbs": int(chosen["tp"] + chosen["fn"])}
+    sidecar = record_monitoring_threshold(second_look_path(source), threshold, record, args.overwrite)
+    print(f"monitoring's second-look threshold for {model.source}: {threshold:g} (one scan: "
+          f"{model.second_look.threshold:g}); on {root}: new-CMB precision {chosen['precision']:.3f}, recall "
+          f"{chosen['recall']:.3f}, F1 {chosen['f1']:.3f}, false new per pair {chosen['false_new_per_pair']:.2f}\n"
+          f"  recorded in {sidecar}")
+    return 0
+
+
+def add_scan_commands(sub: Any, add_model: Callable[..., None],
                       add_common: Callable[..., None]) -> None:
     """Add ``detect`` and ``monitor`` to the subparsers ``sub`` (``add_model``, ``add_common``: the shared options
     of :mod:`cmbstudy.cli`)."""
@@ -127,3 +156,13 @@ def add_scan_commands(sub: Any, add_model: Callable[[argparse.ArgumentParser], N
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_common(p, out=True)
     p.set_defaults(func=_cmd_monitor)
+
+    p = sub.add_parser("monitor-threshold", help="choose a model's second-look threshold for monitor on "
+                                                  "development pairs, and record it beside its second look")
+    p.add_argument("pairs", help="a dataset root of development pairs (ses-baseline/ses-followup) whose follow-up "
+                                 "lesion tables mark the new CMBs, e.g. cmbstudy synth --follow-up; never the "
+                                 "pairs you will score monitor on")
+    add_model(p, brain=False)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_common(p, out=True)
+    p.set_defaults(func=_cmd_monitor_threshold)

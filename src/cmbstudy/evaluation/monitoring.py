@@ -109,7 +109,7 @@ def choose_threshold(found: Mapping[str, Mapping[float, pd.DataFrame]], referenc
     ``found[pair][threshold]`` is monitor's lesion table of a pair at that threshold
     (:func:`cmbstudy.inference.monitor.pair_tables_by_threshold`), ``references[pair]`` its follow-up lesion table.
     Ties go to fewer false "new", then to the higher threshold (as the second look's own choice does). Returns
-    the threshold and one row per threshold: tp, fp, fn, precision, recall, f1, false_new_per_pair,
+    the threshold and one row per threshold: pairs, tp, fp, fn, precision, recall, f1, false_new_per_pair,
     severity_agreement.
 
     Raises:
@@ -127,7 +127,7 @@ def choose_threshold(found: Mapping[str, Mapping[float, pd.DataFrame]], referenc
         precision, recall, f1 = detection_scores(tp, fp, fn)
         right = [severity_of(c["new_count"]) == severity_of(int(references[pair]["new"].sum()))
                  for c, pair in zip(counts, found)]
-        rows.append({"threshold": threshold, "tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall,
+        rows.append({"threshold": threshold, "pairs": len(found), "tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall,
                      "f1": f1, "false_new_per_pair": fp / len(found), "severity_agreement": float(np.mean(right))})
     table = pd.DataFrame(rows).set_index("threshold")
     scored = table[table["f1"].notna()]

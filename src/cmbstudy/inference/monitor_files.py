@@ -10,30 +10,35 @@ top. The whole output is written atomically.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pandas as pd
 import SimpleITK as sitk
 from tqdm import tqdm
 
 from .. import __version__
 from ..data.io import atomic_output_dir, check_output_dir, save_nifti, write_json
 from ..device import resolve_device
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, OutputError
+from ..evaluation.monitoring import choose_threshold, reference_table
 from ..evaluation.operating_point import OperatingPoint
 from ..synth.follow_up import SEVERITY_RULE
 from .detect import subject_label
 from .model_store import DetectionModel, load_detection_model
-from .monitor import DARKNESS_RATIO, PAIR_DISTANCE_MM, PairResult, check_pair_inputs, monitor_pair
+from .monitor import (DARKNESS_RATIO, PAIR_DISTANCE_MM, PairResult, check_pair_inputs, monitor_pair,
+                      pair_tables_by_threshold)
 from .pipeline import describe_rule
+from .second_look import THRESHOLDS
 from .rigid import MIN_BRAIN_DICE, resample_onto, to_sitk
 
 __all__ = ["STATUS_LABELS", "PAIR_SUMMARY", "PAIR_LESIONS", "PAIR_STATUS_MAP", "PAIR_REGISTERED", "PAIR_REPORT",
            "PairInput", "MonitorSummary", "find_pairs", "write_pair", "monitoring_point",
-           "monitor_path"]
+           "choose_monitoring_threshold", "record_monitoring_threshold", "monitor_path"]
 
 #: Labels of the status map written in the baseline's space.
 STATUS_LABELS = {"persistent": 1, "new": 2, "not seen": 3}
@@ -171,19 +176,71 @@ def _date(text: str | date | None, what: str) -> date | None:
 def monitoring_point(model: DetectionModel, single_stage: bool = False, second_look: float | None = None
                      ) -> OperatingPoint:
     """The lesion rule ``monitor`` detects both scans with: the model's (or its single stage), with the second
-    look at ``second_look`` where given (``--second-look``; e.g. the threshold chosen on development pairs).
+    look at ``second_look`` where given (``--second-look``), else at the model's monitoring threshold where one
+    was chosen on development pairs (:func:`choose_monitoring_threshold`), else at its own.
 
     Raises:
         ConfigError: ``second_look`` outside (0, 1), or given with a single stage or a model without a second look.
     """
     point = model.point_for(None, single_stage)
     if second_look is None:
-        return point
+        chosen = None if point.second_look is None else model.second_look.monitoring_threshold
+        return point if chosen is None else dataclasses.replace(point, second_look=chosen)
     if point.second_look is None:
         raise ConfigError("--second-look needs the model's second look: drop it, or drop --single-stage")
     if not 0.0 < float(second_look) < 1.0:
         raise ConfigError(f"--second-look {second_look}: give a score threshold between 0 and 1")
     return dataclasses.replace(point, second_look=float(second_look))
+
+
+def choose_monitoring_threshold(model: DetectionModel, root: Path, device: str = "auto", distance: float = 4.0,
+                                progress: bool = True) -> tuple[float, pd.DataFrame]:
+    """Monitoring's second-look threshold for ``model``, chosen on the pairs of ``root`` (development pairs with
+    their follow-up lesion tables, never the pairs it will be scored on): the threshold of the second look's grid
+    (:data:`~cmbstudy.inference.second_look.THRESHOLDS`) with the best pooled F1 of new CMBs
+    (:func:`cmbstudy.evaluation.monitoring.choose_threshold`), and the scores at each.
+
+    A vein or a calcification that the detector keeps on both scans is persistent, not new, so the threshold
+    that is best for counting one scan need not be best for counting what changed.
+
+    Raises:
+        ConfigError: the model has no second look. InputError: pairs without lesion tables, or refused.
+    """
+    if model.second_look is None:
+        raise ConfigError(f"{model.source} has no second look: there is no threshold of it to choose")
+    dev = resolve_device(device)
+    found, references = {}, {}
+    for pair in tqdm(find_pairs(Path(root)), desc="development pairs", unit="pair", disable=not progress):
+        subject = f"sub-{pair.subject_id}"
+        references[subject] = reference_table(root, subject)
+        try:
+            found[subject] = pair_tables_by_threshold(pair.baseline, pair.followup, model, dev, THRESHOLDS,
+                                                      pair.baseline_mask, pair.followup_mask)
+        except InputError as exc:
+            raise InputError(f"{subject}: {exc}") from None
+    return choose_threshold(found, references, distance)
+
+
+def record_monitoring_threshold(path: Path, threshold: float, record: Mapping[str, Any], overwrite: bool = False
+                                ) -> Path:
+    """Write monitoring's threshold (and how it was chosen, ``record``) into the sidecar of the second look at
+    ``path``; the second look itself is unchanged. Retraining it (:func:`~cmbstudy.inference.second_look.save_second_look`) drops the
+    record.
+
+    Raises:
+        InputError: no second look at ``path``. OutputError: it has a monitoring threshold and ``overwrite`` is
+            false.
+    """
+    sidecar = Path(path).with_suffix(".json")  # as save_second_look writes it
+    if not Path(path).is_file() or not sidecar.is_file():
+        raise InputError(f"second look {path} (and its {sidecar.name}) not found")
+    info = json.loads(sidecar.read_text())
+    if "monitoring" in info and not overwrite:
+        raise OutputError(f"{sidecar} already holds a monitoring threshold ({info['monitoring'].get('threshold')}): "
+                          "pass --overwrite to replace it")
+    info["monitoring"] = {"threshold": float(threshold), **dict(record)}
+    write_json(sidecar, info)
+    return sidecar
 
 
 def monitor_path(

@@ -52,7 +52,7 @@ from ..evaluation.operating_point import OperatingPoint, apply_operating_point
 from .candidates import Candidates, find_candidates, keep_best
 
 __all__ = ["FEATURES", "NETWORK_FEATURES", "IMAGE_FEATURES", "stack_scores", "SecondLook", "Detections", "candidate_features", "score_candidates", "find_detections",
-           "keep_candidates", "save_second_look", "load_second_look"]
+           "keep_candidates", "save_second_look", "load_second_look", "THRESHOLDS"]
 
 #: The features of a candidate, in the classifier's column order (the module docstring).
 FEATURES: tuple[str, ...] = (
@@ -60,6 +60,8 @@ FEATURES: tuple[str, ...] = (
     "hessian_1", "hessian_2", "hessian_3", "blobness", "inplane_anisotropy", "z_extent_mm", "dark_volume_mm3",
     "edge_distance_mm", "slice_mm", "phase_contrast", "phase_deviation",
 )
+#: The second look's score thresholds that its operating points are chosen from (for one scan, and for monitoring).
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)
 #: The features that come from the network (the combiner's); the others describe the image alone.
 NETWORK_FEATURES: tuple[str, ...] = FEATURES[:3]
 IMAGE_FEATURES: tuple[str, ...] = FEATURES[3:]
@@ -87,6 +89,8 @@ class SecondLook:
         merge_distance: voxels within which two kept candidates are one lesion (the match distance).
         threshold: the score at or above which a candidate is a CMB, chosen on validation subjects.
         validation: its out-of-fold validation scores, as training reported them.
+        monitoring_threshold: the threshold ``monitor`` detects both scans of a pair with, where one was chosen
+            on development pairs (:func:`record_monitoring_threshold`); None: ``threshold``.
     """
 
     kind: str
@@ -96,6 +100,7 @@ class SecondLook:
     merge_distance: float
     threshold: float
     validation: Mapping[str, Any]
+    monitoring_threshold: float | None = None
 
     def image_score(self, features: np.ndarray) -> np.ndarray:
         """(n,) the image model's probability of a CMB for (n, len(FEATURES)) features."""
@@ -382,7 +387,10 @@ def load_second_look(path: Path) -> SecondLook:
         stored = joblib.load(io.BytesIO(data))
         settings = SecondLookConfig(**{k: (tuple(v) if isinstance(v, list) else v)
                                        for k, v in info["settings"].items()})
+        monitoring = info.get("monitoring", {}).get("threshold")
         return SecondLook(stored["kind"], stored["estimator"], stored["image_estimator"], settings,
-                          float(info["merge_distance"]), float(info["threshold"]), info.get("validation", {}))
+                          float(info["merge_distance"]), float(info["threshold"]), info.get("validation", {}),
+                          None if monitoring is None else float(monitoring))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"second look {path} lacks {exc} or holds it in another form: regenerate it") from exc
+

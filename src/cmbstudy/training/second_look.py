@@ -44,16 +44,15 @@ from ..evaluation.operating_point import OperatingPoint
 from ..evaluation.scores import summarize_detection
 from ..inference.candidates import find_candidates, keep_best
 from ..inference.model_store import DetectionModel, packaged_model_path, second_look_path
-from ..inference.second_look import NETWORK_FEATURES, SecondLook, candidate_features, save_second_look, stack_scores
+from ..inference.second_look import (NETWORK_FEATURES, THRESHOLDS, SecondLook, candidate_features, save_second_look,
+                                     stack_scores)
 from ..inference.sliding_window import predict_volume
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
 
-__all__ = ["THRESHOLDS", "CLASSIFIERS", "SecondLookCase", "CandidateSet", "make_classifier", "collect_candidates", "best_threshold",
+__all__ = ["CLASSIFIERS", "SecondLookCase", "CandidateSet", "make_classifier", "collect_candidates", "best_threshold",
            "fit_second_look", "SecondLookSummary", "train_model_second_look"]
 
 CLASSIFIERS: tuple[str, ...] = ("boosting", "logistic")
-#: The second look's score thresholds that its operating point is chosen from.
-THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)
 
 
 @dataclass(frozen=True)

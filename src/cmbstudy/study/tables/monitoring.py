@@ -31,18 +31,16 @@ import numpy as np
 import pandas as pd
 
 from ...config import Profile
-from ...device import resolve_device
-from ...evaluation.monitoring import choose_threshold, evaluate_monitoring, reference_table
+from ...evaluation.monitoring import evaluate_monitoring
 from ...inference.model_store import DetectionModel, load_detection_model
-from ...inference.monitor import pair_tables_by_threshold
-from ...inference.monitor_files import PAIR_LESIONS, PAIR_REGISTERED, find_pairs, monitor_path, monitoring_point
-from ...training.second_look import THRESHOLDS
+from ...inference.monitor_files import (PAIR_LESIONS, PAIR_REGISTERED, choose_monitoring_threshold, find_pairs,
+                                        monitor_path, monitoring_point)
 from ...inference.pipeline import describe_rule
 from ...synth.follow_up import SEVERITIES, make_follow_up_cohort
 from ..runs import load_runs, run_name
 
 __all__ = ["Monitoring", "PairExample", "summarize_monitoring", "follow_up_root", "development_root",
-           "choose_monitoring_threshold", "MONITORING_DIR"]
+           "MONITORING_DIR"]
 
 #: Where the study writes ``cmbstudy monitor``'s outputs, under the results folder.
 MONITORING_DIR = "monitoring"
@@ -59,23 +57,17 @@ def development_root(results_dir: Path | str, profile: Profile) -> Path:
     return follow_up_root(results_dir, profile).with_name(follow_up_root(results_dir, profile).name + "-development")
 
 
-def choose_monitoring_threshold(model: DetectionModel, results_dir: Path | str, profile: Profile,
-                                device: str = "auto") -> tuple[float | None, pd.DataFrame]:
-    """Monitoring's second-look threshold, chosen on the profile's development pairs (the module docstring),
-    and the scores at each threshold of the grid; (None, empty) for a model without a second look."""
+def _development_choice(model: DetectionModel, results_dir: Path, profile: Profile, device: str
+                        ) -> tuple[float | None, pd.DataFrame]:
+    """Monitoring's threshold chosen on the profile's development pairs (the module docstring); (None, empty) for
+    a model without a second look."""
     if model.second_look is None:
         return None, pd.DataFrame()
     root = development_root(results_dir, profile)
     make_follow_up_cohort(root, profile, n_subjects=profile.synth.n_development_pairs,
                           seed=profile.synth.test_seed + 2, overwrite=True, progress=False)
-    dev = resolve_device(device)
-    found, references = {}, {}
-    for pair in find_pairs(root):
-        subject = f"sub-{pair.subject_id}"
-        found[subject] = pair_tables_by_threshold(pair.baseline, pair.followup, model, dev, THRESHOLDS,
-                                                  pair.baseline_mask, pair.followup_mask)
-        references[subject] = reference_table(root, subject)
-    return choose_threshold(found, references, profile.evaluation.match_distance_voxels)
+    return choose_monitoring_threshold(model, root, device, profile.evaluation.match_distance_voxels,
+                                       progress=False)
 
 
 @dataclass(frozen=True)
@@ -154,7 +146,7 @@ def summarize_monitoring(results_dir: Path | str, profile: Profile, device: str 
         return Monitoring(f"**Run not found:** {name} (run notebook 03 for it).", name, "", {}, empty, empty, empty,
                           empty, empty, float("nan"), None)
     model = load_detection_model(runs[name].run_dir)
-    threshold, development = choose_monitoring_threshold(model, results_dir, profile, device)
+    threshold, development = _development_choice(model, results_dir, profile, device)
     pairs_root = follow_up_root(results_dir, profile)
     make_follow_up_cohort(pairs_root, profile, overwrite=True, progress=False)
     out = results_dir / MONITORING_DIR
