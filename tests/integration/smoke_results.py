@@ -136,19 +136,21 @@ def _probabilities(pred_dir: Path) -> dict[str, float]:
 
 
 def _cohort(root: Path, rows: dict[str, str]) -> None:
+    # the monitoring chapter's development pairs have the same subject names as its pairs
+    prefix = "cohort.development" if root.name.endswith("-development") else "cohort"
     with open(root / "participants.tsv") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
             for key in ("cmb_count", "cmb_count_baseline", "new_count"):  # the follow-up pairs have the last two
                 if key in row:
-                    rows[f"cohort.{row['participant_id']}.{key}"] = row[key]
+                    rows[f"{prefix}.{row['participant_id']}.{key}"] = row[key]
     scans = [p for pattern in ("sub-*/anat/sub-*_T2starw.nii.gz", "sub-*/anat/sub-*_swi.nii.gz",
                                "sub-*/ses-*/anat/sub-*_T2starw.nii.gz", "sub-*/ses-*/anat/sub-*_swi.nii.gz")
              for p in sorted(root.glob(pattern))]
     for path in scans:
         data = np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
         name = path.name.split(".")[0]
-        rows[f"cohort.{name}.mean"] = _number(float(data.mean()))
-        rows[f"cohort.{name}.sd"] = _number(float(data.std()))
+        rows[f"{prefix}.{name}.mean"] = _number(float(data.mean()))
+        rows[f"{prefix}.{name}.sd"] = _number(float(data.std()))
 
 
 def collect(results: Path) -> dict[str, str]:
