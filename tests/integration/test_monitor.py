@@ -216,7 +216,7 @@ def test_follow_up_cohort_is_deterministic_and_monitored_end_to_end(tmp_path: Pa
     assert main(["monitor-threshold", str(development), "--model", str(copy), "--quiet"]) == 0
     recorded = json.loads((weights / f"{copy.stem}.second_look.json").read_text())["monitoring"]
     assert recorded["threshold"] in THRESHOLDS.tolist() and recorded["single_scan_threshold"] == own_single
-    assert recorded["chosen_on"]["n_pairs"] == 1 and recorded["chosen_on"]["seed"] == 3
+    assert recorded["chosen_on"]["n_pairs"] == 1 and recorded["chosen_on"]["cmbstudy"]["seed"] == 3
     assert monitoring_point(load_detection_model(copy)).second_look == recorded["threshold"]
     assert main(["monitor-threshold", str(development), "--model", str(copy), "--quiet"]) == 2  # no overwrite
     assert main(["evaluate", "--rule", "monitoring", "--pred", str(out), "--ref", str(one)]) == 0

@@ -88,9 +88,8 @@ def evaluate_monitoring_command(args: argparse.Namespace, profile: Profile) -> i
 
 
 def _cmd_monitor_threshold(args: argparse.Namespace) -> int:
-    import json
-
     from . import resolve_data_root
+    from ..data.datasets import describe_dataset
     from ..inference.model_store import load_detection_model, packaged_model_path, second_look_path
     from ..inference.monitor_files import choose_monitoring_threshold, record_monitoring_threshold
 
@@ -99,10 +98,9 @@ def _cmd_monitor_threshold(args: argparse.Namespace) -> int:
     root = resolve_data_root(args.pairs)
     threshold, table = choose_monitoring_threshold(model, root, args.device, progress=not args.quiet)
     chosen = table.loc[threshold]
-    described = json.loads((root / "dataset_description.json").read_text()) \
-        if (root / "dataset_description.json").is_file() else {}
-    record = {"chosen_on": {"name": described.get("Name", root.name), **described.get("cmbstudy", {}),
-                            "n_pairs": int(chosen["pairs"])},
+    described = describe_dataset(root)
+    described.pop("data_root")  # the record travels with the model: no path of this machine
+    record = {"chosen_on": {**described, "n_pairs": int(chosen["pairs"])},
               "rule": "the best pooled F1 of new CMBs on development pairs (ties: fewer false new, then higher)",
               "single_scan_threshold": model.second_look.threshold,
               **{k: float(chosen[k]) for k in ("precision", "recall", "f1", "false_new_per_pair",
