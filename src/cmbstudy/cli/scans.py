@@ -91,11 +91,14 @@ def _cmd_monitor_threshold(args: argparse.Namespace) -> int:
     from . import resolve_data_root
     from ..data.datasets import describe_dataset
     from ..inference.model_store import load_detection_model, packaged_model_path, second_look_path
-    from ..inference.monitor_files import choose_monitoring_threshold, record_monitoring_threshold
+    from ..inference.monitor_files import (check_monitoring_record, choose_monitoring_threshold,
+                                           record_monitoring_threshold)
 
     model = load_detection_model(args.model, args.set)
     source = packaged_model_path() if args.model in (None, "packaged") else Path(model.source)
     root = resolve_data_root(args.pairs)
+    if model.second_look is not None:  # a threshold already recorded is refused before the pairs are detected
+        check_monitoring_record(second_look_path(source), args.overwrite)
     threshold, table = choose_monitoring_threshold(model, root, args.device, progress=not args.quiet)
     chosen = table.loc[threshold]
     described = describe_dataset(root)

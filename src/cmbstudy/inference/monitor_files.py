@@ -38,7 +38,7 @@ from .rigid import MIN_BRAIN_DICE, resample_onto, to_sitk
 
 __all__ = ["STATUS_LABELS", "PAIR_SUMMARY", "PAIR_LESIONS", "PAIR_STATUS_MAP", "PAIR_REGISTERED", "PAIR_REPORT",
            "PairInput", "MonitorSummary", "find_pairs", "write_pair", "monitoring_point",
-           "choose_monitoring_threshold", "record_monitoring_threshold", "monitor_path"]
+           "choose_monitoring_threshold", "check_monitoring_record", "record_monitoring_threshold", "monitor_path"]
 
 #: Labels of the status map written in the baseline's space.
 STATUS_LABELS = {"persistent": 1, "new": 2, "not seen": 3}
@@ -221,11 +221,9 @@ def choose_monitoring_threshold(model: DetectionModel, root: Path, device: str =
     return choose_threshold(found, references, distance)
 
 
-def record_monitoring_threshold(path: Path, threshold: float, record: Mapping[str, Any], overwrite: bool = False
-                                ) -> Path:
-    """Write monitoring's threshold (and how it was chosen, ``record``) into the sidecar of the second look at
-    ``path``; the second look itself is unchanged. Retraining it (:func:`~cmbstudy.inference.second_look.save_second_look`) drops the
-    record.
+def check_monitoring_record(path: Path, overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
+    """The sidecar of the second look at ``path`` and what it holds, when a monitoring threshold may be recorded
+    there: call it before choosing one, so that a refusal costs nothing.
 
     Raises:
         InputError: no second look at ``path``. OutputError: it has a monitoring threshold and ``overwrite`` is
@@ -238,6 +236,20 @@ def record_monitoring_threshold(path: Path, threshold: float, record: Mapping[st
     if "monitoring" in info and not overwrite:
         raise OutputError(f"{sidecar} already holds a monitoring threshold ({info['monitoring'].get('threshold')}): "
                           "pass --overwrite to replace it")
+    return sidecar, info
+
+
+def record_monitoring_threshold(path: Path, threshold: float, record: Mapping[str, Any], overwrite: bool = False
+                                ) -> Path:
+    """Write monitoring's threshold (and how it was chosen, ``record``) into the sidecar of the second look at
+    ``path``; the second look itself is unchanged. Retraining it (:func:`~cmbstudy.inference.second_look.save_second_look`) drops the
+    record.
+
+    Raises:
+        InputError: no second look at ``path``. OutputError: it has a monitoring threshold and ``overwrite`` is
+            false.
+    """
+    sidecar, info = check_monitoring_record(path, overwrite)
     info["monitoring"] = {"threshold": float(threshold), **dict(record)}
     write_json(sidecar, info)
     return sidecar
