@@ -13,7 +13,9 @@ import pytest
 from cmbstudy.cli import main
 from cmbstudy.data.datasets import detect_layout, load_participants, load_subjects
 from cmbstudy.data.io import load_image, load_mask
+from cmbstudy.synth import cohort as synth_cohort
 from cmbstudy.synth import make_cohort
+from cmbstudy.synth.follow_up import make_follow_up_cohort
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.slow
@@ -27,7 +29,9 @@ def _digests(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "cohort"
-    summary = make_cohort(root, profile="smoke", n_subjects=4, seed=11, progress=False, workers=2)
+    with pytest.MonkeyPatch.context() as patch:  # two subjects here, two in two worker processes, however quick
+        patch.setattr(synth_cohort, "WORKER_START_SECONDS", 0.0)
+        summary = make_cohort(root, profile="smoke", n_subjects=4, seed=11, progress=False, workers=2)
     assert summary.n_subjects == 4 and "subjects/s" in str(summary)
     return root
 
@@ -73,6 +77,15 @@ def test_same_seed_gives_identical_bytes(cohort: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     make_cohort(other, profile="smoke", n_subjects=1, seed=12, progress=False)
     assert _digests(other)["sub-001/anat/sub-001_label-brain_mask.nii.gz"] != _digests(cohort)["sub-001/anat/sub-001_label-brain_mask.nii.gz"]
+
+
+def test_follow_up_pairs_are_the_same_for_any_number_of_workers(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    one = make_follow_up_cohort(tmp_path / "one", "smoke", n_subjects=4, seed=3, progress=False, workers=1)
+    monkeypatch.setattr(synth_cohort, "WORKER_START_SECONDS", 0.0)  # two pairs here, two in worker processes
+    two = make_follow_up_cohort(tmp_path / "two", "smoke", n_subjects=4, seed=3, progress=False, workers=2)
+    assert _digests(tmp_path / "one") == _digests(tmp_path / "two")
+    assert one.equals(two) and list(one["participant_id"]) == ["sub-001", "sub-002", "sub-003", "sub-004"]
 
 
 def test_cli_synth_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -105,8 +105,15 @@ def threads_per_job(jobs: int, threads: int | None) -> int | None:
 
 
 def run_notebook_in_job(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path, label: str,
-                        threads: int | None) -> float:
-    """:func:`run_notebook` in a worker process whose kernels get ``threads`` torch threads; returns its seconds."""
+                        threads: int | None, environment: dict[str, str] | None = None) -> float:
+    """:func:`run_notebook` in a worker process whose kernels get ``threads`` torch threads; returns its seconds.
+
+    ``environment``: the variables of the process that submitted the job, for a worker that started before
+    they were set (:func:`run_pending`'s workers are forked from a server started once).
+    """
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
     saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
     if threads is not None:
         os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
@@ -120,6 +127,17 @@ def run_notebook_in_job(source: Path, executed: Path, parameters: dict[str, Any]
             else:
                 os.environ[name] = value
     return time.perf_counter() - start
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Where :func:`run_pending`'s workers come from: forked from a server process that started clean (no
+    inherited torch threads or open kernels) and imported this module once, so that a worker costs a fork and
+    not an import of the package (about 5 s of CPU each on a laptop); spawned where there is no fork server."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 @dataclass(frozen=True)
@@ -156,14 +174,13 @@ def run_pending(source: Path | None, pending: Sequence[Pending], finished: Calla
         return
     progress(f"{len(pending)} {what}, {jobs} at a time{each}")
     queue, running, failures = list(pending), {}, []
-    # spawn: each worker starts clean (no inherited torch threads or open kernels)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=_worker_context()) as pool:
         while queue or running:
             while queue and len(running) < jobs and not failures:
                 job = queue.pop(0)
                 progress(f"{job.label} ...")
                 future: Future = pool.submit(run_notebook_in_job, job.source or source, job.executed,
-                                             job.parameters, cwd, label(job), threads)
+                                             job.parameters, cwd, label(job), threads, dict(os.environ))
                 running[future] = job
             if not running:
                 break

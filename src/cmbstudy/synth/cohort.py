@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,8 @@ from .anatomy import load_template_space
 from .phantom import SubjectScan, simulate_subject
 
 __all__ = ["PAPER_TEST_CATEGORY_COUNTS", "TEST_LABEL_PREFIX", "CohortSummary", "cohort_tables",
-           "allocate_categories", "draw_cmb_count", "validate_synth_config", "make_subject", "make_cohort",
-           "make_test_cohort"]
+           "allocate_categories", "draw_cmb_count", "validate_synth_config", "make_subject", "WORKER_START_SECONDS",
+           "simulate_each", "make_cohort", "make_test_cohort"]
 
 #: Label prefix of the test cohort's subjects (``sub-test001``, ...).
 TEST_LABEL_PREFIX = "test"
@@ -156,28 +157,39 @@ def _simulate_and_write(root: Path, label: str, cfg: SynthConfig, site: Site, n_
             "slice_thickness_mm": sz, "cmb_count": len(scan.cmbs), "aria_h_category": aria_h_category(len(scan.cmbs))}
 
 
-def _simulate_all(root: Path, labels: list[str], cfg: SynthConfig, sites: list[Site], counts: list[int],
-                  seeds: list[np.random.SeedSequence], workers: int, progress: bool) -> list[dict]:
-    """Every subject, ``workers`` at a time in processes (each subject has its own seed: the same files for any
-    number of workers); rows in subject order."""
-    jobs = list(zip(labels, sites, counts, seeds))
-    bar = tqdm(total=len(jobs), desc="synth", unit="subject", disable=not progress)
-    if workers <= 1 or len(jobs) <= 1:
-        rows = []
-        for label, site, n_cmbs, seed in jobs:
-            rows.append(_simulate_and_write(root, label, cfg, site, n_cmbs, seed))
+#: CPU seconds a spawned worker of the generator costs before its first subject (it imports the package and
+#: derives the template's regions): about 5 s each on a 2-core laptop. The rest of a cohort goes to workers only
+#: when it would take longer than that, alone, than split among them.
+WORKER_START_SECONDS = 6.0
+
+
+def simulate_each(work: Callable[..., dict], jobs: Sequence[tuple], workers: int, bar: tqdm) -> list[dict]:
+    """``work(*job)`` for every job, in order: the first two here (the first also loads what every job shares),
+    then the rest here as well, or over up to ``workers`` processes when the second took long enough that they
+    pay for their start (:data:`WORKER_START_SECONDS`). Each job draws from its own seed, so the files are the
+    same either way."""
+    rows: list[dict] = []
+    each = 0.0
+    for job in jobs[:2]:
+        start = time.perf_counter()
+        rows.append(work(*job))
+        each = time.perf_counter() - start
+        bar.update()
+    rest = list(jobs[2:])
+    workers = min(workers, len(rest))
+    alone = each * len(rest)
+    if workers <= 1 or alone - alone / workers <= WORKER_START_SECONDS:
+        for job in rest:
+            rows.append(work(*job))
             bar.update()
-        bar.close()
         return rows
     # spawn: a worker starts clean, with no thread pool inherited from the parent (a notebook's torch)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_simulate_and_write, root, label, cfg, site, n_cmbs, seed)
-                   for label, site, n_cmbs, seed in jobs]
+        futures = [pool.submit(work, *job) for job in rest]
         for future in as_completed(futures):
             future.result()  # a failure stops here, with the worker's traceback
             bar.update()
-        bar.close()
-        return [future.result() for future in futures]
+        return rows + [future.result() for future in futures]
 
 
 def make_cohort(
@@ -195,7 +207,8 @@ def make_cohort(
         progress: show a progress bar over subjects.
         label_prefix: letters before each subject's number (``"test"``: ``sub-test001``), so that
             subjects of two cohorts never share a label.
-        workers: processes simulating subjects at once (None: this machine's cores); the files are the
+        workers: processes simulating subjects at once at most (None: this machine's cores), used only when
+            the cohort is large enough to pay for their start (:func:`simulate_each`); the files are the
             same for any number.
 
     Raises:
@@ -224,7 +237,11 @@ def make_cohort(
     labels = [f"{label_prefix}{i + 1:0{width}d}" for i in range(n)]
     workers = available_cores() if workers is None else max(1, int(workers))
     with atomic_output_dir(out, overwrite) as tmp:
-        rows = _simulate_all(tmp, labels, cfg, sites, counts, subject_seeds, min(workers, n), progress)
+        bar = tqdm(total=n, desc="synth", unit="subject", disable=not progress)
+        jobs = [(tmp, label, cfg, site, n_cmbs, subject_seed)
+                for label, site, n_cmbs, subject_seed in zip(labels, sites, counts, subject_seeds)]
+        rows = simulate_each(_simulate_and_write, jobs, workers, bar)
+        bar.close()
         table = pd.DataFrame(rows)
         table.to_csv(tmp / "participants.tsv", sep="\t", index=False, float_format="%.4f")
         description = {

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -41,7 +39,8 @@ from ..data.io import atomic_output_dir, check_output_dir
 from ..errors import ConfigError
 from .acquisition import SITES, Site, make_geometry
 from .anatomy import SubjectTransform, TemplateSpace, load_template_space, random_transform
-from .cohort import SLAB_CENTER_MM, _lesion_table, _sites_for, _write_subject, allocate_categories, draw_cmb_count
+from .cohort import (SLAB_CENTER_MM, _lesion_table, _sites_for, _write_subject, allocate_categories, draw_cmb_count,
+                     simulate_each)
 from .phantom import SubjectScan, scan_subject, slab_z_range
 from .susceptibility import AirSphere, FocalSource, Tube, make_venous_tree, place_air, place_calcifications, place_cmbs
 
@@ -249,23 +248,12 @@ def make_follow_up_cohort(
     first_sites = _sites_for(n, cfg.swi_fraction, plan)
     pairs = [(site, _other_site(site, plan) if plan.random() < settings.site_change else site) for site in first_sites]
     labels = [f"{i + 1:0{max(3, len(str(n)))}d}" for i in range(n)]
-    workers = max(1, min(n, available_cores() if workers is None else int(workers)))
+    workers = max(1, available_cores() if workers is None else int(workers))
     jobs = list(zip(labels, pairs, baseline_counts, new_counts, subject_seeds))
     with atomic_output_dir(out, overwrite) as tmp:
         bar = tqdm(total=n, desc="follow-up pairs", unit="pair", disable=not progress)
-        if workers == 1:
-            rows = []
-            for label, sites, nb, nn, s in jobs:
-                rows.append(_simulate_and_write_pair(tmp, label, cfg, sites, nb, nn, s, settings))
-                bar.update()
-        else:  # spawn: workers start clean; each pair has its own seed, so the files do not depend on workers
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(_simulate_and_write_pair, tmp, label, cfg, sites, nb, nn, s, settings)
-                           for label, sites, nb, nn, s in jobs]
-                rows = []
-                for future in futures:
-                    rows.append(future.result())
-                    bar.update()
+        rows = simulate_each(_simulate_and_write_pair, [(tmp, label, cfg, sites, nb, nn, s, settings)
+                                                        for label, sites, nb, nn, s in jobs], workers, bar)
         bar.close()
         table = pd.DataFrame(rows)
         table.to_csv(tmp / "participants.tsv", sep="\t", index=False, float_format="%.4f")
