@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cmbstudy.errors import ConfigError
-from cmbstudy.study.jobs import threads_per_job
+from cmbstudy.study import jobs
+from cmbstudy.study.jobs import KERNEL_START_ATTEMPTS, run_notebook, threads_per_job
 from cmbstudy.study.runner import run_study
 from cmbstudy.study.state import RECORD_SUFFIX
 
@@ -39,6 +40,40 @@ def test_threads_per_job_splits_the_cores(monkeypatch: pytest.MonkeyPatch) -> No
         threads_per_job(0, None)
     with pytest.raises(ConfigError, match="--threads 0: each training run needs at least 1 thread"):
         threads_per_job(2, 0)
+
+
+def test_a_kernel_that_never_started_is_started_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    starts = []
+
+    def execute(source: str, partial: str, **kwargs) -> None:
+        starts.append(partial)
+        if len(starts) < KERNEL_START_ATTEMPTS:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        Path(partial).write_text("{}")
+
+    monkeypatch.setattr(jobs.pm, "execute_notebook", execute)
+    run_notebook(tmp_path / "a.ipynb", tmp_path / "out" / "a.ipynb", {}, tmp_path)
+    assert len(starts) == KERNEL_START_ATTEMPTS and (tmp_path / "out" / "a.ipynb").read_text() == "{}"
+    starts.clear()
+
+    def never(source: str, partial: str, **kwargs) -> None:
+        starts.append(partial)
+        raise RuntimeError("Kernel died before replying to kernel_info")
+
+    monkeypatch.setattr(jobs.pm, "execute_notebook", never)
+    with pytest.raises(RuntimeError, match="kernel_info"):
+        run_notebook(tmp_path / "b.ipynb", tmp_path / "out" / "b.ipynb", {}, tmp_path)
+    assert len(starts) == KERNEL_START_ATTEMPTS and not (tmp_path / "out" / "b.ipynb").exists()
+    starts.clear()
+
+    def other(source: str, partial: str, **kwargs) -> None:
+        starts.append(partial)
+        raise RuntimeError("another failure")
+
+    monkeypatch.setattr(jobs.pm, "execute_notebook", other)
+    with pytest.raises(RuntimeError, match="another failure"):
+        run_notebook(tmp_path / "c.ipynb", tmp_path / "out" / "c.ipynb", {}, tmp_path)
+    assert len(starts) == 1  # any other error is not retried
 
 
 @pytest.mark.slow

@@ -23,12 +23,18 @@ import papermill as pm
 from .. import available_cores
 from ..errors import CmbStudyError, ConfigError
 
-__all__ = ["StudyError", "Pending", "available_cores", "resolve_jobs", "threads_per_job", "run_notebook", "run_notebook_in_job",
+__all__ = ["StudyError", "Pending", "KERNEL_START_ATTEMPTS", "available_cores", "resolve_jobs", "threads_per_job", "run_notebook", "run_notebook_in_job",
            "run_pending"]
 
 
 class StudyError(CmbStudyError):
     """A study step or the book build failed."""
+
+
+#: Times a notebook's kernel is started before its failure to start is an error. jupyter_client picks a
+#: kernel's ports free a moment before the kernel binds them, and a kernel that another process starts in that
+#: moment (two jobs at once) can take one first ("Address already in use"); no cell has run then.
+KERNEL_START_ATTEMPTS = 3
 
 
 def run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path, label: str = "") -> None:
@@ -40,13 +46,19 @@ def run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: 
     executed.parent.mkdir(parents=True, exist_ok=True)
     partial = executed.with_name(f".{executed.stem}.partial.ipynb")
     try:
-        pm.execute_notebook(
-            str(source), str(partial), parameters=parameters, kernel_name="python3",
-            cwd=str(cwd), progress_bar=False, log_output=False,
-            # the kernel process's own log (e.g. its warning that it talks over local TCP without encryption)
-            # says nothing about the study; a cell's warnings and errors still reach the notebook
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-        )
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            try:
+                pm.execute_notebook(
+                    str(source), str(partial), parameters=parameters, kernel_name="python3",
+                    cwd=str(cwd), progress_bar=False, log_output=False,
+                    # the kernel process's own log (e.g. its warning that it talks over local TCP without
+                    # encryption) says nothing about the study; a cell's warnings and errors still reach the notebook
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+                )
+                break
+            except RuntimeError as exc:  # jupyter_client's words when the kernel never started
+                if "before replying to kernel_info" not in str(exc) or attempt == KERNEL_START_ATTEMPTS:
+                    raise
     except pm.PapermillExecutionError as exc:
         failed = executed.with_name(f"{executed.stem}.failed.ipynb")
         os.replace(partial, failed)
