@@ -77,6 +77,29 @@ def test_a_kernel_that_never_started_is_started_again(tmp_path: Path, monkeypatc
 
 
 @pytest.mark.slow
+def test_jobs_run_in_the_folder_and_environment_of_whoever_submits_them(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("tag = ''", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os, pathlib\n"
+                                  "pathlib.Path(f'{tag}.txt').write_text(os.environ.get('CMBSTUDY_TEST_MARK', ''))")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    seen = []
+    for mark in ("first", "second"):  # the second submits from another folder, after the workers' server started
+        folder = tmp_path / mark
+        folder.mkdir()
+        nbformat.write(notebook, folder / "job.ipynb")
+        monkeypatch.chdir(folder)
+        monkeypatch.setenv("CMBSTUDY_TEST_MARK", mark)
+        pending = [jobs.Pending(tag, tag, tag, Path("executed") / f"{tag}.ipynb", {"tag": tag}) for tag in "ab"]
+        jobs.run_pending(Path("job.ipynb"), pending, lambda job, seconds: seen.append(job.name), folder, 2, 1,
+                         lambda text: None)
+        assert {(folder / f"{tag}.txt").read_text() for tag in "ab"} == {mark}
+        assert all((folder / "executed" / f"{tag}.ipynb").is_file() for tag in "ab")
+    assert sorted(seen) == ["a", "a", "b", "b"]
+
+
+@pytest.mark.slow
 def test_two_jobs_at_once_give_each_runs_result_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     together, alone = tmp_path / "together", tmp_path / "alone"
     run_study("smoke", out=together, runs=RUNS, jobs=2, project_root=REPO)
