@@ -55,3 +55,26 @@ def test_unknown_dataset_name_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     root = make_synthetic_root(tmp_path / "ds", n_subjects=1)
     assert main(["data", "check", str(root), "--dataset", "adni"]) == 2
     assert "unknown dataset 'adni'" in capsys.readouterr().err
+
+
+def test_notes_are_written_between_the_progress_bars(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    import tqdm
+
+    from cmbstudy import cli
+
+    written = []
+    monkeypatch.setattr(tqdm.tqdm, "write", classmethod(lambda cls, text, file=None, **kwargs: written.append(text)))
+    log = logging.getLogger("cmbstudy.inference.detect")
+    try:
+        cli._log_to_stderr("detect", quiet=False)
+        log.info("scan 1: brain extraction given")
+        cli._log_to_stderr("detect", quiet=True)  # replaces the handler: notes are left out, warnings are not
+        log.info("scan 2: brain extraction given")
+        log.warning("scan 3 is oblique")
+    finally:
+        for handler in [h for h in logging.getLogger("cmbstudy").handlers if getattr(h, "_cmbstudy_cli", False)]:
+            logging.getLogger("cmbstudy").removeHandler(handler)
+    assert written == ["cmbstudy detect: INFO: scan 1: brain extraction given",
+                       "cmbstudy detect: WARNING: scan 3 is oblique"]

@@ -350,12 +350,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _BetweenBars(logging.StreamHandler):
+    """A stream handler that writes each record between tqdm's progress bars (``tqdm.write``: the bars are cleared,
+    the line written, the bars drawn again), so that a note on one scan does not break the bar over all of them.
+    (tqdm's own logging handler is private, and its ``logging_redirect_tqdm`` drops the handler's level.)"""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging's own rule: a handler never raises
+            self.handleError(record)
+
+
 def _log_to_stderr(name: str, quiet: bool) -> None:
     """Warnings of the ``cmbstudy`` logger (and, unless ``--quiet``, its notes) go to stderr, once."""
     logger = logging.getLogger("cmbstudy")
     for handler in [h for h in logger.handlers if getattr(h, "_cmbstudy_cli", False)]:
         logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _BetweenBars(sys.stderr)
     handler.setFormatter(logging.Formatter(f"cmbstudy {name}: %(levelname)s: %(message)s"))
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
     handler._cmbstudy_cli = True  # type: ignore[attr-defined]
