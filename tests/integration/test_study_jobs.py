@@ -42,35 +42,35 @@ def test_threads_per_job_splits_the_cores(monkeypatch: pytest.MonkeyPatch) -> No
         threads_per_job(2, 0)
 
 
-def test_a_kernel_that_never_started_is_started_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    starts = []
+def _papermill_failing(starts: list[str], errors: list[str]):
+    """A stand-in for papermill's ``execute_notebook`` that records each start, fails with each of ``errors`` in
+    turn, then writes its output."""
 
     def execute(source: str, partial: str, **kwargs) -> None:
         starts.append(partial)
-        if len(starts) < KERNEL_START_ATTEMPTS:
-            raise RuntimeError("Kernel died before replying to kernel_info")
+        if len(starts) <= len(errors):
+            raise RuntimeError(errors[len(starts) - 1])
         Path(partial).write_text("{}")
 
-    monkeypatch.setattr(jobs.pm, "execute_notebook", execute)
+    return execute
+
+
+def test_a_kernel_that_never_started_is_started_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    never_started = "Kernel died before replying to kernel_info"
+    starts: list[str] = []
+    retried = [never_started] * (KERNEL_START_ATTEMPTS - 1)
+    monkeypatch.setattr(jobs.pm, "execute_notebook", _papermill_failing(starts, retried))
     run_notebook(tmp_path / "a.ipynb", tmp_path / "out" / "a.ipynb", {}, tmp_path)
     assert len(starts) == KERNEL_START_ATTEMPTS and (tmp_path / "out" / "a.ipynb").read_text() == "{}"
+
     starts.clear()
-
-    def never(source: str, partial: str, **kwargs) -> None:
-        starts.append(partial)
-        raise RuntimeError("Kernel died before replying to kernel_info")
-
-    monkeypatch.setattr(jobs.pm, "execute_notebook", never)
+    monkeypatch.setattr(jobs.pm, "execute_notebook", _papermill_failing(starts, [*retried, never_started]))
     with pytest.raises(RuntimeError, match="kernel_info"):
         run_notebook(tmp_path / "b.ipynb", tmp_path / "out" / "b.ipynb", {}, tmp_path)
     assert len(starts) == KERNEL_START_ATTEMPTS and not (tmp_path / "out" / "b.ipynb").exists()
+
     starts.clear()
-
-    def other(source: str, partial: str, **kwargs) -> None:
-        starts.append(partial)
-        raise RuntimeError("another failure")
-
-    monkeypatch.setattr(jobs.pm, "execute_notebook", other)
+    monkeypatch.setattr(jobs.pm, "execute_notebook", _papermill_failing(starts, ["another failure"]))
     with pytest.raises(RuntimeError, match="another failure"):
         run_notebook(tmp_path / "c.ipynb", tmp_path / "out" / "c.ipynb", {}, tmp_path)
     assert len(starts) == 1  # any other error is not retried

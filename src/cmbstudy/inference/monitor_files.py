@@ -242,8 +242,8 @@ def check_monitoring_record(path: Path, overwrite: bool = False) -> tuple[Path, 
 def record_monitoring_threshold(path: Path, threshold: float, record: Mapping[str, Any], overwrite: bool = False
                                 ) -> Path:
     """Write monitoring's threshold (and how it was chosen, ``record``) into the sidecar of the second look at
-    ``path``; the second look itself is unchanged. Retraining it (:func:`~cmbstudy.inference.second_look.save_second_look`) drops the
-    record.
+    ``path``; the second look itself is unchanged. Retraining it
+    (:func:`~cmbstudy.inference.second_look.save_second_look`) drops the record.
 
     Raises:
         InputError: no second look at ``path``. OutputError: it has a monitoring threshold and ``overwrite`` is

@@ -393,4 +393,3 @@ def load_second_look(path: Path) -> SecondLook:
                           None if monitoring is None else float(monitoring))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"second look {path} lacks {exc} or holds it in another form: regenerate it") from exc
-

@@ -23,8 +23,8 @@ import papermill as pm
 from .. import available_cores
 from ..errors import CmbStudyError, ConfigError
 
-__all__ = ["StudyError", "Pending", "KERNEL_START_ATTEMPTS", "available_cores", "resolve_jobs", "threads_per_job", "run_notebook", "run_notebook_in_job",
-           "run_pending"]
+__all__ = ["StudyError", "Pending", "KERNEL_START_ATTEMPTS", "available_cores", "resolve_jobs", "threads_per_job",
+           "run_notebook", "run_notebook_in_job", "run_pending"]
 
 
 class StudyError(CmbStudyError):
