@@ -86,9 +86,10 @@ monitoring-threshold: setup
 	$(VENV)/bin/cmbstudy monitor-threshold $(WEIGHTS_WORK)/monitoring-pairs --model packaged --overwrite
 
 # Wheels for benchmarks/gpu_check.sh on a GPU machine that has torch (with numpy, scipy, pandas, scikit-learn)
-# but not the project's imaging libraries: nibabel, SimpleITK and MONAI at this environment's versions, for
-# CPython 3.12 on x86-64 (about 58 MB). Add others with GPU_WHEELS="nibabel simpleitk monai pandas".
-GPU_WHEELS ?= nibabel simpleitk monai
+# but not the project's imaging libraries: nibabel, SimpleITK, MONAI and nilearn (its template makes the synthetic
+# cohorts) at this environment's versions, for CPython 3.12 on x86-64 (about 70 MB). Add others with
+# GPU_WHEELS="nibabel simpleitk monai nilearn pandas".
+GPU_WHEELS ?= nibabel simpleitk monai nilearn
 gpu-wheels: setup
 	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \

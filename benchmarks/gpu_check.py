@@ -49,7 +49,7 @@ from inference_latency import (
     time_train_step,
 )
 
-from cmbstudy import collect_environment
+from cmbstudy import available_cores, collect_environment
 from cmbstudy.config import load_profile
 from cmbstudy.evaluation.operating_point import OperatingPoint
 from cmbstudy.inference.second_look import find_detections
@@ -57,6 +57,9 @@ from cmbstudy.inference.sliding_window import predict_volume
 from cmbstudy.models.losses import make_loss
 from cmbstudy.models.registry import model_from_config
 
+
+#: The parts of the check, in the order they run (``--parts`` picks some).
+PARTS = ("inference", "training_step", "fold0")
 
 #: The fold of ``--cpu``: the smoke profile on the fewest subjects that train, calibrate and score.
 CPU_FOLD = ("synth.n_subjects=4", "synth.n_test_subjects=2", "train.epochs=1", "train.warmup_epochs=0",
@@ -123,8 +126,10 @@ def measure_fold(profile_name: str, overrides: list[str], work: Path, device: st
     """
     import pandas as pd
 
+    from cmbstudy.data import load_subjects
     from cmbstudy.evaluation.evaluate import evaluate_predictions
     from cmbstudy.inference.predict import predict_dataset
+    from cmbstudy.preprocessing.cache import default_cache_dir, fill_cache
     from cmbstudy.synth import make_cohort, make_test_cohort
     from cmbstudy.training.run import train_fold
 
@@ -136,6 +141,10 @@ def measure_fold(profile_name: str, overrides: list[str], work: Path, device: st
     make_cohort(data, profile, progress=False, overwrite=True)
     make_test_cohort(test, profile, progress=False, overwrite=True)
     phases: dict[str, float] = {"cohorts": time.perf_counter() - tic}
+    tic = time.perf_counter()  # every subject preprocessed at once over the cores; training and prediction read
+    fill_cache(load_subjects(data) + load_subjects(test), profile.preprocess, default_cache_dir(run),
+               workers=max(2, available_cores() // 2), progress=False)
+    phases["preprocessing"] = time.perf_counter() - tic
     tic = time.perf_counter()
     result = train_fold(profile, data, 0, run, device=device, overwrite=True, progress=False)
     history = pd.read_csv(run / "history.csv")
@@ -184,9 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=None, help="slices of the inference volume (default 40)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--skip-fold", action="store_true", help="leave out fold 0 of the profile")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"the parts to run, comma-separated (default: all of {', '.join(PARTS)})")
     parser.add_argument("--set", action="append", default=[], dest="overrides",
                         help="override the fold's profile, e.g. --set train.epochs=10")
     args = parser.parse_args(argv)
+    parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        parser.error(f"--parts: unknown part(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(PARTS)}")
+    if args.skip_fold:
+        parts = [part for part in parts if part != "fold0"]
     if not args.cpu and not torch.cuda.is_available():
         print("gpu_check: no CUDA device is visible to torch; run with --cpu for the tiny CPU check", file=sys.stderr)
         return 2
@@ -208,17 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     compile_modes = (False,) if args.cpu else (False, True)
-    _part(results, "inference", path, lambda: measure_inference(profile, side, slices, device, repeats, compile_modes))
-    if args.cpu:
-        results["inference"]["compile_note"] = "torch.compile not measured on a CPU (it needs a C++ toolchain)"
-    _part(results, "training_step", path, lambda: measure_training(profile, device, repeats))
-    if not args.skip_fold:
+    if "inference" in parts:
+        _part(results, "inference", path,
+              lambda: measure_inference(profile, side, slices, device, repeats, compile_modes))
+        if args.cpu:
+            results["inference"]["compile_note"] = "torch.compile not measured on a CPU (it needs a C++ toolchain)"
+    if "training_step" in parts:
+        _part(results, "training_step", path, lambda: measure_training(profile, device, repeats))
+    if "fold0" in parts:
         with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:
             overrides = [*CPU_FOLD, *args.overrides] if args.cpu else args.overrides
             _part(results, "fold0", path, lambda: measure_fold(profile_name, overrides, Path(work), str(device)))
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     path.write_text(json.dumps(results, indent=2, default=float) + "\n")
-    failed = [name for name in ("inference", "training_step", "fold0") if "error" in results.get(name, {})]
+    failed = [name for name in PARTS if "error" in results.get(name, {})]
     print(f"[gpu check] {path} in {results['total_seconds']:.0f} s" + (f"; failed: {', '.join(failed)}" if failed
                                                                           else ""))
     return 1 if failed else 0

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
 OUT=${OUT:-gpu-check}
-NEEDED="numpy scipy pandas yaml nibabel SimpleITK monai sklearn joblib tqdm"
+NEEDED="numpy scipy pandas yaml nibabel SimpleITK monai nilearn sklearn joblib tqdm"
 missing=$("$PYTHON" - "$NEEDED" <<'PY'
 import importlib.util, sys
 print(" ".join(m for m in sys.argv[1].split() if importlib.util.find_spec(m) is None))

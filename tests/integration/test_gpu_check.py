@@ -31,7 +31,7 @@ def test_the_gpu_check_runs_on_a_cpu_and_writes_every_number(tmp_path: Path) -> 
     fold = result["fold0"]
     assert "error" not in fold, fold.get("traceback")
     assert 0.0 <= fold["one_look"]["f1"] <= 1.0 or math.isnan(fold["one_look"]["f1"])
-    assert set(fold["phases"]) >= {"epochs", "calibration", "test_inference", "scoring"}
+    assert set(fold["phases"]) >= {"cohorts", "preprocessing", "epochs", "calibration", "test_inference", "scoring"}
     assert result["total_seconds"] > 0
 
 
@@ -44,3 +44,16 @@ def test_the_gpu_check_refuses_a_machine_without_a_gpu_unless_asked_for_the_cpu(
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--skip-fold"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "no CUDA device" in done.stderr and "--cpu" in done.stderr
+
+
+def test_the_gpu_check_runs_the_parts_asked_for_and_names_the_parts_it_has(tmp_path: Path) -> None:
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable}
+    script = str(REPO / "benchmarks" / "gpu_check.sh")
+    done = subprocess.run(["bash", script, "--cpu", "--parts", "training_step"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert "training_step" in result and "inference" not in result and "fold0" not in result
+    done = subprocess.run(["bash", script, "--cpu", "--parts", "training_step,fold1"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "fold1" in done.stderr and "inference, training_step, fold0" in done.stderr

@@ -82,6 +82,15 @@ class Subject:
     brain_mask_path: Path | None  # binary brain mask, None when absent
     extra_paths: Mapping[str, Path] = field(default_factory=dict)  # "phase", "mimic", "lesions"
 
+    def __reduce__(self):
+        # a read-only mapping (MappingProxyType) cannot be pickled: it travels to worker processes as a dict
+        return _rebuild_subject, (self.subject_id, self.image_path, self.mask_path, self.modality, self.site,
+                                  self.brain_mask_path, dict(self.extra_paths))
+
+
+def _rebuild_subject(subject_id, image_path, mask_path, modality, site, brain_mask_path, extra_paths) -> Subject:
+    return Subject(subject_id, image_path, mask_path, modality, site, brain_mask_path, MappingProxyType(extra_paths))
+
 
 def _strip_nifti(name: str) -> str:
     for ext in _NIFTI:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +25,7 @@ from ..data.io import write_atomically
 from .geometry import Geometry, PreprocessedVolume
 from .preprocess import preprocess_subject
 
-__all__ = ["CACHE_ENV_VAR", "default_cache_dir", "load_preprocessed"]
+__all__ = ["CACHE_ENV_VAR", "default_cache_dir", "fill_cache", "load_preprocessed"]
 
 CACHE_ENV_VAR = "CMBSTUDY_CACHE"
 _CACHE_VERSION = 2  # 2: the unmasked image is stored too
@@ -117,3 +119,37 @@ def load_preprocessed(
         _save_cache(volume, path)
         volumes.append(volume)
     return volumes
+
+
+def _fill_one(subject: Subject, cfg: PreprocessConfig, cache_dir: Path) -> None:
+    load_preprocessed([subject], cfg, cache_dir, progress=False)
+
+
+def _limit_threads(threads: int) -> None:
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def fill_cache(subjects: Sequence[Subject], cfg: PreprocessConfig, cache_dir: Path, workers: int = 1,
+               progress: bool = True) -> None:
+    """Preprocess into ``cache_dir`` every subject not there yet, over up to ``workers`` processes.
+
+    Each subject's entry is a file of its own, written atomically, so workers never share one; the
+    processes share the machine's cores (N4's threads divided among them). Read the volumes afterwards
+    with :func:`load_preprocessed`, which then only reads.
+
+    Raises:
+        InputError: as :func:`preprocess_subject` (the first failing subject's).
+    """
+    workers = max(1, min(int(workers), len(subjects)))
+    if workers == 1:
+        load_preprocessed(subjects, cfg, cache_dir, progress)
+        return
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("spawn")  # as the cohort generator's workers: started clean
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)) as pool:
+        done = [pool.submit(_fill_one, subject, cfg, Path(cache_dir)) for subject in subjects]
+        for future in tqdm(done, desc="preprocess", unit="subject", disable=not progress):
+            future.result()
