@@ -213,3 +213,22 @@ def test_the_quoted_values_come_from_the_profiles_and_the_paper_module() -> None
     assert values["paper_data.n_scans"] == PAPER_N_SCANS
     assert values["paper_data.test_subjects"] == int(TABLE6_CONFUSION.sum())
     assert "paper.train.epochs" not in values  # the paper profile's fields are settings_values(paper, "paper")
+
+
+def test_the_gpu_check_numbers_are_read_from_its_json() -> None:
+    from cmbstudy.study.settings_table import compute_quoted_values, gpu_check_values
+
+    measured = {"device_name": "GPU X", "torch": "2.0.0+cu1", "cuda": "12.0", "torch_threads": 8,
+                "inference": {"side": 256, "slices": 10, "batch": 16,
+                              "eager": {"network_seconds": 2.0, "post_seconds": 1.0, "seconds_per_subject": 3.0},
+                              "compile": {"network_seconds": 1.5, "post_seconds": 1.0, "seconds_per_subject": 2.5}},
+                "training_step": {"side": 128, "batch": 4, "step_seconds": 0.5, "slices_per_second": 8.0,
+                                  "forward_gflop_per_slice": 10.0, "tflops": 0.24, "peak_tflops": 100.0,
+                                  "share_of_peak": 0.0024}}
+    values = gpu_check_values(measured)
+    assert values["gpu_check.torch"] == "2.0.0" and values["gpu_check.side"] == "256"
+    # 10 slices of 40 GFLOP (four times the crop's pixels) in 2 s, then in 1.5 s
+    assert values["gpu_check.eager.tflops"] == "0.2" and values["gpu_check.compile.tflops"] == "0.3"
+    assert values["gpu_check.compile_saving"] == "25%" and values["gpu_check.share_of_peak"] == "0.24%"
+    shipped = compute_quoted_values()
+    assert set(values) <= set(shipped) and float(shipped["gpu_check.step_tflops"]) > 0

@@ -12,7 +12,8 @@ import json
 import multiprocessing
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Sequence
 
@@ -121,35 +122,42 @@ def load_preprocessed(
     return volumes
 
 
-def _fill_one(subject: Subject, cfg: PreprocessConfig, cache_dir: Path) -> None:
+def _fill_one(subject: Subject, cfg: PreprocessConfig, cache_dir: Path) -> tuple[float, bool]:
+    from_cache = (Path(cache_dir) / f"sub-{subject.subject_id}_{_cache_key(subject, cfg)}.npz").is_file()
+    start = time.perf_counter()
     load_preprocessed([subject], cfg, cache_dir, progress=False)
-
-
-def _limit_threads(threads: int) -> None:
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    return time.perf_counter() - start, from_cache
 
 
 def fill_cache(subjects: Sequence[Subject], cfg: PreprocessConfig, cache_dir: Path, workers: int = 1,
-               progress: bool = True) -> None:
+               progress: bool = True) -> list[tuple[float, bool]]:
     """Preprocess into ``cache_dir`` every subject not there yet, over up to ``workers`` processes.
 
-    Each subject's entry is a file of its own, written atomically, so workers never share one; the
-    processes share the machine's cores (N4's threads divided among them). Read the volumes afterwards
-    with :func:`load_preprocessed`, which then only reads.
+    Each subject's entry is a file of its own, written atomically, so workers never share one. The workers
+    keep SimpleITK's default number of threads, as one process does: N4's result depends on it in its last
+    bits, so the cache is the same for any number of workers. Read the volumes afterwards with
+    :func:`load_preprocessed`, which then only reads.
+
+    Returns:
+        Per subject, in order: the seconds it took and whether its entry was already in the cache.
 
     Raises:
         InputError: as :func:`preprocess_subject` (the first failing subject's).
     """
     workers = max(1, min(int(workers), len(subjects)))
-    if workers == 1:
-        load_preprocessed(subjects, cfg, cache_dir, progress)
-        return
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(subjects), desc="preprocess", unit="subject", disable=not progress)
+    if workers == 1:
+        rows = []
+        for subject in subjects:
+            rows.append(_fill_one(subject, cfg, Path(cache_dir)))
+            bar.update()
+        bar.close()
+        return rows
     context = multiprocessing.get_context("spawn")  # as the cohort generator's workers: started clean
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)) as pool:
-        done = [pool.submit(_fill_one, subject, cfg, Path(cache_dir)) for subject in subjects]
-        for future in tqdm(done, desc="preprocess", unit="subject", disable=not progress):
-            future.result()
+    with ProcessPoolExecutor(workers, mp_context=context) as pool, bar:
+        futures = [pool.submit(_fill_one, subject, cfg, Path(cache_dir)) for subject in subjects]
+        for future in as_completed(futures):
+            future.result()  # a failure stops here, with the worker's traceback
+            bar.update()
+        return [future.result() for future in futures]

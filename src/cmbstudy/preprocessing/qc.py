@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +25,7 @@ from ..data.io import load_image, load_mask, to_canonical, voxel_sizes
 from ..errors import InputError
 from .bias import n4_correct
 from .brain import extract_brain
-from .cache import load_preprocessed
+from .cache import fill_cache, load_preprocessed
 from .geometry import PreprocessedVolume
 
 __all__ = [
@@ -82,22 +81,18 @@ def compute_preprocessing_stages(subject: Subject, cfg: PreprocessConfig, cache_
     return PreprocessingStages(subject.subject_id, subject.modality, raw, brain, corrected, field, final, spacing)
 
 
-def fill_preprocessing_cache(subjects: Sequence[Subject], cfg: PreprocessConfig, cache_dir: Path) -> pd.DataFrame:
-    """Preprocess every subject into ``cache_dir`` (the cache training and inference read).
+def fill_preprocessing_cache(subjects: Sequence[Subject], cfg: PreprocessConfig, cache_dir: Path,
+                             workers: int = 1) -> pd.DataFrame:
+    """Preprocess every subject into ``cache_dir`` (the cache training and inference read), over up to
+    ``workers`` processes (:func:`~cmbstudy.preprocessing.cache.fill_cache`: the same cache for any number).
 
     Returns:
-        One row per subject: subject_id, modality, seconds (wall time of this call),
-        from_cache (True when the entry already existed and was only read).
+        One row per subject: subject_id, modality, seconds (wall time of its preprocessing, or of reading its
+        entry), from_cache (True when the entry already existed and was only read).
     """
-    rows = []
-    for subject in subjects:
-        before = set(Path(cache_dir).glob(f"sub-{subject.subject_id}_*.npz")) if Path(cache_dir).is_dir() else set()
-        start = time.perf_counter()
-        load_preprocessed([subject], cfg, cache_dir, progress=False)
-        seconds = time.perf_counter() - start
-        after = set(Path(cache_dir).glob(f"sub-{subject.subject_id}_*.npz"))
-        rows.append({"subject_id": subject.subject_id, "modality": subject.modality, "seconds": seconds,
-                     "from_cache": bool(after) and after <= before})
+    done = fill_cache(subjects, cfg, cache_dir, workers, progress=False)
+    rows = [{"subject_id": subject.subject_id, "modality": subject.modality, "seconds": seconds,
+             "from_cache": from_cache} for subject, (seconds, from_cache) in zip(subjects, done)]
     return pd.DataFrame(rows, columns=["subject_id", "modality", "seconds", "from_cache"])
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import re
+from importlib import resources
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
@@ -108,15 +110,48 @@ def _joined(values: Sequence[Any], separator: str) -> str:
     return separator.join(format_setting(v) for v in values)
 
 
+#: The GPU check's numbers as measured on a GPU (``benchmarks/gpu_check.sh``), shipped with the package.
+GPU_CHECK_MEASURED = "measured/gpu_check_h100.json"
+
+
+def gpu_check_values(measured: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The GPU check's numbers that the reproducibility chapter quotes, by glue key (``gpu_check.*``), from
+    ``measured`` (the check's JSON; default: the one measured on a GPU, :data:`GPU_CHECK_MEASURED`).
+
+    The inference rate counts the forward pass at the inference side from the training crop's FLOPs: the
+    network is fully convolutional, so its operations grow with the pixels of a slice.
+    """
+    if measured is None:
+        measured = json.loads(resources.files("cmbstudy").joinpath(GPU_CHECK_MEASURED).read_text(encoding="utf-8"))
+    inference, step = measured["inference"], measured["training_step"]
+    gflop = step["forward_gflop_per_slice"] * (inference["side"] / step["side"]) ** 2
+    values = {"device": measured["device_name"], "torch": measured["torch"].split("+")[0], "cuda": measured["cuda"],
+              "cpu_threads": str(measured["torch_threads"]), "side": str(inference["side"]),
+              "slices": str(inference["slices"]), "batch": str(inference["batch"]),
+              "step_side": str(step["side"]), "step_batch": str(step["batch"]),
+              "step_seconds": f"{step['step_seconds']:.3f}", "step_slices_per_second": f"{step['slices_per_second']:.0f}",
+              "step_gflop": f"{step['forward_gflop_per_slice']:.2f}", "step_tflops": f"{step['tflops']:.1f}",
+              "peak_tflops": f"{step['peak_tflops']:.0f}", "share_of_peak": f"{step['share_of_peak']:.2%}"}
+    for mode in ("eager", "compile"):
+        times = inference[mode]
+        values.update({f"{mode}.network_seconds": f"{times['network_seconds']:.2f}",
+                       f"{mode}.post_seconds": f"{times['post_seconds']:.2f}",
+                       f"{mode}.seconds_per_subject": f"{times['seconds_per_subject']:.2f}",
+                       f"{mode}.tflops": f"{inference['slices'] * gflop / times['network_seconds'] / 1e3:.1f}"})
+    values["compile_saving"] = f"{1 - inference['compile']['network_seconds'] / inference['eager']['network_seconds']:.0%}"
+    return {f"gpu_check.{key}": value for key, value in values.items()}
+
+
 def compute_quoted_values() -> dict[str, Any]:
     """The values the book's markdown pages quote, by glue key, each read from where the code keeps it.
 
     The shipped profiles' fields (``smoke.*``, ``quick.*``, ``gpu.*``; the paper profile's are
     :func:`settings_values` under ``paper.*``) and the runs each trains, the synthetic
     cohort's physics, the ARIA-H categories, the small-lesion bound, the VALDO set's
-    size from ``data_manifest.yaml``, and the paper's data (:mod:`cmbstudy.study.paper`).
+    size from ``data_manifest.yaml``, the paper's data (:mod:`cmbstudy.study.paper`), and the GPU check's
+    measured numbers (:func:`gpu_check_values`).
     """
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(gpu_check_values())
     for name in ("smoke", "quick", "gpu", "paper"):
         profile = config.load_profile(name)
         if name != "paper":
