@@ -128,7 +128,8 @@ def choose_threshold(found: Mapping[str, Mapping[float, pd.DataFrame]], referenc
         right = [severity_of(c["new_count"]) == severity_of(int(references[pair]["new"].sum()))
                  for c, pair in zip(counts, found)]
         rows.append({"threshold": threshold, "pairs": len(found), "tp": tp, "fp": fp, "fn": fn,
-                     "precision": precision, "recall": recall, "f1": f1, "false_new_per_pair": fp / len(found), "severity_agreement": float(np.mean(right))})
+                     "precision": precision, "recall": recall, "f1": f1, "false_new_per_pair": fp / len(found),
+                     "severity_agreement": float(np.mean(right))})
     table = pd.DataFrame(rows).set_index("threshold")
     scored = table[table["f1"].notna()]
     if scored.empty:

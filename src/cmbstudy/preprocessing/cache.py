@@ -58,6 +58,11 @@ def _cache_key(subject: Subject, cfg: PreprocessConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _cache_path(subject: Subject, cfg: PreprocessConfig, cache_dir: Path) -> Path:
+    """The subject's entry in ``cache_dir`` under ``cfg`` and its input files as they are now."""
+    return Path(cache_dir) / f"sub-{subject.subject_id}_{_cache_key(subject, cfg)}.npz"
+
+
 def _save_cache(volume: PreprocessedVolume, path: Path) -> None:
     arrays = {"image": volume.image, "brain": volume.brain}
     if volume.mask is not None:
@@ -105,7 +110,7 @@ def load_preprocessed(
     cache_dir.mkdir(parents=True, exist_ok=True)
     volumes = []
     for subject in tqdm(subjects, desc="preprocess", unit="subject", disable=not progress):
-        path = cache_dir / f"sub-{subject.subject_id}_{_cache_key(subject, cfg)}.npz"
+        path = _cache_path(subject, cfg, cache_dir)
         if path.is_file():
             try:
                 volumes.append(_read_cache(path))
@@ -123,7 +128,7 @@ def load_preprocessed(
 
 
 def _fill_one(subject: Subject, cfg: PreprocessConfig, cache_dir: Path) -> tuple[float, bool]:
-    from_cache = (Path(cache_dir) / f"sub-{subject.subject_id}_{_cache_key(subject, cfg)}.npz").is_file()
+    from_cache = _cache_path(subject, cfg, cache_dir).is_file()
     start = time.perf_counter()
     load_preprocessed([subject], cfg, cache_dir, progress=False)
     return time.perf_counter() - start, from_cache

@@ -129,7 +129,8 @@ def gpu_check_values(measured: Mapping[str, Any] | None = None) -> dict[str, str
               "cpu_threads": str(measured["torch_threads"]), "side": str(inference["side"]),
               "slices": str(inference["slices"]), "batch": str(inference["batch"]),
               "step_side": str(step["side"]), "step_batch": str(step["batch"]),
-              "step_seconds": f"{step['step_seconds']:.3f}", "step_slices_per_second": f"{step['slices_per_second']:.0f}",
+              "step_seconds": f"{step['step_seconds']:.3f}",
+              "step_slices_per_second": f"{step['slices_per_second']:.0f}",
               "step_gflop": f"{step['forward_gflop_per_slice']:.2f}", "step_tflops": f"{step['tflops']:.1f}",
               "peak_tflops": f"{step['peak_tflops']:.0f}", "share_of_peak": f"{step['share_of_peak']:.2%}"}
     for mode in ("eager", "compile"):
@@ -138,7 +139,8 @@ def gpu_check_values(measured: Mapping[str, Any] | None = None) -> dict[str, str
                        f"{mode}.post_seconds": f"{times['post_seconds']:.2f}",
                        f"{mode}.seconds_per_subject": f"{times['seconds_per_subject']:.2f}",
                        f"{mode}.tflops": f"{inference['slices'] * gflop / times['network_seconds'] / 1e3:.1f}"})
-    values["compile_saving"] = f"{1 - inference['compile']['network_seconds'] / inference['eager']['network_seconds']:.0%}"
+    saving = 1 - inference["compile"]["network_seconds"] / inference["eager"]["network_seconds"]
+    values["compile_saving"] = f"{saving:.0%}"
     return {f"gpu_check.{key}": value for key, value in values.items()}
 
 
