@@ -18,7 +18,8 @@ from cmbstudy.errors import ConfigError, InputError
 from cmbstudy.evaluation.lesions import find_lesions
 from cmbstudy.evaluation.monitoring import evaluate_monitoring, score_pair
 from cmbstudy.inference.model_store import load_detection_model, packaged_model_path, second_look_path
-from cmbstudy.inference.monitor import check_pair_inputs, focal_darkness, pair_lesions, pair_tables_by_threshold
+from cmbstudy.inference.monitor import (background_darkness, check_pair_inputs, focal_darkness, pair_backgrounds,
+                                       pair_lesions, pair_tables_by_threshold)
 from cmbstudy.inference import monitor_files
 from cmbstudy.inference.monitor_files import find_pairs, monitoring_point
 from cmbstudy.inference.second_look import THRESHOLDS
@@ -123,6 +124,40 @@ def test_the_paired_decision_looks_at_the_baseline_scan(pair, registered) -> Non
     counts = score_pair(table, reference)
     assert (counts["tp"], counts["fp"], counts["fn"]) == (2, 0, 0)
     assert (counts["naive_tp"], counts["naive_fp"], counts["naive_fp_persistent"]) == (2, 1, 1)
+
+
+def test_a_focus_no_darker_than_the_background_does_not_make_a_cmb_persistent(pair, registered) -> None:
+    """The baseline's missed CMB is persistent because it is darker than the baseline's background; were the
+    background that dark everywhere, it would be new."""
+    base, follow, registration, follow_in_base = registered
+    detections = _oracle(pair.baseline, keep=[0, 1]), _oracle(pair.followup)
+    measured = pair_backgrounds(detections[0], follow_in_base)
+    assert all(0.0 < b < 0.6 for b in measured)
+    table = pair_lesions(*detections, follow_in_base, follow, base, registration.transform, measured)
+    missed = table[table["detected_followup"] & table["new_naive"] & (table["status"] == "persistent")]
+    assert len(missed) == 1 and float(missed["darkness_baseline"].iloc[0]) > measured[0]
+    table = pair_lesions(*detections, follow_in_base, follow, base, registration.transform,
+                         (float(missed["darkness_baseline"].iloc[0]), measured[1]))
+    assert int((table["status"] == "new").sum()) == 3
+
+
+def test_background_darkness_is_what_noise_alone_shows() -> None:
+    rng = np.random.default_rng(0)
+    image = (100.0 + 10.0 * rng.standard_normal((48, 48, 12))).astype(np.float32)
+    brain, voxel_mm = np.ones(image.shape, bool), np.array([1.0, 1.0, 2.0])
+    background = background_darkness(image, brain, voxel_mm)
+    assert 0.1 < background < 0.6
+    assert background_darkness(image, brain, voxel_mm) == background  # no sampling: the same every time
+    # the grid: every 6 mm in-plane, 8 voxels (the ring and one) from the edge; every 2nd slice, not the ends
+    grid = [np.array([x, y, z]) for x in range(12, 40, 6) for y in range(12, 40, 6) for z in range(2, 11, 2)]
+    assert background == pytest.approx(np.percentile([focal_darkness(image, g, voxel_mm) for g in grid], 95),
+                                       abs=1e-6)  # the measure of focal_darkness, at the grid's voxels
+    image[23:26, 23:26, 5] = 10.0
+    assert focal_darkness(image, np.array([24, 24, 5]), voxel_mm) > background
+    assert background_darkness(np.full(image.shape, 100.0, np.float32), brain, voxel_mm) == 0.0
+    small = np.zeros(image.shape, bool)
+    small[20:26, 20:26, 4:8] = True  # no place a ring away from its edge
+    assert background_darkness(image, small, voxel_mm) == 0.0
 
 
 def test_two_different_people_are_refused(pair) -> None:

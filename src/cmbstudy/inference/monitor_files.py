@@ -30,8 +30,8 @@ from ..evaluation.operating_point import OperatingPoint
 from ..synth.follow_up import SEVERITY_RULE
 from .detect import subject_label
 from .model_store import DetectionModel, load_detection_model
-from .monitor import (DARKNESS_RATIO, PAIR_DISTANCE_MM, PairResult, check_pair_inputs, monitor_pair,
-                      pair_tables_by_threshold)
+from .monitor import (BACKGROUND_PERCENTILE, DARKNESS_RATIO, PAIR_DISTANCE_MM, PairResult, check_pair_inputs,
+                      monitor_pair, pair_tables_by_threshold)
 from .pipeline import describe_rule
 from .second_look import THRESHOLDS
 from .rigid import MIN_BRAIN_DICE, resample_onto, to_sitk
@@ -131,8 +131,12 @@ def write_pair(result: PairResult, pair: PairInput, folder: Path, model: Detecti
                          "rotation_deg": round(result.registration.rotation_deg, 3),
                          "translation_mm": round(result.registration.translation_mm, 3)},
         "pairing": {"distance_mm": PAIR_DISTANCE_MM, "darkness_ratio": DARKNESS_RATIO,
-                    "rule": "new: found on the follow-up, not on the baseline, and no dark focus at least "
-                            f"{DARKNESS_RATIO:g} times as dark at the registered place on the baseline scan"},
+                    "background_percentile": BACKGROUND_PERCENTILE,
+                    "background_darkness": {"baseline": round(result.backgrounds[0], 4),
+                                            "followup": round(result.backgrounds[1], 4)},
+                    "rule": "new: found on the follow-up, not on the baseline, and no dark focus at the "
+                            f"registered place on the baseline scan at least {DARKNESS_RATIO:g} times as dark and "
+                            f"darker than the {BACKGROUND_PERCENTILE:g}th percentile of the baseline's background"},
         "severity_rule": f"{SEVERITY_RULE} (Cummings et al. 2023)",
         "method": describe_rule(point or model.point_for(None)), "model": {"name": model.name, "source": model.source},
         "brain_extraction": {"baseline": base.brain_source, "followup": result.followup.brain_source},
