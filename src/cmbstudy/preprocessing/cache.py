@@ -9,11 +9,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +21,7 @@ from tqdm import tqdm
 from ..config import PreprocessConfig
 from ..data.datasets import Subject
 from ..data.io import write_atomically
+from ..workers import run_each
 from .geometry import Geometry, PreprocessedVolume
 from .preprocess import preprocess_subject
 
@@ -149,20 +148,6 @@ def fill_cache(subjects: Sequence[Subject], cfg: PreprocessConfig, cache_dir: Pa
     Raises:
         InputError: as :func:`preprocess_subject` (the first failing subject's).
     """
-    workers = max(1, min(int(workers), len(subjects)))
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(subjects), desc="preprocess", unit="subject", disable=not progress)
-    if workers == 1:
-        rows = []
-        for subject in subjects:
-            rows.append(_fill_one(subject, cfg, Path(cache_dir)))
-            bar.update()
-        bar.close()
-        return rows
-    context = multiprocessing.get_context("spawn")  # as the cohort generator's workers: started clean
-    with ProcessPoolExecutor(workers, mp_context=context) as pool, bar:
-        futures = [pool.submit(_fill_one, subject, cfg, Path(cache_dir)) for subject in subjects]
-        for future in as_completed(futures):
-            future.result()  # a failure stops here, with the worker's traceback
-            bar.update()
-        return [future.result() for future in futures]
+    with tqdm(total=len(subjects), desc="preprocess", unit="subject", disable=not progress) as bar:
+        return run_each(_fill_one, [(subject, cfg, Path(cache_dir)) for subject in subjects], workers, bar)

@@ -11,9 +11,7 @@ per subject) and NIfTI gzip streams are written with mtime 0 and no file name.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,6 +26,7 @@ from ..data.aria_h import ARIA_H_CATEGORIES, aria_h_category
 from ..data.datasets import SMALL_DIAMETER_MM, load_participants, load_subjects
 from ..data.io import atomic_output_dir, check_output_dir, save_nifti
 from ..errors import ConfigError
+from ..workers import run_each
 from .acquisition import SITES, Site, make_geometry
 from .anatomy import load_template_space
 from .phantom import SubjectScan, simulate_subject
@@ -178,18 +177,9 @@ def simulate_each(work: Callable[..., dict], jobs: Sequence[tuple], workers: int
     rest = list(jobs[2:])
     workers = min(workers, len(rest))
     alone = each * len(rest)
-    if workers <= 1 or alone - alone / workers <= WORKER_START_SECONDS:
-        for job in rest:
-            rows.append(work(*job))
-            bar.update()
-        return rows
-    # spawn: a worker starts clean, with no thread pool inherited from the parent (a notebook's torch)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(work, *job) for job in rest]
-        for future in as_completed(futures):
-            future.result()  # a failure stops here, with the worker's traceback
-            bar.update()
-        return rows + [future.result() for future in futures]
+    if workers > 1 and alone - alone / workers <= WORKER_START_SECONDS:
+        workers = 1  # the rest is done here sooner than workers would start
+    return rows + run_each(work, rest, workers, bar)
 
 
 def make_cohort(
