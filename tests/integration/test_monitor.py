@@ -133,6 +133,12 @@ def test_a_focus_no_darker_than_the_background_does_not_make_a_cmb_persistent(pa
     detections = _oracle(pair.baseline, keep=[0, 1]), _oracle(pair.followup)
     measured = pair_backgrounds(detections[0], follow_in_base)
     assert all(0.0 < b < 0.6 for b in measured)
+    # a follow-up that reaches only part of the baseline's brain: a thinner slab, or half a slice's width
+    thin, narrow = follow_in_base.copy(), follow_in_base.copy()
+    thin[:, :, : thin.shape[2] // 3] = thin[:, :, 2 * thin.shape[2] // 3:] = 0.0
+    narrow[: narrow.shape[0] // 2] = 0.0
+    for partial in (thin, narrow):  # the zeros beyond its reach are no black foci (they made it 1 before)
+        assert pair_backgrounds(detections[0], partial)[1] == pytest.approx(measured[1], abs=0.05)
     table = pair_lesions(*detections, follow_in_base, follow, base, registration.transform, measured)
     missed = table[table["detected_followup"] & table["new_naive"] & (table["status"] == "persistent")]
     assert len(missed) == 1 and float(missed["darkness_baseline"].iloc[0]) > measured[0]

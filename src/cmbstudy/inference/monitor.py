@@ -180,10 +180,12 @@ def _to_baseline(points: np.ndarray, followup: sitk.Image, baseline: sitk.Image,
 
 def pair_backgrounds(base: ScanDetection, follow_in_base: np.ndarray) -> tuple[float, float]:
     """:func:`background_darkness` of the baseline and of the follow-up registered onto it, in the baseline's
-    brain."""
+    brain; the follow-up's only where its field of view reaches, with a slice to spare (the registration fills
+    the rest with 0, which would read as a black focus beside it)."""
     voxel_mm, brain = _voxel_mm(base.image), base.result.brain
+    reached = ndimage.binary_erosion(follow_in_base > 0, np.ones((1, 1, 3), dtype=bool))
     return (background_darkness(np.asarray(base.image.dataobj, dtype=np.float32), brain, voxel_mm),
-            background_darkness(follow_in_base, brain, voxel_mm))
+            background_darkness(follow_in_base, brain & reached, voxel_mm))
 
 
 def pair_lesions(base: ScanDetection, follow: ScanDetection, follow_in_base: np.ndarray, followup_itk: sitk.Image,
