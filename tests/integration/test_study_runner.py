@@ -134,6 +134,19 @@ def test_steps_that_need_none_of_each_other_run_together(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_a_volumetric_run_starts_first_when_runs_go_two_at_a_time(tmp_path: Path) -> None:
+    root, out = tmp_path / "project", tmp_path / "results"
+    _write_project(root, "import time\ntime.sleep(1.0)")
+    runs = [*RUNS[:1], "study.baselines=[dou2016]", *RUNS[1:]]  # the profile's order: main, without CBAM, Dou 2016
+    run_study("smoke", out=out, overrides=runs, build_book=False, steps=["01_synthetic_cohort", TRAINING],
+              project_root=root, jobs=2)
+    when = {path.stem: _interval(path) for path in (out / "notebooks" / TRAINING).glob("*.ipynb")}
+    assert set(when) == {"rlk_unet_cbam-fold0", "without_cbam-fold0", "dou2016-fold0"}
+    # Dou 2016's 3D network and the main run first; the run without CBAM once one of them has ended
+    assert when["without_cbam-fold0"][0] >= min(when["dou2016-fold0"][1], when["rlk_unet_cbam-fold0"][1])
+
+
+@pytest.mark.slow
 def test_failure_names_notebook_instance_and_cell(tmp_path: Path) -> None:
     root, out = tmp_path / "project", tmp_path / "results"
     _write_project(root, "if variant == 'without_cbam':\n    raise RuntimeError('no CBAM today')")

@@ -54,6 +54,22 @@ def test_predict_volume_restores_train_mode() -> None:
     assert model.training
 
 
+def test_predict_logits_of_the_rlk_unet_match_its_own_forward_pass() -> None:
+    # the prediction runs a folded copy, in the layout and batch that suit the device; the logits are the model's
+    from cmbstudy.models.registry import get_model
+    from cmbstudy.preprocessing.stacks import volume_stacks
+
+    torch.manual_seed(0)
+    model = get_model("rlk_unet_cbam", widths=(8, 16), norm_groups=4).train()
+    layout = [p.is_contiguous() for p in model.parameters()]
+    image = np.random.default_rng(0).normal(size=(5, 32, 32)).astype(np.float32)
+    logits = predict_logits(model, image, batch_size=8, device="cpu")
+    assert model.training and [p.is_contiguous() for p in model.parameters()] == layout
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(volume_stacks(image)))[:, 0].numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_lesion_table_hand_computed() -> None:
     volume = np.zeros((9, 10, 11), dtype=np.float32)
     volume[1:3, 2, 3] = 0.9  # 2 voxels, centroid (1.5, 2, 3)

@@ -19,7 +19,7 @@ from cmbstudy.explain.cbam_maps import compute_cbam_maps
 from cmbstudy.models.cbam import CBAM, ChannelAttention, SpatialAttention
 from cmbstudy.models.gate import SkipRefinement
 from cmbstudy.models.registry import get_model, list_models, model_from_config
-from cmbstudy.models.rlk import RLKBlock
+from cmbstudy.models.rlk import RLKBlock, inference_copy
 
 TINY = dict(widths=(4, 8, 16, 32), blocks_per_stage=1)
 
@@ -264,6 +264,40 @@ def test_the_borrowed_parts_of_the_rlk_block_switch_off() -> None:
     assert bare(x).shape == x.shape
     lean = model_from_config(load_profile("smoke", ["model.small_kernel=0", "model.mlp_ratio=0"]).model)
     assert not [m for m in lean.modules() if isinstance(m, RLKBlock) and (m.dw_small or m.mlp)]
+
+
+def test_folding_the_small_kernel_keeps_the_block_output() -> None:
+    torch.manual_seed(0)
+    block = RLKBlock(8, kernel_size=13, small_kernel=5, norm_groups=4).eval()
+    x = torch.randn(2, 8, 20, 20)
+    with torch.no_grad():
+        expected = block(x)
+        block.fold_small_kernel()
+        assert block.dw_small is None
+        torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+    block.fold_small_kernel()  # nothing left to fold: unchanged
+    assert block.dw_small is None
+
+
+def test_inference_copy_keeps_the_outputs_and_leaves_the_model_alone() -> None:
+    torch.manual_seed(0)
+    model = get_model("rlk_unet_cbam", widths=(8, 16), norm_groups=4).train()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    copied = inference_copy(model)
+    assert model.training and not copied.training
+    assert all(b.dw_small is not None for b in model.modules() if isinstance(b, RLKBlock))
+    assert all(b.dw_small is None for b in copied.modules() if isinstance(b, RLKBlock))
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(copied(x), model.eval()(x), rtol=1e-4, atol=1e-4)
+    assert inference_copy(model) is copied  # the same weights: the same copy
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)  # a training step: a new copy, of the new weights
+        renewed = inference_copy(model)
+        assert renewed is not copied
+        torch.testing.assert_close(renewed(x), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_drop_path_rises_with_depth_in_the_encoder_only() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from cmbstudy.config import SecondLookConfig
 from cmbstudy.errors import InputError, OutputError
@@ -11,6 +12,7 @@ from cmbstudy.evaluation.operating_point import OperatingPoint
 from cmbstudy.inference.candidates import find_candidates, suppress_duplicates
 from cmbstudy.inference.monitor_files import record_monitoring_threshold
 from cmbstudy.inference.second_look import (
+    _edge_distance,
     FEATURES,
     candidate_features,
     find_detections,
@@ -80,6 +82,22 @@ def test_a_cmb_looks_like_a_blob_and_a_vein_like_a_tube() -> None:
     assert features[cmb, column["blobness"]] > 0.1 > features[vein, column["blobness"]]  # flat along the tube
     with pytest.raises(InputError, match="voxel sizes"):
         candidate_features(candidates, np.zeros(SHAPE, np.float32), brain, (1.0, 0.0, 2.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_edge_distance_is_scipys_distance_transform_at_the_points(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(10, 24, 3))
+    grid = np.indices(shape).transpose(1, 2, 3, 0)
+    brain = (((grid - np.array(shape) / 2) / (np.array(shape) * 0.6)) ** 2).sum(-1) < 1  # reaches the faces
+    brain &= rng.random(shape) < 0.97  # and holes
+    voxel_mm = rng.uniform(0.4, 3.0, 3)
+    points = np.argwhere(np.ones(shape, bool))
+    expected = ndimage.distance_transform_edt(brain, sampling=voxel_mm)[tuple(points.T)]
+    np.testing.assert_allclose(_edge_distance(brain, points, voxel_mm), expected, rtol=0, atol=1e-9)
+    whole = _edge_distance(np.ones((5, 6, 7), bool), np.array([[0, 3, 3], [2, 3, 3]]), np.ones(3))
+    np.testing.assert_allclose(whole, [1.0, 3.0])  # a brain that fills the volume: its background lies beyond it
+    assert _edge_distance(np.zeros((4, 4, 4), bool), np.array([[1, 1, 1]]), np.ones(3)).tolist() == [0.0]
 
 
 def test_duplicates_keep_the_best_scored() -> None:

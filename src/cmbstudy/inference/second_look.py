@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, spatial
 
 from ..config import SecondLookConfig
 from ..data.outputs import write_atomically, write_json
@@ -153,23 +153,26 @@ def _hessians(smooth: np.ndarray, points: np.ndarray, voxel_mm: np.ndarray) -> n
 
 
 def _edge_distance(brain: np.ndarray, points: np.ndarray, voxel_mm: np.ndarray) -> np.ndarray:
-    """(n,) distance (mm) from integer ``points`` to the nearest voxel outside ``brain`` (scipy's exact EDT).
+    """(n,) distance (mm) from integer ``points`` to the nearest voxel of the volume outside ``brain``.
 
-    Computed on the brain's bounding box grown by one voxel (within the volume): a background voxel
-    outside that box is never nearer to a point in it than its projection onto the box's face, which is
-    background too, so the distances are those of the whole volume, at a fraction of its cost.
+    What scipy's exact Euclidean distance transform gives at the points, found by a k-d tree
+    (:class:`scipy.spatial.cKDTree`) over the background voxels that touch the brain: the voxel nearest to a
+    point in the brain always does (one step from it toward the point is nearer, so it is brain), and a few
+    hundred points do not need the whole transform (0.02 s here against 0.1 s per subject). Points outside
+    the brain are at 0; where the brain fills the volume, the voxels just outside the volume are its background.
     """
+    points = np.asarray(points).reshape(-1, 3)
     if not brain.any():
         return np.zeros(len(points))
-    shape = np.array(brain.shape)
-    nonzero = np.nonzero(brain)
-    lo = np.maximum(np.array([a.min() for a in nonzero]) - 1, 0)
-    hi = np.minimum(np.array([a.max() for a in nonzero]) + 2, shape)
-    box = brain[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    inside = np.all((points >= lo) & (points < hi), axis=1)
-    local = np.clip(points - lo, 0, np.array(box.shape) - 1)
-    distance = ndimage.distance_transform_edt(box, sampling=voxel_mm)[tuple(local.T)]
-    return np.where(inside, distance, 0.0)
+    border = ndimage.binary_dilation(brain) & ~brain  # 6-connected: the background voxels beside the brain
+    if not border.any():  # the brain fills the volume: the voxels just outside it are the nearest background
+        return _edge_distance(np.pad(brain, 1), points + 1, voxel_mm)
+    inside = brain[tuple(points.T)]
+    distance = np.zeros(len(points))
+    if inside.any():
+        tree = spatial.cKDTree(np.argwhere(border) * voxel_mm)
+        distance[inside] = tree.query(points[inside] * voxel_mm)[0]
+    return distance
 
 
 def _run_length(dark: np.ndarray, z: np.ndarray) -> np.ndarray:
