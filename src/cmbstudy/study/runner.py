@@ -36,7 +36,7 @@ from ..errors import ConfigError
 from .book import VIEWER_DATA, build_book, build_book_from
 from .dependencies import notebook_source_hash
 from .jobs import Pending, StudyError, run_pending, threads_per_job
-from .runs import STATE_FILE, TIMINGS_FILE, training_instances
+from .runs import STATE_FILE, TIMINGS_FILE, is_volumetric_variant, training_instances
 from .state import RECORD_SUFFIX, load_instance_records, load_state
 
 __all__ = ["Step", "STEPS", "StudyError", "find_project_root", "run_study", "build_book_from", "build_book"]
@@ -363,7 +363,7 @@ class _StudyRun:
             pending.append(Pending(name, key, label, executed, own))
         if self.jobs > 1:  # volumetric runs first, so that no long run is left alone at the end
             variants = {str(i["name"]): str(i["variant"]) for i in instances}
-            volumetric = {v: _is_volumetric(self.profile, v) for v in set(variants.values())}
+            volumetric = {v: is_volumetric_variant(self.profile, v) for v in set(variants.values())}
             pending.sort(key=lambda job: not volumetric[variants[job.name]])
 
         def finished(job: Pending, seconds: float) -> None:
@@ -389,15 +389,6 @@ class _StudyRun:
         book_copy = _book_instance(self.profile, instances)
         if book_copy is not None and (self.executed_dir / step.name / f"{book_copy}.ipynb").is_file():
             shutil.copy2(self.executed_dir / step.name / f"{book_copy}.ipynb", self.executed_dir / f"{step.name}.ipynb")
-
-
-def _is_volumetric(profile: Profile, variant: str) -> bool:
-    """Whether the variant's network is volumetric: a run of one trained the quick study's longest run (Dou 2016's
-    3D CNN, 694 s against 320-491 s for each 2.5D run, two at a time on 2 cores)."""
-    from ..models.layers import is_volumetric  # torch: only once runs are planned
-    from ..models.registry import model_from_config
-
-    return is_volumetric(model_from_config(resolve_variant(profile, variant).model))
 
 
 def _book_instance(profile: Profile, instances: list[dict[str, Any]]) -> str | None:
