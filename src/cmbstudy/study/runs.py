@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import Profile, resolve_variant
+from ..config import Profile
 from ..data.datasets import describe_dataset, load_subjects
 from ..data.io import read_json
 from ..data.prediction_folder import PREDICTION_INFO
@@ -36,13 +36,10 @@ from ..evaluation.evaluate import evaluate_predictions
 from ..evaluation.report import EvaluationReport
 from ..evaluation.scores import DETECTION_METRICS
 from ..formatting import as_float
-from ..models.layers import is_volumetric
-from ..models.registry import model_from_config
 from ..preprocessing.cache import default_cache_dir
 from .test_set import TestSet
 
 __all__ = [
-    "is_volumetric_variant",
     "RUNS_DIR",
     "PHASES_FILE",
     "PHASES",
@@ -198,12 +195,6 @@ def training_instances(profile: Profile) -> list[dict[str, Any]]:
             seen.add(name)
             instances.append({"name": name, "variant": variant, "fold": fold, "modality": modality})
     return instances
-
-
-def is_volumetric_variant(profile: Profile, variant: str) -> bool:
-    """Whether the variant's network is volumetric: a run of one trained the quick study's longest run (Dou 2016's
-    3D CNN, 694 s against 320-491 s for each 2.5D run, two at a time on 2 cores), so the runner starts it first."""
-    return is_volumetric(model_from_config(resolve_variant(profile, variant).model))
 
 
 def describe_missing_modality(data_root: Path | str, modality: str | None, n_folds: int,

@@ -24,6 +24,8 @@ from ..data.run_folder import HISTORY
 from ..formatting import as_float
 from ..inference.model_store import SECOND_LOOK
 from ..inference.predict import predict_dataset
+from ..models.layers import is_volumetric
+from ..models.registry import model_from_config
 from ..training.plan import SAMPLE_KINDS
 from ..training.run import train_fold
 from .paper import TABLE2
@@ -46,7 +48,8 @@ from .runs import (
 from .tables.format import ComparedRow, compare_with_paper, summary_scores
 from .test_set import TestSet, resolve_test_set
 
-__all__ = ["test_subjects_of_run", "sample_counts", "train_and_evaluate", "RunReport", "train_run_report"]
+__all__ = ["test_subjects_of_run", "sample_counts", "train_and_evaluate", "RunReport", "train_run_report",
+           "is_volumetric_variant"]
 
 _PER_SUBJECT_COLUMNS = ["n_ref", "n_pred", "n_tp", "n_fp", "n_fn", "precision", "recall", "f1"]
 _VALDO_KEYS = ("precision", "recall", "f1", "fp_per_subject", "median_f1", "mean_abs_count_difference")
@@ -227,3 +230,9 @@ def train_run_report(profile: Profile, variant: str, fold: int, data_root: Path 
                      if record else None),
         valdo=valdo,
     )
+
+
+def is_volumetric_variant(profile: Profile, variant: str) -> bool:
+    """Whether the variant's network is volumetric: a run of one trained the quick study's longest run (Dou 2016's
+    3D CNN, 694 s against 320-491 s for each 2.5D run, two at a time on 2 cores), so the runner starts it first."""
+    return is_volumetric(model_from_config(resolve_variant(profile, variant).model))
