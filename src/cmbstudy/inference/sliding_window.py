@@ -84,8 +84,8 @@ def predict_logits(
     in eval mode on ``device``; the model must return ``(B, 1, H, W)`` logits in eval mode and is
     left in the mode it was in. A network of RLK blocks runs as a copy whose small kernels are folded
     into their large ones (:func:`cmbstudy.models.rlk.inference_copy`), at most :data:`CPU_BATCH`
-    slices at a time on a CPU; any other network is moved to ``device`` itself. Volumetric networks (``input_kind = "3d"``):
-    :func:`predict_volume_3d` with ``patch_size`` windows
+    slices at a time on a CPU; any other network is moved to ``device`` itself.
+    Volumetric networks (``input_kind = "3d"``): :func:`predict_volume_3d` with ``patch_size`` windows
     (default ``TrainConfig().patch_size``), ``batch_size`` windows at a time,
     at the model's ``spacing_mm`` (which needs ``voxel_mm``, the volume's voxel
     size in mm along Z, Y, X, when > 0).

@@ -37,8 +37,8 @@ from .book import VIEWER_DATA, build_book, build_book_from
 from .dependencies import notebook_source_hash
 from .jobs import Pending, StudyError, run_pending, threads_per_job
 from .runs import STATE_FILE, TIMINGS_FILE, training_instances
-from .training_runs import is_volumetric_variant
 from .state import RECORD_SUFFIX, load_instance_records, load_state
+from .training_runs import is_volumetric_variant
 
 __all__ = ["Step", "STEPS", "StudyError", "find_project_root", "run_study", "build_book_from", "build_book"]
 
