@@ -134,6 +134,25 @@ def test_steps_that_need_none_of_each_other_run_together(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_a_step_that_reads_one_run_starts_once_it_is_trained(tmp_path: Path) -> None:
+    root, out = tmp_path / "project", tmp_path / "results"
+    # the run without CBAM trains longest; the monitoring chapter reads only the main network's run
+    _write_project(root, LOG_BODY + "import time\nif 'STEP' == '03_training' and variant == 'without_cbam':\n"
+                   "    time.sleep(6)")
+    steps = ["01_synthetic_cohort", TRAINING, "15_monitoring"]
+    run_study("smoke", out=out, overrides=RUNS, build_book=False, steps=steps, project_root=root, jobs=2)
+    when = {path.stem: _interval(path) for path in (out / "notebooks" / TRAINING).glob("*.ipynb")}
+    monitoring = _interval(out / "notebooks" / "15_monitoring.ipynb")
+    assert when["rlk_unet_cbam-fold0"][1] <= monitoring[0] < when["without_cbam-fold0"][1]  # beside the other run
+    _log(out)
+    assert run_study("smoke", out=out, overrides=RUNS, build_book=False, steps=steps, project_root=root,
+                     jobs=2) == {}
+    # asked for alone, it is still skipped: its key is the one it had beside the runs
+    assert run_study("smoke", out=out, overrides=RUNS, build_book=False, steps=["15_monitoring"],
+                     project_root=root) == {}
+
+
+@pytest.mark.slow
 def test_a_volumetric_run_starts_first_when_runs_go_two_at_a_time(tmp_path: Path) -> None:
     root, out = tmp_path / "project", tmp_path / "results"
     _write_project(root, "import time\ntime.sleep(1.0)")

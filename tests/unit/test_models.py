@@ -279,6 +279,21 @@ def test_folding_the_small_kernel_keeps_the_block_output() -> None:
     assert block.dw_small is None
 
 
+def test_the_feed_forward_in_bands_of_rows_gives_the_whole_map_s_output() -> None:
+    torch.manual_seed(0)
+    block = RLKBlock(8, kernel_size=5, small_kernel=3, norm_groups=4).eval()
+    x = torch.randn(2, 8, 21, 16)
+    with torch.inference_mode():
+        expected = block(x)
+        for band in (2 * 32 * 16 * 4, 1, 10 ** 9):  # 4 rows (the last band shorter), 1 row, the whole map
+            block.band_elements = band
+            torch.testing.assert_close(block(x), expected, rtol=1e-6, atol=1e-6)
+    block.train()  # training ignores the bands: the gradient flows as through the whole map
+    x.requires_grad_(True)
+    block(x).sum().backward()
+    assert x.grad is not None and block.mlp[1].weight.grad is not None
+
+
 def test_inference_copy_keeps_the_outputs_and_leaves_the_model_alone() -> None:
     torch.manual_seed(0)
     model = get_model("rlk_unet_cbam", widths=(8, 16), norm_groups=4).train()

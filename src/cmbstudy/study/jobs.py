@@ -155,7 +155,8 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 @dataclass(frozen=True)
 class Pending:
     """A notebook to execute: its name (a step's or a training run's), skip key, progress label, executed copy
-    and parameters; ``source`` where it is not the notebook :func:`run_pending` is given."""
+    and parameters; ``source`` where it is not the notebook :func:`run_pending` is given; ``after``, the jobs it
+    waits for."""
 
     name: str
     key: str
@@ -163,6 +164,7 @@ class Pending:
     executed: Path
     parameters: dict[str, Any]
     source: Path | None = None
+    after: tuple[str, ...] = ()  # names of jobs of the same call that must have ended first
 
 
 def run_pending(source: Path | None, pending: Sequence[Pending], finished: Callable[[Pending, float], None],
@@ -170,8 +172,10 @@ def run_pending(source: Path | None, pending: Sequence[Pending], finished: Calla
                 what: str = "training runs") -> None:
     """Run the notebooks of ``pending`` in ``cwd``, ``jobs`` at a time; ``finished`` records each as it ends.
 
-    Each job runs its own ``source`` where it has one, else ``source``. When one fails, no new one starts;
-    those running finish (and are recorded), then the first failure is raised.
+    Each job runs its own ``source`` where it has one, else ``source``. A job starts once the jobs it names in
+    ``after`` have ended (with one job at a time, ``pending`` must list them before it); otherwise they start in
+    ``pending``'s order. When one fails, no new one starts; those running finish (and are recorded), then the
+    first failure is raised.
     """
     each = f" on {threads} thread(s) each" if threads is not None else ""
 
@@ -185,11 +189,14 @@ def run_pending(source: Path | None, pending: Sequence[Pending], finished: Calla
                                               label(job), threads))
         return
     progress(f"{len(pending)} {what}, {jobs} at a time{each}")
-    queue, running, failures = list(pending), {}, []
+    queue, running, failures, done = list(pending), {}, [], set()
     with ProcessPoolExecutor(jobs, mp_context=_worker_context()) as pool:
         while queue or running:
-            while queue and len(running) < jobs and not failures:
-                job = queue.pop(0)
+            while len(running) < jobs and not failures:
+                job = next((j for j in queue if done.issuperset(j.after)), None)
+                if job is None:
+                    break
+                queue.remove(job)
                 progress(f"{job.label} ...")
                 future: Future = pool.submit(run_notebook_in_job, job.source or source, job.executed,
                                              job.parameters, cwd, label(job), threads, dict(os.environ))
@@ -201,6 +208,7 @@ def run_pending(source: Path | None, pending: Sequence[Pending], finished: Calla
                 job = running.pop(future)
                 try:
                     finished(job, future.result())
+                    done.add(job.name)
                 except CmbStudyError as exc:
                     failures.append(exc)
                     progress(f"{job.label}: failed")

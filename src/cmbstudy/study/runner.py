@@ -19,6 +19,7 @@ build time and cannot.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -36,8 +37,8 @@ from ..errors import ConfigError
 from .book import VIEWER_DATA, build_book, build_book_from
 from .dependencies import notebook_source_hash
 from .jobs import Pending, StudyError, run_pending, threads_per_job
-from .runs import STATE_FILE, TIMINGS_FILE, training_instances
-from .state import RECORD_SUFFIX, load_instance_records, load_state
+from .runs import STATE_FILE, book_instance, monitored_run, training_instances
+from .state import RECORD_SUFFIX, content_hash, load_instance_records, load_state, sha256_of_files, write_timings
 from .training_runs import is_volumetric_variant
 
 __all__ = ["Step", "STEPS", "StudyError", "find_project_root", "run_study", "build_book_from", "build_book"]
@@ -53,6 +54,9 @@ class Step:
     synthetic_only: bool = False  # always runs on the synthetic cohort, even with --data
     # the notebook runs once per dict (variant, fold, modality, name), each with its own skip hash
     instances: Callable[[Profile], list[dict[str, Any]]] | None = None
+    # the training runs it reads, if not all: it starts once these are trained, beside the other runs, and its
+    # skip key follows their keys (not the whole training step's)
+    after_runs: Callable[[Profile], list[str]] | None = None
 
 
 _TRAINED = ("03_training",)
@@ -67,9 +71,10 @@ STEPS: tuple[Step, ...] = (
     # 02 only fills the preprocessing cache (a speed-up): training does not depend on its notebook
     Step("03_training", ("01_synthetic_cohort",), "one training run per variant, fold and modality",
          instances=training_instances),
+    # the monitoring chapter reads the main run alone: it starts once that run is trained, beside the other runs
+    Step("15_monitoring", (), "beyond the paper: ARIA-H monitoring, new CMBs between two scans",
+         synthetic_only=True, after_runs=lambda profile: [monitored_run(profile)]),
     # the analyses need only the runs and go `jobs` at a time, the longest first (none is left alone at the end)
-    Step("15_monitoring", _TRAINED, "beyond the paper: ARIA-H monitoring, new CMBs between two scans",
-         synthetic_only=True),
     Step("10_explainability", _TRAINED, "Figs. 5-6: Grad-CAM and CBAM attention"),
     Step("13_one_look_or_two", _TRAINED, "beyond the paper: one look or two (the second look)"),
     Step("04_cross_validation", _TRAINED, "Table 3: cross-validation of the main network"),
@@ -106,18 +111,6 @@ def find_project_root(start: Path | None = None) -> Path:
     )
 
 
-def _sha256_of_files(paths: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(str(path.name).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def _hash(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def _step_parameters(declared: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     """Only the parameters the notebook declares in its ``parameters`` cell."""
     return {key: value for key, value in context.items() if key in declared}
@@ -135,26 +128,6 @@ def _instance_profile(profile: Profile, instance: dict[str, Any]) -> dict[str, A
     data.pop("study", None)
     data.pop("variants", None)
     return data
-
-
-def _write_timings(out: Path, state: dict[str, Any]) -> None:
-    """``study_timings.tsv``: seconds of the last run of every step (and training instance), and the total."""
-    lines = ["step\tinstance\tseconds\tfinished"]
-    total = 0.0
-    for step in STEPS:
-        entry = state["steps"].get(step.name)
-        if entry is None:
-            continue
-        if step.instances is not None:
-            for name, sub in sorted(entry.get("instances", {}).items()):
-                lines.append(f"{step.name}\t{name}\t{sub['seconds']:.1f}\t{sub.get('finished', '')}")
-        else:
-            lines.append(f"{step.name}\t-\t{entry['seconds']:.1f}\t{entry.get('finished', '')}")
-        total += float(entry["seconds"])
-    lines.append(f"total\t-\t{total:.1f}\t-")
-    state["total_seconds"] = round(total, 1)
-    write_text_atomically(out / TIMINGS_FILE, "\n".join(lines) + "\n")
-    write_text_atomically(out / STATE_FILE, json.dumps(state, indent=2, sort_keys=True))
 
 
 def _now() -> str:
@@ -240,19 +213,27 @@ def run_study(
     run = _StudyRun(profile, root, out, executed_dir, load_state(out / STATE_FILE), force,
                     only_runs=None if runs is None else tuple(runs), jobs=jobs, threads=run_threads)
     # consecutive steps that need none of each other's results run together, ``jobs`` at a time
+    synthetic = {"data_root": synthetic_root_text, "test_root": synthetic_test_text}
+
+    def context_of(step: Step) -> dict[str, Any]:
+        return {**context, **synthetic} if step.synthetic_only else context
+
     batch: list[tuple[Step, dict[str, Any]]] = []
+    started_early: set[str] = set()  # steps that ran beside the training runs
     for step in STEPS:
-        if step.name not in wanted:
+        if step.name not in wanted or step.name in started_early:
             continue
-        synthetic = {"data_root": synthetic_root_text, "test_root": synthetic_test_text}
-        step_context = {**context, **synthetic} if step.synthetic_only else context
         if step.instances is not None or any(dep in {s.name for s, _ in batch} for dep in step.depends_on):
             run.run_steps(batch)
             batch = []
         if step.instances is None:
-            batch.append((step, step_context))
+            batch.append((step, context_of(step)))
         else:
-            run.run_instances(step, step_context)
+            # the steps that read only runs go into the same pool, each once the runs it reads are trained
+            riders = [(s, context_of(s)) for s in STEPS if s.name in wanted
+                      and (s.after_runs is not None or s.depends_on == (step.name,))]
+            run.run_instances(step, context_of(step), riders)
+            started_early.update(s.name for s, _ in riders)
     run.run_steps(batch)
     run.progress(f"notebooks done; steps run now: {', '.join(run.timings) or 'none'}")
     if build_book:
@@ -297,22 +278,28 @@ class _StudyRun:
     threads: int | None = None  # torch threads of each (None: torch's default)
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    run_keys: dict[str, dict[str, str]] = field(default_factory=dict)  # training run -> {"key": its key now}
+    expected: dict[str, str] = field(default_factory=dict)  # a step of runs -> its key once all are trained
 
     def progress(self, text: str) -> None:
         print(f"[study {time.perf_counter() - self.started:7.0f} s] {text}", flush=True)
 
     def _base_key(self, step: Step, source: Path) -> dict[str, Any]:
+        upstream = [self.expected.get(dep) or self.state["steps"].get(dep, {}).get("key") for dep in step.depends_on]
+        if step.after_runs is not None:  # the runs it reads, as trained now or recorded
+            recorded = {**self.state["steps"].get(_TRAINED[0], {}).get("instances", {}), **self.run_keys}
+            upstream += [recorded.get(name, {}).get("key") for name in step.after_runs(self.profile)]
         return {
-            "notebook": _sha256_of_files([source]),
+            "notebook": sha256_of_files([source]),
             "source": notebook_source_hash(source),  # the package modules the notebook imports, followed
-            "upstream": [self.state["steps"].get(dep, {}).get("key") for dep in step.depends_on],
+            "upstream": upstream,
         }
 
     def plan_step(self, step: Step, context: dict[str, Any]) -> Pending | None:
         """A one-notebook step to run, or None (said so) when its inputs are unchanged."""
         source = self.root / "notebooks" / f"{step.name}.ipynb"
         parameters = _step_parameters(pm.inspect_notebook(str(source)), context)
-        key = _hash({**self._base_key(step, source), "parameters": parameters})
+        key = content_hash({**self._base_key(step, source), "parameters": parameters})
         executed = self.executed_dir / f"{step.name}.ipynb"
         if not self.force and executed.is_file() and self.state["steps"].get(step.name, {}).get("key") == key:
             self.progress(f"{step.name}: inputs unchanged, skipped")
@@ -326,17 +313,20 @@ class _StudyRun:
         step rerun alone gives the numbers it gave among others.
         """
         pending = [job for job in (self.plan_step(step, context) for step, context in steps) if job is not None]
+        run_pending(None, pending, self.step_finished, self.out, self.jobs, self.threads, self.progress,
+                    what="notebooks")
 
-        def finished(job: Pending, seconds: float) -> None:
-            self.timings[job.name] = seconds
-            self.state["steps"][job.name] = {"key": job.key, "seconds": round(seconds, 1), "finished": _now()}
-            _write_timings(self.out, self.state)
-            self.progress(f"{job.name}: done in {seconds:.0f} s")
+    def step_finished(self, job: Pending, seconds: float) -> None:
+        """Record a one-notebook step that ran (its key, seconds and end) and say so."""
+        self.timings[job.name] = seconds
+        self.state["steps"][job.name] = {"key": job.key, "seconds": round(seconds, 1), "finished": _now()}
+        write_timings(self.out, self.state, STEPS)
+        self.progress(f"{job.name}: done in {seconds:.0f} s")
 
-        run_pending(None, pending, finished, self.out, self.jobs, self.threads, self.progress, what="notebooks")
-
-    def run_instances(self, step: Step, context: dict[str, Any]) -> None:
-        """Run a step's notebook once per instance (training run) whose inputs changed."""
+    def run_instances(self, step: Step, context: dict[str, Any],
+                      riders: Sequence[tuple[Step, dict[str, Any]]] = ()) -> None:
+        """Run a step's notebook once per instance (training run) whose inputs changed, and each step of
+        ``riders`` in the same pool once the runs it reads (``after_runs``, else all) are trained."""
         source = self.root / "notebooks" / f"{step.name}.ipynb"
         declared = pm.inspect_notebook(str(source))
         parameters = _step_parameters(declared, context)
@@ -348,8 +338,8 @@ class _StudyRun:
         self.state["steps"][step.name] = entry
         ran = 0.0
         free = {k: v for k, v in parameters.items() if k not in ("profile", "overrides")}
-        keys = [_hash({**base, "parameters": {**free, **_instance_parameters(instance)},
-                       "profile": _instance_profile(self.profile, instance)}) for instance in instances]
+        keys = [content_hash({**base, "parameters": {**free, **_instance_parameters(instance)},
+                              "profile": _instance_profile(self.profile, instance)}) for instance in instances]
         pending: list[Pending] = []
         for number, (instance, key) in enumerate(zip(instances, keys), start=1):
             name = str(instance["name"])
@@ -366,33 +356,42 @@ class _StudyRun:
             variants = {str(i["name"]): str(i["variant"]) for i in instances}
             volumetric = {v: is_volumetric_variant(self.profile, v) for v in set(variants.values())}
             pending.sort(key=lambda job: not volumetric[variants[job.name]])
+        self.run_keys.update({str(i["name"]): {"key": key} for i, key in zip(instances, keys)})
+        self.expected[step.name] = content_hash(keys)
+        training = [job.name for job in pending]
+        for rider, rider_context in riders:  # after the runs, in their order: the first ready starts first
+            job = self.plan_step(rider, rider_context)
+            if job is not None:
+                reads = training if rider.after_runs is None else rider.after_runs(self.profile)
+                pending.append(dataclasses.replace(job, after=tuple(name for name in reads if name in training)))
 
         def finished(job: Pending, seconds: float) -> None:
             nonlocal ran
+            if job.source is not None:  # a rider
+                self.step_finished(job, seconds)
+                return
             ran += seconds
             done[job.name] = {"key": job.key, "seconds": round(seconds, 1), "finished": _now()}
             # beside the executed copy too: jobs training runs at once each write their own record
             write_text_atomically(job.executed.with_suffix(RECORD_SUFFIX), json.dumps(done[job.name], sort_keys=True))
             entry["seconds"] = round(sum(done[i["name"]]["seconds"] for i in instances if i["name"] in done), 1)
-            _write_timings(self.out, self.state)
+            write_timings(self.out, self.state, STEPS)
             self.progress(f"{job.label}: done in {seconds:.0f} s")
 
-        run_pending(source, pending, finished, self.out, self.jobs, self.threads, self.progress)
+        ridden = len(pending) - len(training)
+        run_pending(source, pending, finished, self.out, self.jobs, self.threads, self.progress,
+                    what=f"notebooks ({len(training)} training runs, then {ridden} that read them as they are "
+                    "trained)" if ridden else "training runs")
         # complete (the analyses downstream may be skipped) only when every run holds its current key,
         # whether trained now, earlier, or one per job with --run
         complete = all(done.get(str(i["name"]), {}).get("key") == key for i, key in zip(instances, keys))
-        entry["key"] = _hash(keys) if complete else None
+        entry["key"] = content_hash(keys) if complete else None
         entry["seconds"] = round(sum(done[i["name"]]["seconds"] for i in instances if i["name"] in done), 1)
         if ran:
             entry["finished"] = _now()
             self.timings[step.name] = ran
-        _write_timings(self.out, self.state)
-        book_copy = _book_instance(self.profile, instances)
+        write_timings(self.out, self.state, STEPS)
+        book_copy = book_instance(self.profile, instances)
         if book_copy is not None and (self.executed_dir / step.name / f"{book_copy}.ipynb").is_file():
             shutil.copy2(self.executed_dir / step.name / f"{book_copy}.ipynb", self.executed_dir / f"{step.name}.ipynb")
 
-
-def _book_instance(profile: Profile, instances: list[dict[str, Any]]) -> str | None:
-    """The run shown in the book: the main variant on all subjects, first fold."""
-    main = [i for i in instances if i["variant"] == profile.study.main and i.get("modality") is None]
-    return str(min(main, key=lambda i: int(i["fold"]))["name"]) if main else None

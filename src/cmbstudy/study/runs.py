@@ -55,6 +55,8 @@ __all__ = [
     "RunRecord",
     "parse_overrides",
     "run_name",
+    "monitored_run",
+    "book_instance",
     "run_path",
     "training_instances",
     "describe_missing_modality",
@@ -143,6 +145,18 @@ def run_name(variant: str, fold: int, modality: str | None = None) -> str:
     if modality not in MODALITIES:
         raise ConfigError(f"modality {modality!r}: use one of {MODALITIES} or None (all subjects)")
     return f"{variant}-{modality}-fold{int(fold)}"
+
+
+def monitored_run(profile: Profile) -> str:
+    """The run the monitoring chapter uses: the main variant at the first comparison fold the profile has (else 0)."""
+    folds = [fold for fold in profile.study.comparison_folds if fold < profile.train.n_folds]
+    return run_name(profile.study.main, folds[0] if folds else 0)
+
+
+def book_instance(profile: Profile, instances: list[dict[str, Any]]) -> str | None:
+    """The training run the book shows (notebook 03): the main variant on all subjects at its first fold."""
+    main = [i for i in instances if i["variant"] == profile.study.main and i.get("modality") is None]
+    return str(min(main, key=lambda i: int(i["fold"]))["name"]) if main else None
 
 
 def run_path(results_dir: Path | str, variant: str, fold: int, modality: str | None = None) -> Path:

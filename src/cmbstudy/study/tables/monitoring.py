@@ -37,7 +37,7 @@ from ...inference.monitor_files import (PAIR_LESIONS, PAIR_REGISTERED, choose_mo
                                         monitor_path, monitoring_point)
 from ...inference.pipeline import describe_rule
 from ...synth.follow_up import SEVERITIES, make_follow_up_cohort
-from ..runs import load_runs, run_name
+from ..runs import load_runs, monitored_run
 
 __all__ = ["Monitoring", "PairExample", "summarize_monitoring", "follow_up_root", "development_root",
            "MONITORING_DIR"]
@@ -138,8 +138,7 @@ def _by_condition(per_pair: pd.DataFrame) -> pd.DataFrame:
 def summarize_monitoring(results_dir: Path | str, profile: Profile, device: str = "auto") -> Monitoring:
     """Write the profile's follow-up pairs, monitor them with the main run and score them (see the module)."""
     results_dir = Path(results_dir)
-    fold = next(f for f in profile.study.comparison_folds if f < profile.train.n_folds)
-    name = run_name(profile.study.main, fold)
+    name = monitored_run(profile)
     runs, missing = load_runs(results_dir, [name])
     empty = pd.DataFrame()
     if missing:
