@@ -20,7 +20,6 @@ build time and cannot.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import time
