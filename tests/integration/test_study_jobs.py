@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def _papermill_failing(starts: list[str], errors: list[str]):
 def test_a_kernel_that_never_started_is_started_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     never_started = "Kernel died before replying to kernel_info"
     starts: list[str] = []
-    retried = [never_started] * (KERNEL_START_ATTEMPTS - 1)
+    retried = [never_started, "Kernel didn't respond in 30 seconds", never_started][: KERNEL_START_ATTEMPTS - 1]
     monkeypatch.setattr(jobs.pm, "execute_notebook", _papermill_failing(starts, retried))
     run_notebook(tmp_path / "a.ipynb", tmp_path / "out" / "a.ipynb", {}, tmp_path)
     assert len(starts) == KERNEL_START_ATTEMPTS and (tmp_path / "out" / "a.ipynb").read_text() == "{}"
@@ -74,6 +75,13 @@ def test_a_kernel_that_never_started_is_started_again(tmp_path: Path, monkeypatc
     with pytest.raises(RuntimeError, match="another failure"):
         run_notebook(tmp_path / "c.ipynb", tmp_path / "out" / "c.ipynb", {}, tmp_path)
     assert len(starts) == 1  # any other error is not retried
+
+
+@pytest.mark.skipif(os.name != "posix", reason="kernels talk over TCP where there are no Unix sockets")
+def test_each_kernel_gets_sockets_of_its_own() -> None:
+    first, second = jobs._kernel_config(), jobs._kernel_config()
+    assert first.KernelManager.transport == "ipc" and first.KernelManager.ip != second.KernelManager.ip
+    assert Path(first.KernelManager.ip).is_absolute()  # not relative to the folder each notebook runs in
 
 
 @pytest.mark.slow

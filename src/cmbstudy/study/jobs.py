@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 import time
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import papermill as pm
+from traitlets.config import Config
 
 from .. import available_cores
 from ..errors import CmbStudyError, ConfigError
@@ -31,10 +34,29 @@ class StudyError(CmbStudyError):
     """A study step or the book build failed."""
 
 
-#: Times a notebook's kernel is started before its failure to start is an error. jupyter_client picks a
-#: kernel's ports free a moment before the kernel binds them, and a kernel that another process starts in that
-#: moment (two jobs at once) can take one first ("Address already in use"); no cell has run then.
-KERNEL_START_ATTEMPTS = 3
+#: Times a notebook's kernel is started before its failure to start is an error. A kernel now and then never
+#: answers its client (it dies, or lives on deaf), more often with several starting at once; over TCP,
+#: jupyter_client picks a kernel's ports free a moment before the kernel binds them, and another process can take
+#: one in that moment. No cell has run then, so starting it again is safe.
+KERNEL_START_ATTEMPTS = 4
+
+#: Seconds a kernel may take to answer its first request: a start takes about a second here, several on a
+#: machine busy with two jobs and a test worker; one that has not answered in this time has hung.
+KERNEL_START_TIMEOUT = 30
+
+_NEVER_STARTED = ("before replying to kernel_info", "Kernel didn't respond")  # jupyter_client's words
+
+
+def _kernel_config() -> Config:
+    """A kernel of its own Unix sockets where there are some (no port for another process to take), else TCP.
+
+    The sockets are named after a fresh id in the temporary folder (jupyter_client's default name is
+    relative, the same for every kernel); the kernel's manager removes them when it shuts the kernel down.
+    """
+    if os.name != "posix":
+        return Config()
+    sockets = Path(tempfile.gettempdir()) / f"cmbstudy-kernel-{uuid.uuid4().hex[:12]}"
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(sockets)}})
 
 
 def run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: Path, label: str = "") -> None:
@@ -54,10 +76,11 @@ def run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: 
                     # the kernel process's own log (e.g. its warning that it talks over local TCP without
                     # encryption) says nothing about the study; a cell's warnings and errors still reach the notebook
                     extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+                    config=_kernel_config(), start_timeout=KERNEL_START_TIMEOUT,
                 )
                 break
-            except RuntimeError as exc:  # jupyter_client's words when the kernel never started
-                if "before replying to kernel_info" not in str(exc) or attempt == KERNEL_START_ATTEMPTS:
+            except RuntimeError as exc:
+                if not any(words in str(exc) for words in _NEVER_STARTED) or attempt == KERNEL_START_ATTEMPTS:
                     raise
     except pm.PapermillExecutionError as exc:
         failed = executed.with_name(f"{executed.stem}.failed.ipynb")
