@@ -84,6 +84,14 @@ def test_each_kernel_gets_sockets_of_its_own() -> None:
     assert Path(first.KernelManager.ip).is_absolute()  # not relative to the folder each notebook runs in
 
 
+def test_a_temporary_folder_with_no_room_for_a_socket_s_name_gives_tcp(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = tmp_path.joinpath(*["folder"] * 20)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(jobs.tempfile, "gettempdir", lambda: str(deep))
+    assert "transport" not in jobs._kernel_config().KernelManager
+
+
 @pytest.mark.slow
 def test_jobs_run_in_the_folder_and_environment_of_whoever_submits_them(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,6 +44,7 @@ KERNEL_START_ATTEMPTS = 4
 #: machine busy with two jobs and a test worker; one that has not answered in this time has hung.
 KERNEL_START_TIMEOUT = 30
 
+_SOCKET_PATH_ROOM = 96  # a Unix socket's path holds 104 bytes on macOS, 108 on Linux; jupyter_client appends "-<n>"
 _NEVER_STARTED = ("before replying to kernel_info", "Kernel didn't respond")  # jupyter_client's words
 
 
@@ -52,10 +53,11 @@ def _kernel_config() -> Config:
 
     The sockets are named after a fresh id in the temporary folder (jupyter_client's default name is
     relative, the same for every kernel); the kernel's manager removes them when it shuts the kernel down.
+    A temporary folder whose path leaves no room for a socket's name (96 characters) gets TCP.
     """
-    if os.name != "posix":
-        return Config()
     sockets = Path(tempfile.gettempdir()) / f"cmbstudy-kernel-{uuid.uuid4().hex[:12]}"
+    if os.name != "posix" or len(str(sockets)) > _SOCKET_PATH_ROOM:
+        return Config()
     return Config({"KernelManager": {"transport": "ipc", "ip": str(sockets)}})
 
 
@@ -73,8 +75,8 @@ def run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: 
                 pm.execute_notebook(
                     str(source), str(partial), parameters=parameters, kernel_name="python3",
                     cwd=str(cwd), progress_bar=False, log_output=False,
-                    # the kernel process's own log (e.g. its warning that it talks over local TCP without
-                    # encryption) says nothing about the study; a cell's warnings and errors still reach the notebook
+                    # the kernel process's own log (e.g. over TCP its warning that it talks without encryption)
+                    # says nothing about the study; a cell's warnings and errors still reach the notebook
                     extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
                     config=_kernel_config(), start_timeout=KERNEL_START_TIMEOUT,
                 )
