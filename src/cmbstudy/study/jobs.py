@@ -76,8 +76,9 @@ def run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: 
                     str(source), str(partial), parameters=parameters, kernel_name="python3",
                     cwd=str(cwd), progress_bar=False, log_output=False,
                     # the kernel process's own log (e.g. over TCP its warning that it talks without encryption)
-                    # says nothing about the study; a cell's warnings and errors still reach the notebook
-                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+                    # says nothing about the study; a cell's warnings and errors still reach the notebook. No
+                    # kernel keeps a command history: kernels starting together would share one SQLite file
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL", "--HistoryManager.enabled=False"],
                     config=_kernel_config(), start_timeout=KERNEL_START_TIMEOUT,
                 )
                 break
