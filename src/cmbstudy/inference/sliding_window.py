@@ -31,7 +31,8 @@ from ..preprocessing.geometry import (
 )
 from ..preprocessing.stacks import volume_stacks
 
-__all__ = ["CPU_BATCH", "CPU_FEED_FORWARD_BAND", "SLIDING_WINDOW_OVERLAP", "predict_logits", "predict_volume", "predict_volume_3d"]
+__all__ = ["CPU_BATCH", "CPU_FEED_FORWARD_BAND", "SLIDING_WINDOW_OVERLAP", "predict_logits", "predict_volume",
+           "predict_volume_3d"]
 
 #: Fraction of a patch shared by neighbouring windows of the sliding-window inference.
 SLIDING_WINDOW_OVERLAP = 0.25

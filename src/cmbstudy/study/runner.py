@@ -384,7 +384,7 @@ class _StudyRun:
         # complete (the analyses downstream may be skipped) only when every run holds its current key,
         # whether trained now, earlier, or one per job with --run
         complete = all(done.get(str(i["name"]), {}).get("key") == key for i, key in zip(instances, keys))
-        entry["key"] = content_hash(keys) if complete else None
+        entry["key"] = self.expected[step.name] if complete else None
         entry["seconds"] = round(sum(done[i["name"]]["seconds"] for i in instances if i["name"] in done), 1)
         if ran:
             entry["finished"] = _now()
