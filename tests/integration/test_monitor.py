@@ -29,6 +29,8 @@ from cmbstudy.synth.anatomy import load_template_space
 from cmbstudy.synth.follow_up import FollowUpSettings, make_follow_up_cohort, severity_of, simulate_pair
 
 QUICK = load_profile("quick").synth
+#: the quick profile's scans on a thinner slab: the packaged model detects, and pairs register, on any coverage
+THIN = load_profile("quick", ["synth.slab_mm=60"])
 GRE = SITES[1]
 
 
@@ -198,7 +200,7 @@ def test_bad_pairs_are_named(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_follow_up_cohort_is_monitored_end_to_end(tmp_path: Path, capsys) -> None:
     one = tmp_path / "one"  # the same files for any number of workers: tests/integration/test_synth_cohort.py
-    table = make_follow_up_cohort(one, "quick", n_subjects=2, seed=3, progress=False)
+    table = make_follow_up_cohort(one, THIN, n_subjects=2, seed=3, progress=False)
     follow = pd.read_csv(one / "sub-001" / "ses-followup" / "anat" / "sub-001_ses-followup_lesions.tsv", sep="\t")
     assert int(follow["new"].sum()) == int(table.loc[0, "new_count"])
     assert list(table["severity"]) == [severity_of(n) for n in table["new_count"]]
