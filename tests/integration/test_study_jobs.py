@@ -126,17 +126,16 @@ def test_two_jobs_at_once_give_each_runs_result_alone(tmp_path: Path, capsys: py
     for name in RUNS:
         assert json.loads((executed / name).with_suffix(RECORD_SUFFIX).read_text())["key"]
 
-    a = _model(together / "runs" / RUNS[0])
-    scores = [json.loads((together / "runs" / RUNS[0] / "eval-test.json").read_text())["summary"]]
+    run = together / "runs" / RUNS[0]
+    a, scores = _model(run), json.loads((run / "eval-test.json").read_text())["summary"]
     # its notebook removed, the first run is trained again, alone, on the same cohort (the other steps are kept)
     (executed / f"{RUNS[0]}.ipynb").unlink()
     assert set(run_study("smoke", out=together, runs=RUNS[:1], threads=1, project_root=REPO)) == {TRAINING}
-    b = _model(together / "runs" / RUNS[0])
+    b = _model(run)
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    scores.append(json.loads((together / "runs" / RUNS[0] / "eval-test.json").read_text())["summary"])
-    assert scores[0] == scores[1]
+    assert json.loads((run / "eval-test.json").read_text())["summary"] == scores
     # the other run is a different network: the comparison above can fail
     other = _model(together / "runs" / RUNS[1])
     assert other.keys() != a.keys() or any(not torch.equal(other[k], a[k]) for k in a)
