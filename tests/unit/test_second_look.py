@@ -68,6 +68,21 @@ def test_candidates_find_every_cmb_and_vein() -> None:
     assert (np.linalg.norm(merged.centres - [12, 12, 8], axis=1) <= 2.0).sum() == 1
 
 
+def test_a_small_network_candidate_is_kept_whatever_the_single_stages_size_rule() -> None:
+    # the network marks a 1-voxel CMB; the blob there is the same candidate, so a size rule on the network's
+    # components (the single stage's 5 voxels) would lose the CMB however the second look scored it
+    image, brain, _ = _scan(np.random.default_rng(3), [(12, 12, 8)], [(30, 30)])
+    probability = np.zeros(SHAPE, np.float32)
+    probability[12, 12, 8] = 0.4
+    candidates = find_candidates(probability, image, brain, VOXEL_MM, 0.1, 50)
+    scores = np.where(candidates.from_network, 0.9, 0.01)
+    for min_voxels in (1, 5):
+        kept = keep_candidates(candidates, scores, probability, OperatingPoint(0.85, min_voxels, second_look=0.5),
+                               4.0)
+        assert kept.lesions.n == 1 and kept.lesions.centroids[0].tolist() == [12.0, 12.0, 8.0]
+        assert kept.scores.tolist() == [0.9]
+
+
 def test_a_cmb_looks_like_a_blob_and_a_vein_like_a_tube() -> None:
     image, brain, _ = _scan(np.random.default_rng(1), [(12, 12, 8)], [(30, 30)])
     candidates = find_candidates(np.zeros(SHAPE, np.float32), image, brain, VOXEL_MM, 0.1, 50)

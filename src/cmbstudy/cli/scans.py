@@ -152,8 +152,9 @@ def add_scan_commands(sub: Any, add_model: Callable[..., None],
     p.add_argument("--baseline-date", default=None, help="YYYY-MM-DD: refused when the follow-up is older")
     p.add_argument("--followup-date", default=None, help="YYYY-MM-DD")
     p.add_argument("--second-look", type=float, default=None, metavar="SCORE",
-                   help="the second look's threshold for both scans (default the model's, chosen for one scan); "
-                        "the study chooses monitoring's own on development pairs (book: Monitoring ARIA-H)")
+                   help="the second look's threshold for both scans (default: the model's threshold for monitoring "
+                        "where monitor-threshold recorded one, as for the packaged model, else its threshold for "
+                        "one scan; book: Monitoring ARIA-H)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_common(p, out=True)
     p.set_defaults(func=_cmd_monitor)

@@ -123,14 +123,12 @@ def suppress_duplicates(centres: np.ndarray, scores: np.ndarray, distance: float
     return keep
 
 
-def keep_best(centres: np.ndarray, scores: np.ndarray, threshold: float, distance: float,
-              eligible: np.ndarray | None = None) -> np.ndarray:
-    """Indices (ascending) of the candidates scored at or above ``threshold`` (and ``eligible``, where given), of
-    any such candidates within ``distance`` voxels of each other the best scored (:func:`suppress_duplicates`):
-    the lesions a second look keeps."""
+def keep_best(centres: np.ndarray, scores: np.ndarray, threshold: float, distance: float) -> np.ndarray:
+    """Indices (ascending) of the candidates scored at or above ``threshold``, of any such candidates within
+    ``distance`` voxels of each other the best scored (:func:`suppress_duplicates`): the lesions a second look
+    keeps."""
     scores = np.asarray(scores)
-    above = scores >= threshold
-    above = np.flatnonzero(above if eligible is None else above & eligible)
+    above = np.flatnonzero(scores >= threshold)
     return above[suppress_duplicates(np.asarray(centres)[above], scores[above], distance)]
 
 

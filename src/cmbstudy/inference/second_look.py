@@ -305,12 +305,13 @@ def keep_candidates(candidates: Candidates, scores: np.ndarray, probability: np.
 
     Candidates scored at or above ``point.second_look`` are kept, the best of those within ``merge_distance``
     (a network candidate keeps its component, a blob the dark voxels around its peak), numbered in candidate
-    order; ``point.min_voxels`` applies to the network's components only. Scoring once and keeping at several
-    thresholds gives what :func:`find_detections` gives at each.
+    order. Candidates of any size: ``point.min_voxels`` is the single stage's rule, not this one's, as the
+    second look's threshold is chosen (:func:`cmbstudy.training.second_look.best_threshold`) and as the
+    candidates are found (a blob where the network has a component is that component, so a size rule on
+    components would drop a small CMB however the second look scored it). Scoring once and keeping at
+    several thresholds gives what :func:`find_detections` gives at each.
     """
-    sizes = np.bincount(candidates.network.labels.ravel(), minlength=candidates.network.n + 1)
-    big_enough = ~candidates.from_network | (sizes[candidates.component] >= point.min_voxels)
-    keep = keep_best(candidates.centres, scores, point.second_look, merge_distance, big_enough)
+    keep = keep_best(candidates.centres, scores, point.second_look, merge_distance)
     labels = np.zeros(np.shape(probability), dtype=np.int32)
     centroids, n_voxels, peaks = [], [], []
     kept = []
