@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from cmbstudy.errors import ConfigError
 from cmbstudy.evaluation.evaluate import evaluate_volume
 from cmbstudy.evaluation.operating_point import OperatingPoint, apply_operating_point, choose_operating_point
 from cmbstudy.inference.pipeline import detection_map, map_rule
+from cmbstudy.inference.predict import PredictionSummary
 from cmbstudy.inference.second_look import find_detections
 from cmbstudy.training.loop import validate
 
@@ -86,3 +88,10 @@ def test_validation_calibration_and_evaluation_score_one_volume_the_same() -> No
     for metric in ("precision", "recall", "f1"):
         assert scores[metric] == pytest.approx(evaluated[metric]) == pytest.approx(calibrated.validation[metric])
     assert scores["fp_per_subject"] == calibrated.validation["fp_per_subject"] == 1.0
+
+
+def test_a_prediction_summary_states_the_rule_its_lesions_were_found_by() -> None:
+    one = PredictionSummary(Path("p"), "m", 2, 3, 0.85, 5, 0.1, "cpu")
+    assert "(threshold 0.85, at least 5 voxels, one stage)" in str(one)
+    two = dataclasses.replace(one, second_look=0.3)
+    assert "(candidates of any size, second look at 0.3)" in str(two) and "5 voxels" not in str(two)

@@ -81,19 +81,18 @@ class PredictionSummary:
     model_source: str  # run folder, checkpoint or packaged model used
     n_subjects: int  # subjects predicted
     n_lesions: int  # lesions detected over all subjects
-    threshold: float  # probability threshold
-    min_voxels: int  # smallest lesion kept (voxels)
+    threshold: float  # probability threshold (one stage)
+    min_voxels: int  # smallest lesion kept (voxels; one stage)
     seconds_per_subject: float  # mean model + post-processing time (preprocessing excluded)
     device: str  # torch device used
     second_look: float | None = None  # the second look's threshold (None: one stage, the paper's method)
 
     def __str__(self) -> str:
-        looks = ("one stage" if self.second_look is None
-                 else f"second look at {self.second_look:g}")
+        rule = (f"threshold {self.threshold:g}, at least {self.min_voxels} voxels, one stage"
+                if self.second_look is None else f"candidates of any size, second look at {self.second_look:g}")
         return (
             f"predicted {self.n_subjects} subjects with {self.model_source} -> {self.out}\n"
-            f"  lesions detected: {self.n_lesions} (threshold {self.threshold:g}, at least {self.min_voxels} voxels, "
-            f"{looks})\n"
+            f"  lesions detected: {self.n_lesions} ({rule})\n"
             f"  seconds per subject: {self.seconds_per_subject:.3f} "
             f"(model + post-processing, {self.device})"
         )
