@@ -284,6 +284,19 @@ def test_the_pdf_report_shows_every_detection(tmp_path: Path) -> None:
     assert select_report_slices(labels, image, max_panels=0) == list(range(2, 22))
 
 
+@pytest.mark.parametrize("stages, expected", [(1, "threshold 0.85    one stage"),
+                                               (2, "second-look score >= 0.3    two stages")])
+def test_the_report_header_names_the_threshold_of_the_rule_applied(stages: int, expected: str) -> None:
+    from cmbstudy.figures.report import _montage, _Scan
+
+    image = np.random.default_rng(0).normal(100, 5, (20, 21, 8)).astype(np.float32)
+    header = {"count": 0, "category": "0", "scan": "x.nii.gz", "model": "m", "threshold": 0.85 if stages == 1 else 0.3,
+              "stages": stages, "method": "one stage (the paper's method): ..." if stages == 1 else "two stages: ...",
+              "intended_use": "research use only"}
+    figure = _montage(_Scan(image, np.zeros(image.shape, np.int32), np.eye(4)), header, [3], "")
+    assert expected in "\n".join(text.get_text() for text in figure.texts)
+
+
 def test_packed_weights_are_int8_per_output_channel_within_half_a_step() -> None:
     torch.manual_seed(0)
     weights = {"conv.weight": torch.randn(4, 3, 5, 5) * torch.tensor([1.0, 1e-3, 0.0, 50.0]).view(4, 1, 1, 1),

@@ -104,7 +104,9 @@ def _montage(scan: _Scan, header: Mapping[str, Any], slices: list[int], note: st
     lines = [
         f"Cerebral microbleeds: {header['count']}    ARIA-H category: {header['category']}",
         f"Scan: {header['scan']}" + (f"  ({str(header['modality']).upper()})" if "modality" in header else ""),
-        f"Model: {header['model']}    threshold {float(header['threshold']):g}"
+        f"Model: {header['model']}    "
+        + (f"second-look score >= {float(header['threshold']):g}" if header.get("stages") == 2
+           else f"threshold {float(header['threshold']):g}")
         + (f"    {str(header['method']).split(':')[0]}" if header.get("method") else ""),
         note,
     ]
@@ -128,8 +130,9 @@ def plot_detection_report(
         image: (X, Y, Z) input scan on its own grid.
         labels: (X, Y, Z) int instance labels of the detections (same grid; 1..n = lesion ids).
         affine: 4x4 voxel-to-mm affine of that grid.
-        header: ``count``, ``category``, ``scan``, ``model``, ``threshold``,
-            ``intended_use`` (and optionally ``modality`` and ``method``: one stage or two).
+        header: ``count``, ``category``, ``scan``, ``model``, ``threshold`` (the rule's: the probability's for
+            one stage, the second-look score's for ``stages`` 2), ``intended_use`` (and optionally ``modality``,
+            ``stages`` and ``method``: one stage or two).
         path: PNG file to write.
         max_panels: most slices shown.
 

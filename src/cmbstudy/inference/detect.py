@@ -113,7 +113,7 @@ class DetectionSummary:
     out: Path  # derivatives folder
     model: str  # registry name of the network
     model_source: str  # run folder, checkpoint or packaged model
-    threshold: float  # probability threshold
+    threshold: float  # the single stage's probability threshold (the method line gives the rule applied)
     device: str  # torch device
     scans: tuple[ScanResult, ...]  # one per scan, in input order
     intended_use: str  # research-use statement
@@ -121,7 +121,7 @@ class DetectionSummary:
 
     def __str__(self) -> str:
         lines = [f"detected CMBs in {len(self.scans)} scan(s) -> {self.out}",
-                 f"  model: {self.model} ({self.model_source}), threshold {self.threshold:g}, {self.device}",
+                 f"  model: {self.model} ({self.model_source}), {self.device}",
                  f"  method: {self.method}"]
         for r in self.scans:
             lines.append(
@@ -286,8 +286,8 @@ def detect_scan(
     }
     table.to_csv(files["lesions"], sep="\t", index=False, float_format="%.4f")
     header = {"count": count, "category": category, "scan": scan.name, "model": f"{model.name} ({model.source})",
-              "threshold": point.threshold, "method": describe_rule(point), "intended_use": model.intended_use,
-              "modality": modality}
+              "threshold": map_rule(point)[0], "stages": 1 if point.second_look is None else 2,
+              "method": describe_rule(point), "intended_use": model.intended_use, "modality": modality}
     if report is not None:
         files.update(report(np.asarray(image.dataobj, dtype=np.float32), lesions.labels, affine, header, table, stem))
     files["summary"] = Path(f"{stem}{SUMMARY_SUFFIX}")
