@@ -113,7 +113,6 @@ class DetectionSummary:
     out: Path  # derivatives folder
     model: str  # registry name of the network
     model_source: str  # run folder, checkpoint or packaged model
-    threshold: float  # the single stage's probability threshold (the method line gives the rule applied)
     device: str  # torch device
     scans: tuple[ScanResult, ...]  # one per scan, in input order
     intended_use: str  # research-use statement
@@ -285,19 +284,20 @@ def detect_scan(
         "lesions": Path(f"{stem}{LESIONS_SUFFIX}"),
     }
     table.to_csv(files["lesions"], sep="\t", index=False, float_format="%.4f")
+    map_threshold, map_min_voxels = map_rule(point)
+    stages, rule = 1 if point.second_look is None else 2, describe_rule(point)
     header = {"count": count, "category": category, "scan": scan.name, "model": f"{model.name} ({model.source})",
-              "threshold": map_rule(point)[0], "stages": 1 if point.second_look is None else 2,
-              "method": describe_rule(point), "intended_use": model.intended_use, "modality": modality}
+              "threshold": map_threshold, "stages": stages, "method": rule, "intended_use": model.intended_use,
+              "modality": modality}
     if report is not None:
         files.update(report(np.asarray(image.dataobj, dtype=np.float32), lesions.labels, affine, header, table, stem))
     files["summary"] = Path(f"{stem}{SUMMARY_SUFFIX}")
     seconds = {"preprocessing": prep_done - start, "model": result.seconds_model,
                "postprocessing": result.seconds_post, "total": time.perf_counter() - start}
-    map_threshold, map_min_voxels = map_rule(point)
     summary = {
         "subject_id": sid, "scan": scan.name, "input_sha256": _sha256(scan), "modality": modality,
-        "cmb_count": count, "aria_h_category": category, "method": describe_rule(point),
-        "stages": 1 if point.second_look is None else 2, "n_candidates": result.detections[0].n_candidates,
+        "cmb_count": count, "aria_h_category": category, "method": rule,
+        "stages": stages, "n_candidates": result.detections[0].n_candidates,
         "threshold": map_threshold, "min_voxels": map_min_voxels, "operating_point": point.to_json(),
         "brain_rule": BRAIN_RULE, "connectivity": point.connectivity,
         "model": {"name": model.name, "source": model.source, "profile": profile.name,
@@ -391,5 +391,5 @@ def detect_path(
             (tmp / LOG_FILE).write_text("".join(f"{m}\n" for m in messages.messages))
     results = [dataclasses.replace(r, files={k: out / p.relative_to(tmp) for k, p in r.files.items()})
                for r in results]
-    return DetectionSummary(out, loaded.name, loaded.source, point.threshold, str(dev), tuple(results),
+    return DetectionSummary(out, loaded.name, loaded.source, str(dev), tuple(results),
                             loaded.intended_use, describe_rule(point))
