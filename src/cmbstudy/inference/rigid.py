@@ -28,6 +28,10 @@ __all__ = ["MIN_BRAIN_DICE", "Registration", "to_sitk", "to_sitk_like", "resampl
 #: 0.59-0.96 (the synthetic brains share one template; real heads differ more).
 MIN_BRAIN_DICE = 0.97
 _SEED = 20231  # the registration's metric sampling: the same pair gives the same transform
+#: Share of the voxels (random, seeded) on which the registration's metrics are computed. Measured on 8 development
+#: pairs of the quick profile (2 threads): 10% registered them in 2.0 s each on average against 3.7 s at 30%, to the
+#: same brain overlap (Dice within 0.0003), correlation (within 0.003) and rotation (within 0.1 degree).
+METRIC_SAMPLING = 0.1
 
 
 def to_sitk(image: nib.Nifti1Image, array: np.ndarray | None = None) -> sitk.Image:
@@ -79,7 +83,7 @@ def _method(metric: str, fixed_mask: sitk.Image | None = None) -> sitk.ImageRegi
     else:
         method.SetMetricAsMeanSquares()
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.3, _SEED)
+    method.SetMetricSamplingPercentage(METRIC_SAMPLING, _SEED)
     if fixed_mask is not None:
         method.SetMetricFixedMask(fixed_mask)
     method.SetInterpolator(sitk.sitkLinear)
