@@ -10,6 +10,7 @@ import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: each computes on one thread (and so do the
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # notebook kernels it starts), so that none waits on another
+    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", os.environ["OMP_NUM_THREADS"])  # SimpleITK too
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

@@ -115,6 +115,20 @@ def test_jobs_run_in_the_folder_and_environment_of_whoever_submits_them(tmp_path
     assert sorted(seen) == ["a", "a", "b", "b"]
 
 
+def test_a_jobs_kernel_computes_on_its_share_of_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import pathlib, SimpleITK, torch\n"
+        "pathlib.Path('threads.txt').write_text("
+        "f'{torch.get_num_threads()} {SimpleITK.ProcessObject.GetGlobalDefaultNumberOfThreads()}')")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "job.ipynb")
+    for name in jobs.THREAD_VARIABLES:  # whatever the caller's own settings
+        monkeypatch.setenv(name, "3")
+    jobs.run_notebook_in_job(tmp_path / "job.ipynb", tmp_path / "executed.ipynb", {}, tmp_path, "job", 1)
+    assert (tmp_path / "threads.txt").read_text() == "1 1"
+    assert all(os.environ[name] == "3" for name in jobs.THREAD_VARIABLES)  # and the caller's are left as they were
+
+
 @pytest.mark.slow
 def test_two_jobs_at_once_give_each_runs_result_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     together = tmp_path / "together"

@@ -96,7 +96,9 @@ def run_notebook(source: Path, executed: Path, parameters: dict[str, Any], cwd: 
     executed.with_name(f"{executed.stem}.failed.ipynb").unlink(missing_ok=True)
 
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read by torch when a kernel starts
+#: Read when a kernel starts: torch's threads (OpenMP, MKL), and SimpleITK's, whose filters (N4, the monitoring
+#: chapter's registration) otherwise take every core whatever a job's share.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 
 
 def resolve_jobs(jobs: int | str) -> int:
