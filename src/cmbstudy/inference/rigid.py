@@ -20,8 +20,8 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 
-__all__ = ["MIN_BRAIN_DICE", "Registration", "to_sitk", "to_sitk_like", "resample_onto", "brain_overlap",
-           "register_follow_up"]
+__all__ = ["MIN_BRAIN_DICE", "METRIC_SAMPLING", "Registration", "to_sitk", "to_sitk_like", "resample_onto",
+           "brain_overlap", "register_follow_up"]
 
 #: Below this overlap (Dice) of the two brains after registration the scans are refused as not one head.
 #: Measured on synthetic pairs with their brain masks: one head 0.98-0.99 (another site included), two heads
