@@ -7,10 +7,11 @@ The second look can only keep a CMB that some candidate lies near. For each
 budget (the most blobs per volume, ``second_look.log_candidates``), every
 subject of the run's training pool (its training and validation subjects, never
 a test subject) is given the run's candidates under that budget
-(:func:`cmbstudy.inference.candidates.find_candidates`, the network's map
-predicted once per subject), and it prints the share of CMBs with a candidate
-within the match distance (the recall ceiling), overall and for CMBs of at most
-3 mm, and the candidates per subject. ``--json`` writes the table.
+(:func:`cmbstudy.inference.candidates.find_candidates`, on the network's map as
+``detect`` computes it, :func:`cmbstudy.inference.pipeline.detect_preprocessed`,
+once per subject), and it prints the share of CMBs with a candidate within the
+match distance (the recall ceiling), overall and for CMBs of at most 3 mm, and
+the candidates per subject. ``--json`` writes the table.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ import torch
 from tqdm import tqdm
 
 from cmbstudy.data.datasets import load_subjects
-from cmbstudy.data.io import load_magnitude_and_phase, load_mask
+from cmbstudy.data.io import load_mask, load_scan
 from cmbstudy.data.run_folder import load_run_split
 from cmbstudy.evaluation.evaluate import load_lesion_table
 from cmbstudy.evaluation.lesions import find_lesions, voxel_volume_mm3
 from cmbstudy.evaluation.subsets import SMALL_DIAMETER_MM, compute_reference_diameters
 from cmbstudy.inference.candidates import find_candidates
 from cmbstudy.inference.model_store import load_detection_model
-from cmbstudy.inference.sliding_window import predict_volume
+from cmbstudy.inference.pipeline import detect_preprocessed
 from cmbstudy.preprocessing.cache import default_cache_dir, load_preprocessed
 
 
@@ -48,15 +49,14 @@ def measure(run: Path, data: Path, budgets: list[int], device: torch.device) -> 
     small = []
     for subject in tqdm(subjects, desc="training pool", unit="subject"):
         volume = load_preprocessed([subject], profile.preprocess, default_cache_dir(run), progress=False)[0]
-        prob = predict_volume(model.network, volume, profile.train.val_batch_size, device, profile.train.patch_size)
-        prob = np.clip(volume.restore(prob, 1), 0, 1).astype(np.float32)
-        image, _ = load_magnitude_and_phase(subject.image_path)
+        mapped = detect_preprocessed(model, volume, [], device)  # the map alone: no rule to apply
+        image = np.asarray(load_scan(subject.image_path)[0].dataobj)
         ref = find_lesions(np.asarray(load_mask(subject.mask_path).dataobj), 0.5, ev.connectivity)
         table = load_lesion_table(subject.extra_paths["lesions"]) if "lesions" in subject.extra_paths else None
         affine = np.asarray(volume.geometry.original_affine)
         small.append(compute_reference_diameters(ref, voxel_volume_mm3(affine), table) <= SMALL_DIAMETER_MM)
         for budget in budgets:
-            c = find_candidates(prob, image, volume.input_brain(), volume.input_voxel_mm, threshold, budget,
+            c = find_candidates(mapped.probability, image, mapped.brain, mapped.voxel_mm, threshold, budget,
                                 ev.connectivity)
             gaps = (np.linalg.norm(c.centres[:, None] - ref.centroids[None], axis=2).min(axis=0)
                     if c.n and ref.n else np.full(ref.n, np.inf))

@@ -87,6 +87,11 @@ class OperatingPoint:
                    connectivity=int(evaluation.connectivity))
 
     @property
+    def stages(self) -> int:
+        """1 for the network alone, 2 with the second look."""
+        return 1 if self.second_look is None else 2
+
+    @property
     def single_stage(self) -> OperatingPoint:
         """The same rule without the second look (the paper's method)."""
         return dataclasses.replace(self, second_look=None)

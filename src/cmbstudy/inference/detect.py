@@ -285,9 +285,9 @@ def detect_scan(
     }
     table.to_csv(files["lesions"], sep="\t", index=False, float_format="%.4f")
     map_threshold, map_min_voxels = map_rule(point)
-    stages, rule = 1 if point.second_look is None else 2, describe_rule(point)
+    rule = describe_rule(point)
     header = {"count": count, "category": category, "scan": scan.name, "model": f"{model.name} ({model.source})",
-              "threshold": map_threshold, "stages": stages, "method": rule, "intended_use": model.intended_use,
+              "threshold": map_threshold, "stages": point.stages, "method": rule, "intended_use": model.intended_use,
               "modality": modality}
     if report is not None:
         files.update(report(np.asarray(image.dataobj, dtype=np.float32), lesions.labels, affine, header, table, stem))
@@ -297,7 +297,7 @@ def detect_scan(
     summary = {
         "subject_id": sid, "scan": scan.name, "input_sha256": _sha256(scan), "modality": modality,
         "cmb_count": count, "aria_h_category": category, "method": rule,
-        "stages": stages, "n_candidates": result.detections[0].n_candidates,
+        "stages": point.stages, "n_candidates": result.detections[0].n_candidates,
         "threshold": map_threshold, "min_voxels": map_min_voxels, "operating_point": point.to_json(),
         "brain_rule": BRAIN_RULE, "connectivity": point.connectivity,
         "model": {"name": model.name, "source": model.source, "profile": profile.name,

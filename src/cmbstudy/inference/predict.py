@@ -270,7 +270,7 @@ def _write_info(tmp: Path, loaded: DetectionModel, point: OperatingPoint, run_di
         "model_source": loaded.source,
         "run_dir": str(run_dir.resolve()) if run_dir is not None else None,
         "profile": loaded.profile.name,
-        "stages": 1 if point.second_look is None else 2,
+        "stages": point.stages,
         "threshold": map_threshold,
         "min_voxels": map_min_voxels,
         "operating_point": point.to_json(),
