@@ -12,7 +12,11 @@ epoch; the mean and maximum of its predicted probabilities; and per subject of b
 cohorts its CMB count and the mean and SD of its image. Floats are kept to 6
 significant digits, and the values that come straight out of training (losses, probabilities) to 4:
 the same seed gives the same numbers on one machine, while other CPUs round their kernels
-differently in the last bits.
+differently in the last bits. So two tables are compared by :func:`agrees`: a number agrees with
+its stored value when they differ by at most one unit in the last digit kept (a value that lies
+near a half of that digit is kept on either side of it, on two machines of one kind; on one, a
+tsuchida2024 run's largest probability 0.89735 was kept as 0.8973, on another as 0.8974), and a
+count only when it is equal.
 
 Left out: times and devices, glued objects (styled tables, whose text is a repr with a memory
 address; the numbers in them are glued or stored on their own), and the Grad-CAM focus of notebook 10. The smoke networks train for
@@ -50,6 +54,9 @@ _VERDICT_COUNTS = ("n_replicates", "n_not", "n_cannot")
 _COUNTS_SENTENCE = re.compile(r" Of \d+ claims? of the paper, [^.]*\.")
 _DIGITS = 6
 _TRAINED_DIGITS = 4
+# the keys whose values :func:`collect` keeps to _TRAINED_DIGITS
+_TRAINED_KEY = re.compile(r"\.operating_point\.|\.history\.\d+\.train_loss$|\.probability\.(mean|max)$")
+_INTEGER = re.compile(r"^-?\d+$")
 
 
 def _number(value: object, digits: int = _DIGITS) -> str:
@@ -186,6 +193,26 @@ def collect(results: Path) -> dict[str, str]:
             if (run / folder).is_dir():
                 _flatten(f"run.{run.name}.{folder}.probability", _probabilities(run / folder), rows, _TRAINED_DIGITS)
     return rows
+
+
+def agrees(key: str, stored: str, now: str) -> bool:
+    """Whether the value ``now`` of ``key`` agrees with its ``stored`` value (the module docstring): equal text,
+    or two numbers, not both integers, that differ by at most one unit in the last significant digit kept for the
+    key (6, or 4 for values straight out of training)."""
+    if stored == now:
+        return True
+    if _INTEGER.match(stored) and _INTEGER.match(now):
+        return False
+    try:
+        a, b = float(stored), float(now)
+    except ValueError:
+        return False
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return False
+    digits = _TRAINED_DIGITS if _TRAINED_KEY.search(key) else _DIGITS
+    largest = max(abs(a), abs(b))
+    unit = 10.0 ** (math.floor(math.log10(largest)) - digits + 1) if largest > 0 else 0.0
+    return abs(a - b) <= unit * (1 + 1e-9)
 
 
 def write_table(rows: dict[str, str], path: Path) -> None:
