@@ -54,7 +54,7 @@ _VERDICT_COUNTS = ("n_replicates", "n_not", "n_cannot")
 _COUNTS_SENTENCE = re.compile(r" Of \d+ claims? of the paper, [^.]*\.")
 _DIGITS = 6
 _TRAINED_DIGITS = 4
-# the keys whose values :func:`collect` keeps to _TRAINED_DIGITS
+# the keys of values straight out of training, which :func:`collect` keeps to _TRAINED_DIGITS
 _TRAINED_KEY = re.compile(r"\.operating_point\.|\.history\.\d+\.train_loss$|\.probability\.(mean|max)$")
 _INTEGER = re.compile(r"^-?\d+$")
 
@@ -69,6 +69,11 @@ def _number(value: object, digits: int = _DIGITS) -> str:
     return str(value)
 
 
+def _kept_digits(key: str) -> int:
+    """The significant digits kept of a run's value under ``key`` (the module docstring)."""
+    return _TRAINED_DIGITS if _TRAINED_KEY.search(key) else _DIGITS
+
+
 def _glued_number(text: str) -> str:
     try:
         return _number(float(text))
@@ -76,15 +81,15 @@ def _glued_number(text: str) -> str:
         return text
 
 
-def _flatten(prefix: str, value: object, rows: dict[str, str], digits: int = _DIGITS) -> None:
+def _flatten(prefix: str, value: object, rows: dict[str, str]) -> None:
     if isinstance(value, dict):
         for key in sorted(value):
-            _flatten(f"{prefix}.{key}", value[key], rows, digits)
+            _flatten(f"{prefix}.{key}", value[key], rows)
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _flatten(f"{prefix}[{i}]", item, rows, digits)
+            _flatten(f"{prefix}[{i}]", item, rows)
     else:
-        rows[prefix] = _number(value, digits)
+        rows[prefix] = _number(value, _kept_digits(prefix))
 
 
 def _glued(path: Path) -> dict[str, str]:
@@ -180,18 +185,18 @@ def collect(results: Path) -> dict[str, str]:
             if (run / file).is_file():
                 _flatten(f"run.{run.name}.{file}", _evaluation(run / file), rows)
         point = json.loads((run / "operating_point.json").read_text())
-        _flatten(f"run.{run.name}.operating_point", point, rows, _TRAINED_DIGITS)
+        _flatten(f"run.{run.name}.operating_point", point, rows)
         result = json.loads((run / "result.json").read_text())
         _flatten(f"run.{run.name}.result", {k: result[k] for k in ("epochs", "best_epoch", "n_params")}, rows)
         with open(run / "history.csv") as handle:
             for row in csv.DictReader(handle):
-                rows[f"run.{run.name}.history.{row['epoch']}.train_loss"] = _number(
-                    float(row["train_loss"]), _TRAINED_DIGITS)
+                key = f"run.{run.name}.history.{row['epoch']}.train_loss"
+                rows[key] = _number(float(row["train_loss"]), _kept_digits(key))
                 for column in ("crops_lesion", "crops_hard", "crops_edge", "crops_other", "hard_pool"):
                     rows[f"run.{run.name}.history.{row['epoch']}.{column}"] = row.get(column, "")
         for folder in ("pred-test",):
             if (run / folder).is_dir():
-                _flatten(f"run.{run.name}.{folder}.probability", _probabilities(run / folder), rows, _TRAINED_DIGITS)
+                _flatten(f"run.{run.name}.{folder}.probability", _probabilities(run / folder), rows)
     return rows
 
 
@@ -209,7 +214,7 @@ def agrees(key: str, stored: str, now: str) -> bool:
         return False
     if not (math.isfinite(a) and math.isfinite(b)):
         return False
-    digits = _TRAINED_DIGITS if _TRAINED_KEY.search(key) else _DIGITS
+    digits = _kept_digits(key)
     largest = max(abs(a), abs(b))
     unit = 10.0 ** (math.floor(math.log10(largest)) - digits + 1) if largest > 0 else 0.0
     return abs(a - b) <= unit * (1 + 1e-9)
