@@ -13,9 +13,8 @@ every subject's blob candidates with their features and labels
 profile's ``second_look``), and keeps the first ``--held-out`` subjects for
 scoring only. For each size N, ``--repeats`` seeded draws of N other subjects
 train the image model as :func:`~cmbstudy.training.second_look.fit_second_look`
-does (the same classifier; candidates beside a CMB left out; a feature no
-training scan has set to 0). It prints, per size: the CMBs learnt from; the
-average precision of the held-out candidates' scores (scikit-learn's, over
+does (:func:`~cmbstudy.training.second_look.fit_image_model`). It prints, per
+size: the CMBs learnt from; the average precision of the held-out candidates' scores (scikit-learn's, over
 candidates that are a CMB or none); and the pooled paper-rule precision,
 recall, F1 and FP per subject of the held-out subjects at the score threshold
 with the best F1 there (:func:`~cmbstudy.training.second_look.best_threshold`:
@@ -37,13 +36,13 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 from tqdm import tqdm
 
-from cmbstudy.config import load_profile
+from cmbstudy.config import SecondLookConfig, load_profile
 from cmbstudy.data.datasets import load_subjects
 from cmbstudy.data.io import load_mask, load_phase, load_scan, write_text_atomically
 from cmbstudy.inference.second_look import FEATURES, NETWORK_FEATURES
 from cmbstudy.synth import make_cohort
 from cmbstudy.training.second_look import (CandidateSet, SecondLookCase, best_threshold, collect_candidates,
-                                           make_classifier)
+                                           fit_image_model)
 
 __all__ = ["blob_candidates", "learning_curve", "missed_profile", "main"]
 
@@ -51,9 +50,8 @@ __all__ = ["blob_candidates", "learning_curve", "missed_profile", "main"]
 PROFILED = ("contrast", "ring_sd", "blob_response", "z_extent_mm")
 
 
-def blob_candidates(root: Path, profile_name: str, match_distance: float) -> list[CandidateSet]:
-    """Per subject of ``root``, its blob candidates (no network) with features and labels."""
-    settings = load_profile(profile_name).second_look
+def blob_candidates(root: Path, settings: SecondLookConfig, match_distance: float) -> list[CandidateSet]:
+    """Per subject of ``root``, its blob candidates (no network) under ``settings``, with features and labels."""
     found = []
     for subject in tqdm(load_subjects(root), desc="blob candidates", unit="subject"):
         if subject.mask_path is None:
@@ -76,15 +74,6 @@ def _pooled(sets: list[CandidateSet]) -> CandidateSet:
                         [s.centres[0] for s in sets], [s.references[0] for s in sets], float("nan"))
 
 
-def _image_model(sets: list[CandidateSet], seed: int):
-    """The image model as fit_second_look trains it, on the blobs of ``sets``."""
-    features = np.concatenate([s.features for s in sets])[:, len(NETWORK_FEATURES):]
-    labels = np.concatenate([s.labels for s in sets])
-    known = labels >= 0
-    features = np.where(np.isnan(features).all(axis=0), 0.0, features)
-    return make_classifier("boosting", seed).fit(features[known], labels[known]), int((labels == 1).sum())
-
-
 def learning_curve(sets: list[CandidateSet], held_out: int, sizes: list[int], repeats: int, match_distance: float
                    ) -> tuple[pd.DataFrame, dict]:
     """One row per size and draw; and the largest size's first draw: its held-out scores and threshold."""
@@ -96,10 +85,11 @@ def learning_curve(sets: list[CandidateSet], held_out: int, sizes: list[int], re
             raise SystemExit(f"size {size} exceeds the {len(pool)} subjects left after {held_out} held out")
         for draw in range(repeats):
             chosen = np.random.default_rng(draw).permutation(len(pool))[:size]
-            model, n_cmbs = _image_model([pool[i] for i in chosen], seed=draw)
+            learnt = _pooled([pool[i] for i in chosen])
+            model = fit_image_model(learnt, seed=draw)
             scores = model.predict_proba(scored.features[:, len(NETWORK_FEATURES):])[:, 1]
             threshold, summary = best_threshold(scored, scores, match_distance)
-            rows.append({"subjects": size, "draw": draw, "CMBs learnt from": n_cmbs,
+            rows.append({"subjects": size, "draw": draw, "CMBs learnt from": int((learnt.labels == 1).sum()),
                          "average precision": average_precision_score(scored.labels[known] == 1, scores[known]),
                          "threshold": threshold, **summary})
             if size == max(sizes) and draw == 0:
@@ -131,15 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/second_look_curve"))
     args = parser.parse_args(argv)
-    out = args.out.resolve()
+    out, profile = args.out.resolve(), load_profile(args.profile)
     root = args.data
     if root is None:
         root = out / "cohort"
         if not (root / "participants.tsv").is_file():
-            print(make_cohort(root, load_profile(args.profile), n_subjects=args.n_subjects, seed=args.seed,
-                              label_prefix="curve"))
-    match_distance = load_profile(args.profile).evaluation.match_distance_voxels
-    sets = blob_candidates(root, args.profile, match_distance)
+            print(make_cohort(root, profile, n_subjects=args.n_subjects, seed=args.seed, label_prefix="curve"))
+    match_distance = profile.evaluation.match_distance_voxels
+    sets = blob_candidates(root, profile.second_look, match_distance)
     table, last = learning_curve(sets, args.held_out, sorted(set(args.sizes)), args.repeats, match_distance)
     reached = last["scored"].labels == 1
     n_cmbs = sum(len(s.references[0]) for s in sets[:args.held_out])

@@ -50,7 +50,7 @@ from ..inference.sliding_window import predict_volume
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
 
 __all__ = ["CLASSIFIERS", "SecondLookCase", "CandidateSet", "make_classifier", "collect_candidates", "best_threshold",
-           "fit_second_look", "SecondLookSummary", "train_model_second_look"]
+           "fit_image_model", "fit_second_look", "SecondLookSummary", "train_model_second_look"]
 
 CLASSIFIERS: tuple[str, ...] = ("boosting", "logistic")
 
@@ -177,6 +177,17 @@ def _enough(found: CandidateSet) -> bool:
     return (found.labels == 1).sum() >= 2 and (found.labels == 0).sum() >= 2
 
 
+def fit_image_model(blobs: CandidateSet, seed: int) -> Any:
+    """The image model (gradient boosting, :func:`make_classifier`) fitted on the image features of ``blobs``,
+    candidates beside a CMB (label -1) left out."""
+    known = blobs.labels >= 0
+    inputs = blobs.features[known, len(NETWORK_FEATURES):]
+    # a feature no training scan has (the phase, where none has a phase image) is constant here, so that the
+    # model never splits on it; scikit-learn's binning cannot take a column with no value at all
+    inputs = np.where(np.isnan(inputs).all(axis=0), 0.0, inputs)
+    return make_classifier("boosting", seed).fit(inputs, blobs.labels[known])
+
+
 def fit_second_look(cases: Sequence[SecondLookCase], training: Sequence[SecondLookCase], settings: SecondLookConfig,
                     point: OperatingPoint, match_distance: float, seed: int, groups: Sequence[int] | None = None
                     ) -> tuple[SecondLook | None, OperatingPoint, dict[str, Any]]:
@@ -203,14 +214,9 @@ def fit_second_look(cases: Sequence[SecondLookCase], training: Sequence[SecondLo
     if len(cases) < 2 or not _enough(found) or not _enough(blobs):
         report["note"] = "too few candidates of either kind to learn from: one stage kept"
         return None, point, report
-    n_network = len(NETWORK_FEATURES)
-    known = blobs.labels >= 0
-    inputs = blobs.features[known, n_network:]
-    # a feature no training scan has (the phase, where none has a phase image) is constant here, so that the
-    # model never splits on it; scikit-learn's binning cannot take a column with no value at all
-    inputs = np.where(np.isnan(inputs).all(axis=0), 0.0, inputs)
-    image_model = make_classifier("boosting", seed).fit(inputs, blobs.labels[known])
-    inputs = stack_scores(image_model.predict_proba(found.features[:, n_network:])[:, 1], found.features)
+    image_model = fit_image_model(blobs, seed)
+    image_score = image_model.predict_proba(found.features[:, len(NETWORK_FEATURES):])[:, 1]
+    inputs = stack_scores(image_score, found.features)
     for kind in settings.classifiers:
         scores = _out_of_fold(kind, inputs, found, settings.cv_splits, seed, groups)
         threshold, summary = best_threshold(found, scores, match_distance)
