@@ -153,6 +153,7 @@ class SecondLookConfig:
     log_candidates: int = 400  # most blob-detector candidates per volume (0: the network's only)
     classifiers: tuple[str, ...] = ("boosting", "logistic")  # tried on validation; the best is kept
     cv_splits: int = 4  # subject folds of the validation subjects for out-of-fold scores
+    cv_repeats: int = 5  # draws of those folds; a threshold's F1 is pooled over every draw
 
 
 @dataclass(frozen=True)

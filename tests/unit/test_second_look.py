@@ -21,7 +21,7 @@ from cmbstudy.inference.second_look import (
     save_second_look,
     score_candidates,
 )
-from cmbstudy.training.second_look import SecondLookCase, fit_second_look
+from cmbstudy.training.second_look import CandidateSet, SecondLookCase, best_threshold, fit_second_look
 
 SHAPE = (40, 42, 24)  # (X, Y, Z), uneven so that an axis mix-up fails
 VOXEL_MM = (1.0, 1.0, 2.0)
@@ -118,6 +118,20 @@ def test_the_edge_distance_is_scipys_distance_transform_at_the_points(seed: int)
 def test_duplicates_keep_the_best_scored() -> None:
     centres = np.array([[0.0, 0, 0], [3, 0, 0], [10, 0, 0]])
     assert suppress_duplicates(centres, np.array([0.5, 0.9, 0.2]), 4.0).tolist() == [False, True, True]
+
+
+def test_a_threshold_is_chosen_on_the_counts_of_every_out_of_fold_draw_pooled() -> None:
+    # one subject: a CMB's candidate and a noise blob 20 voxels away, scored by two draws of the folds
+    found = CandidateSet(np.zeros((2, len(FEATURES))), np.array([1, 0]), np.array([0, 0]),
+                         [np.array([[0.0, 0, 0], [20, 0, 0]])], [np.array([[0.0, 0, 0]])], 1.0)
+    first, second = np.array([0.9, 0.5]), np.array([0.6, 0.7])
+    assert best_threshold(found, first, 4.0)[0] == 0.9  # F1 1 from 0.525 up: the highest
+    assert best_threshold(found, second, 4.0)[0] == 0.6  # F1 2/3 up to 0.6
+    # pooled: (1 TP, 0 FP) and (1 TP, 1 FP) at 0.525-0.6, F1 4/5; one draw's best alone does worse on the other
+    threshold, summary = best_threshold(found, [first, second], 4.0)
+    assert threshold == 0.6
+    assert summary["f1"] == pytest.approx(0.8) and summary["fp_per_subject"] == pytest.approx(0.5)
+    assert best_threshold(found, [first, first], 4.0) == best_threshold(found, first, 4.0)
 
 
 def test_the_trained_second_look_keeps_the_cmb_and_drops_the_vein(tmp_path) -> None:

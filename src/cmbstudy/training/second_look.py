@@ -14,15 +14,19 @@ subjects:
 2. the combiner of the image model's score with the network's features is
    trained on the candidates of the validation subjects, which the network never
    saw. Each kind of ``second_look.classifiers`` (gradient boosting, logistic
-   regression) is scored out of fold over subject folds of them; the threshold
-   on its score with the best pooled lesion-wise F1 (paper rule, after
-   :func:`~cmbstudy.inference.candidates.suppress_duplicates`) is its operating
-   point, and the kind with the best F1 is refitted on every validation candidate.
+   regression) is scored out of fold over subject folds of them, the folds drawn
+   ``second_look.cv_repeats`` times; the threshold on its score with the best
+   lesion-wise F1 (paper rule, after
+   :func:`~cmbstudy.inference.candidates.suppress_duplicates`), pooled over the
+   draws, is its operating point, and the kind with the best F1 is refitted on
+   every validation candidate. With a dozen validation subjects one draw of the
+   folds moves the chosen threshold by chance; the draws average that out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import tempfile
 from dataclasses import dataclass
@@ -132,13 +136,19 @@ def collect_candidates(cases: Sequence[SecondLookCase], settings: SecondLookConf
                         found / total if total else math.nan)
 
 
-def best_threshold(found: CandidateSet, scores: np.ndarray, match_distance: float) -> tuple[float, dict]:
-    """The score threshold with the best pooled F1 (paper rule; ties: fewer FPs, then higher), and its scores."""
+def best_threshold(found: CandidateSet, scores: np.ndarray | Sequence[np.ndarray], match_distance: float
+                   ) -> tuple[float, dict]:
+    """The score threshold with the best pooled F1 (paper rule; ties: fewer FPs, then higher), and its scores.
+
+    ``scores``: one score per candidate, or several such arrays (out-of-fold draws), whose counts are pooled:
+    FPs per subject are then the mean over the draws.
+    """
+    draws = [scores] if isinstance(scores, np.ndarray) and scores.ndim == 1 else list(scores)
     best: tuple[tuple[float, ...], float, dict] | None = None
     for threshold in THRESHOLDS:
         counts = []
-        for s, (centres, ref) in enumerate(zip(found.centres, found.references)):
-            own = scores[found.subjects == s]
+        for drawn, (s, (centres, ref)) in itertools.product(draws, enumerate(zip(found.centres, found.references))):
+            own = np.asarray(drawn)[found.subjects == s]
             kept = centres[keep_best(centres, own, threshold, match_distance)]
             match = match_paper(kept, ref, match_distance)
             counts.append((match.n_tp, match.n_fp, match.n_fn))
@@ -155,15 +165,18 @@ def best_threshold(found: CandidateSet, scores: np.ndarray, match_distance: floa
 
 
 def _out_of_fold(kind: str, inputs: np.ndarray, found: CandidateSet, n_splits: int, seed: int,
-                 groups: np.ndarray | None = None) -> np.ndarray:
-    """Each candidate's score from a combiner fitted on the other subject folds (scikit-learn's GroupKFold);
-    ``groups`` (per case) keeps the cases of one person in one fold (a scan and its skull-stripped twin)."""
+                 groups: np.ndarray | None = None, draw: int = 0) -> np.ndarray:
+    """Each candidate's score from a combiner fitted on the other subject folds (scikit-learn's GroupKFold, its
+    folds shuffled by ``seed`` and ``draw``); ``groups`` (per case) keeps the cases of one person in one fold (a
+    scan and its skull-stripped twin)."""
     from sklearn.model_selection import GroupKFold
 
     scores = np.zeros(len(found.labels))
     by_candidate = found.subjects if groups is None else np.asarray(groups)[found.subjects]
     n_groups = len(np.unique(by_candidate))
-    for train, held in GroupKFold(n_splits=min(n_splits, n_groups)).split(inputs, found.labels, by_candidate):
+    shuffle = int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
+    folds = GroupKFold(n_splits=min(n_splits, n_groups), shuffle=True, random_state=shuffle)
+    for train, held in folds.split(inputs, found.labels, by_candidate):
         train = train[found.labels[train] >= 0]
         if len(np.unique(found.labels[train])) < 2:
             scores[held] = float(found.labels[train].mean()) if len(train) else 0.0
@@ -218,8 +231,9 @@ def fit_second_look(cases: Sequence[SecondLookCase], training: Sequence[SecondLo
     image_score = image_model.predict_proba(found.features[:, len(NETWORK_FEATURES):])[:, 1]
     inputs = stack_scores(image_score, found.features)
     for kind in settings.classifiers:
-        scores = _out_of_fold(kind, inputs, found, settings.cv_splits, seed, groups)
-        threshold, summary = best_threshold(found, scores, match_distance)
+        draws = [_out_of_fold(kind, inputs, found, settings.cv_splits, seed, groups, draw)
+                 for draw in range(max(1, settings.cv_repeats))]
+        threshold, summary = best_threshold(found, draws, match_distance)
         report["classifiers"][kind] = {"threshold": threshold, **summary}
     ranked = sorted(report["classifiers"].items(), key=lambda kv: (kv[1].get("f1", -1.0),
                                                                    -kv[1].get("fp_per_subject", math.inf)),
