@@ -9,7 +9,7 @@ from scipy import ndimage
 from cmbstudy.config import SecondLookConfig
 from cmbstudy.errors import InputError, OutputError
 from cmbstudy.evaluation.operating_point import OperatingPoint
-from cmbstudy.inference.candidates import find_candidates, suppress_duplicates
+from cmbstudy.inference.candidates import find_candidates, keep_best, keep_best_at, suppress_duplicates
 from cmbstudy.inference.monitor_files import record_monitoring_threshold
 from cmbstudy.inference.second_look import (
     _edge_distance,
@@ -118,6 +118,16 @@ def test_the_edge_distance_is_scipys_distance_transform_at_the_points(seed: int)
 def test_duplicates_keep_the_best_scored() -> None:
     centres = np.array([[0.0, 0, 0], [3, 0, 0], [10, 0, 0]])
     assert suppress_duplicates(centres, np.array([0.5, 0.9, 0.2]), 4.0).tolist() == [False, True, True]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_keep_best_at_many_thresholds_is_keep_best_at_each(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 20, size=(60, 3))  # crowded: many within 4 voxels of each other
+    scores = np.round(rng.uniform(size=60), 1)  # ties, broken by index in both
+    thresholds = np.round(np.arange(0.0, 1.01, 0.05), 2)
+    for threshold, kept in zip(thresholds, keep_best_at(centres, scores, thresholds, 4.0)):
+        assert kept.tolist() == keep_best(centres, scores, threshold, 4.0).tolist()
 
 
 def test_a_threshold_is_chosen_on_the_counts_of_every_out_of_fold_draw_pooled() -> None:

@@ -33,7 +33,7 @@ from ..evaluation.operating_point import OperatingPoint, apply_operating_point
 from ..models.baselines.classical import local_ratio as classical_ratio
 
 __all__ = ["LOG_SIGMAS_VOXELS", "LOCAL_MEAN_MM", "SAME_PLACE_VOXELS", "Candidates", "local_ratio", "blob_response",
-           "find_blobs", "find_candidates", "suppress_duplicates", "keep_best"]
+           "find_blobs", "find_candidates", "suppress_duplicates", "keep_best", "keep_best_at"]
 
 #: In-plane LoG scales (voxels) of the blob detector: the small CMBs that a network misses are 1-2 voxel foci.
 LOG_SIGMAS_VOXELS: tuple[float, ...] = (1.0,)
@@ -130,6 +130,15 @@ def keep_best(centres: np.ndarray, scores: np.ndarray, threshold: float, distanc
     scores = np.asarray(scores)
     above = np.flatnonzero(scores >= threshold)
     return above[suppress_duplicates(np.asarray(centres)[above], scores[above], distance)]
+
+
+def keep_best_at(centres: np.ndarray, scores: np.ndarray, thresholds: Sequence[float], distance: float
+                 ) -> list[np.ndarray]:
+    """:func:`keep_best` at each of ``thresholds``, the duplicates suppressed once: the greedy suppression visits
+    the candidates best first, so among those at or above a threshold it keeps exactly the ones it keeps among all."""
+    scores = np.asarray(scores)
+    kept = np.flatnonzero(suppress_duplicates(np.asarray(centres), scores, distance))
+    return [kept[scores[kept] >= threshold] for threshold in thresholds]
 
 
 def find_candidates(probability: np.ndarray, image: np.ndarray, brain: np.ndarray, voxel_mm: Sequence[float],

@@ -26,7 +26,6 @@ subjects:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import tempfile
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from ..evaluation.lesions import find_lesions
 from ..evaluation.matching import match_paper
 from ..evaluation.operating_point import OperatingPoint
 from ..evaluation.scores import summarize_detection
-from ..inference.candidates import find_candidates, keep_best
+from ..inference.candidates import find_candidates, keep_best_at
 from ..inference.model_store import DetectionModel, packaged_model_path, second_look_path
 from ..inference.second_look import (NETWORK_FEATURES, THRESHOLDS, SecondLook, candidate_features, save_second_look,
                                      stack_scores)
@@ -143,14 +142,16 @@ def best_threshold(found: CandidateSet, scores: np.ndarray | Sequence[np.ndarray
     ``scores``: one score per candidate, or several such arrays (out-of-fold draws), whose counts are pooled:
     FPs per subject are then the mean over the draws.
     """
-    draws = [scores] if isinstance(scores, np.ndarray) and scores.ndim == 1 else list(scores)
+    draws = np.atleast_2d(np.asarray(scores, dtype=np.float64))  # (draws, candidates)
+    # per draw and subject: its candidates' centres, its reference centroids, and the candidates kept at each
+    # threshold (duplicates suppressed once per subject, not once per threshold)
+    kept = [(centres, ref, keep_best_at(centres, drawn[found.subjects == s], THRESHOLDS, match_distance))
+            for drawn in draws for s, (centres, ref) in enumerate(zip(found.centres, found.references))]
     best: tuple[tuple[float, ...], float, dict] | None = None
-    for threshold in THRESHOLDS:
+    for i, threshold in enumerate(THRESHOLDS):
         counts = []
-        for drawn, (s, (centres, ref)) in itertools.product(draws, enumerate(zip(found.centres, found.references))):
-            own = np.asarray(drawn)[found.subjects == s]
-            kept = centres[keep_best(centres, own, threshold, match_distance)]
-            match = match_paper(kept, ref, match_distance)
+        for centres, ref, at in kept:
+            match = match_paper(centres[at[i]], ref, match_distance)
             counts.append((match.n_tp, match.n_fp, match.n_fn))
         summary = summarize_detection(counts)
         if math.isnan(summary["f1"]):
