@@ -37,11 +37,11 @@ def test_the_threshold_with_the_best_f1_of_new_cmbs_is_chosen() -> None:
     assert table.loc[0.3, "severity_agreement"] == 1.0 and table.loc[0.6, "severity_agreement"] == 0.5
 
 
-def test_a_tie_goes_to_fewer_false_new_then_the_higher_threshold() -> None:
+def test_a_tie_goes_to_fewer_false_new_then_the_lower_threshold() -> None:
     references = {"sub-1": _reference([True, True])}
     found = {"sub-1": {0.2: _found([(0, "new"), (10, "new")]), 0.4: _found([(0, "new"), (10, "new")]),
                        0.1: _found([(0, "new"), (10, "new"), (30, "new")])}}
-    assert choose_threshold(found, references)[0] == 0.4
+    assert choose_threshold(found, references)[0] == 0.2  # 0.1 ties on nothing: it has a false "new"
 
 
 def test_no_pair_or_pairs_on_other_grids_are_refused() -> None:
