@@ -87,7 +87,7 @@ def learning_curve(sets: list[CandidateSet], held_out: int, sizes: list[int], re
             chosen = np.random.default_rng(draw).permutation(len(pool))[:size]
             learnt = _pooled([pool[i] for i in chosen])
             model = fit_image_model(learnt, seed=draw)
-            scores = model.predict_proba(scored.features[:, len(NETWORK_FEATURES):])[:, 1]
+            scores = model.predict_proba(scored.features[:, len(NETWORK_FEATURES):len(FEATURES)])[:, 1]
             threshold, summary = best_threshold(scored, scores, match_distance)
             rows.append({"subjects": size, "draw": draw, "CMBs learnt from": int((learnt.labels == 1).sum()),
                          "average precision": average_precision_score(scored.labels[known] == 1, scores[known]),

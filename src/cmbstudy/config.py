@@ -154,6 +154,7 @@ class SecondLookConfig:
     classifiers: tuple[str, ...] = ("boosting", "logistic")  # tried on validation; the best is kept
     cv_splits: int = 4  # subject folds of the validation subjects for out-of-fold scores
     cv_repeats: int = 5  # draws of those folds; a threshold's F1 is pooled over every draw
+    patch_model: bool = True  # the image model adds a small 3D CNN on each candidate's patch (models.patch_net)
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def test_second_look_command_trains_one_beside_a_model(tmp_path: Path) -> None:
     assert len(made["validation_subjects"]) == len(made["training_subjects"]) == 3
     assert main(args) == 2  # an existing second look is kept unless --overwrite
     sidecar = model / f"{source.stem}.second_look.json"
-    sidecar.write_text(sidecar.read_text().replace('"cmbstudy second look 3"', '"cmbstudy second look 2"'))
+    sidecar.write_text(sidecar.read_text().replace('"cmbstudy second look 4"', '"cmbstudy second look 2"'))
     with pytest.raises(InputError, match="regenerate it"):
         load_detection_model(model / f"{source.stem}.pt")  # a second look of an earlier format is not read ...
     assert main(args + ["--overwrite"]) == 0  # ... but can be replaced

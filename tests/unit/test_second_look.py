@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from cmbstudy.config import SecondLookConfig
@@ -11,17 +12,22 @@ from cmbstudy.errors import InputError, OutputError
 from cmbstudy.evaluation.operating_point import OperatingPoint
 from cmbstudy.inference.candidates import find_candidates, keep_best, keep_best_at, suppress_duplicates
 from cmbstudy.inference.monitor_files import record_monitoring_threshold
+from cmbstudy.inference.features import _edge_distance
 from cmbstudy.inference.second_look import (
-    _edge_distance,
     FEATURES,
+    N_COLUMNS,
     candidate_features,
+    candidate_patches,
+    image_scores,
     find_detections,
     keep_candidates,
     load_second_look,
     save_second_look,
     score_candidates,
 )
-from cmbstudy.training.second_look import CandidateSet, SecondLookCase, best_threshold, fit_second_look
+from cmbstudy.models.patch_net import PATCH_SHAPE
+from cmbstudy.training.second_look import (CandidateSet, SecondLookCase, best_threshold, collect_candidates,
+                                           fit_image_model, fit_patch_model, fit_second_look)
 
 SHAPE = (40, 42, 24)  # (X, Y, Z), uneven so that an axis mix-up fails
 VOXEL_MM = (1.0, 1.0, 2.0)
@@ -87,7 +93,7 @@ def test_a_cmb_looks_like_a_blob_and_a_vein_like_a_tube() -> None:
     image, brain, _ = _scan(np.random.default_rng(1), [(12, 12, 8)], [(30, 30)])
     candidates = find_candidates(np.zeros(SHAPE, np.float32), image, brain, VOXEL_MM, 0.1, 50)
     features = candidate_features(candidates, np.zeros(SHAPE, np.float32), brain, VOXEL_MM)
-    assert features.shape == (candidates.n, len(FEATURES))
+    assert features.shape == (candidates.n, N_COLUMNS)
     cmb = int(np.argmin(np.linalg.norm(candidates.centres - [12, 12, 8], axis=1)))
     vein = int(np.argmin(np.linalg.norm(candidates.centres[:, :2] - [30, 30], axis=1)))
     column = {name: i for i, name in enumerate(FEATURES)}
@@ -148,7 +154,7 @@ def test_the_trained_second_look_keeps_the_cmb_and_drops_the_vein(tmp_path) -> N
     settings = SecondLookConfig(log_candidates=60, classifiers=("boosting", "logistic"), cv_splits=3)
     second, point, report = fit_second_look([_case(s) for s in range(10, 18)], [_case(s) for s in range(8)],
                                             settings, OperatingPoint(0.5), 4.0, seed=0)
-    assert second is not None and point.second_look is not None
+    assert second is not None and point.second_look is not None and second.patch_model is not None
     assert report["recall_ceiling"] == 1.0 and report["chosen"] in ("boosting", "logistic")
     image, brain, reference = _scan(np.random.default_rng(99), [(12, 12, 8), (28, 14, 15)], [(30, 30), (14, 30)])
     found = find_detections(np.zeros(SHAPE, np.float32), point, brain, image, VOXEL_MM, second)
@@ -166,7 +172,7 @@ def test_the_trained_second_look_keeps_the_cmb_and_drops_the_vein(tmp_path) -> N
         assert np.array_equal(kept.scores, direct.scores)
     saved = save_second_look(second, tmp_path / "second_look.joblib")
     again = find_detections(np.zeros(SHAPE, np.float32), point, brain, image, VOXEL_MM, load_second_look(saved))
-    assert np.array_equal(again.scores, found.scores)
+    assert np.array_equal(again.scores, found.scores) and load_second_look(saved).patch_model is not None
     # monitoring's threshold is recorded beside it, the second look unchanged; retraining drops the record
     assert load_second_look(saved).monitoring_threshold is None
     record_monitoring_threshold(saved, 0.125, {"chosen_on": {"n_pairs": 3}})
@@ -182,6 +188,32 @@ def test_the_trained_second_look_keeps_the_cmb_and_drops_the_vein(tmp_path) -> N
         load_second_look(saved)
 
 
+def test_the_patch_cnn_is_seeded_leaves_torch_s_random_state_and_can_be_left_out() -> None:
+    settings = SecondLookConfig(log_candidates=60)
+    blobs = collect_candidates([_case(s) for s in range(6)], settings, 4.0)
+    assert blobs.features.shape[1] == N_COLUMNS
+    state = torch.random.get_rng_state()
+    first, second = fit_patch_model(blobs, seed=3), fit_patch_model(blobs, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                     fit_patch_model(blobs, seed=4).state_dict().values()))
+    # the patch is the scan's ratio around each centre: a CMB's centre voxel is dark in it, minus 1
+    patches = candidate_patches(blobs.features)
+    assert patches.shape == (len(blobs.labels), 2) + PATCH_SHAPE
+    assert float(patches[blobs.labels == 1, 0, 4, 4, 2].max()) < -0.3
+    # without a patch CNN the image model is the gradient boosting alone
+    gb = fit_image_model(blobs, seed=0)
+    alone = image_scores(gb, None, blobs.features)
+    assert np.array_equal(alone, gb.predict_proba(blobs.features[:, 3:len(FEATURES)])[:, 1])
+    assert not np.array_equal(image_scores(gb, first, blobs.features), alone)
+    off, _, _ = fit_second_look([_case(s) for s in range(10, 14)], [_case(s) for s in range(4)],
+                                SecondLookConfig(log_candidates=60, cv_splits=2, patch_model=False),
+                                OperatingPoint(0.5), 4.0, seed=0)
+    assert off is not None and off.patch_model is None
+
+
 def test_the_phase_beside_a_scan_tells_a_cmb_s_shift_and_is_missing_without_one() -> None:
     image, brain, _ = _scan(np.random.default_rng(2), [(12, 12, 8), (28, 28, 14)], [])
     phase = np.random.default_rng(3).normal(0.0, 0.02, SHAPE).astype(np.float32)
@@ -195,8 +227,14 @@ def test_the_phase_beside_a_scan_tells_a_cmb_s_shift_and_is_missing_without_one(
     assert features[shifted, column["phase_deviation"]] > 0.4 > features[still, column["phase_deviation"]]
     without = candidate_features(candidates, np.zeros(SHAPE, np.float32), brain, VOXEL_MM)
     assert np.isnan(without[:, [column["phase_contrast"], column["phase_deviation"]]]).all()
-    assert np.array_equal(np.delete(without, [column["phase_contrast"], column["phase_deviation"]], axis=1),
-                          np.delete(features, [column["phase_contrast"], column["phase_deviation"]], axis=1))
+    named = len(FEATURES)
+    assert np.array_equal(np.delete(without[:, :named], [column["phase_contrast"], column["phase_deviation"]], axis=1),
+                          np.delete(features[:, :named], [column["phase_contrast"], column["phase_deviation"]], axis=1))
+    # the patch CNN's input: the same scan patch, and the phase patch (zero without a phase image)
+    scan_patch, phase_patch = candidate_patches(features)[:, 0], candidate_patches(features)[:, 1]
+    assert torch.equal(candidate_patches(without)[:, 0], scan_patch)
+    assert not candidate_patches(without)[:, 1].any()
+    assert float(phase_patch[shifted, 4, 4, 2]) == pytest.approx(float(phase[12, 12, 8]))
     with pytest.raises(InputError, match="same voxel grid"):
         candidate_features(candidates, np.zeros(SHAPE, np.float32), brain, VOXEL_MM, phase[:, :, :-1])
 

@@ -12,16 +12,19 @@ A registry of networks by name, as timm's (:mod:`~cmbstudy.models.registry`:
   LoG detector beside them.
 
 The pieces every network shares are :mod:`~cmbstudy.models.layers`; the Dice +
-Focal loss with deep supervision is :mod:`~cmbstudy.models.losses`.
+Focal loss with deep supervision is :mod:`~cmbstudy.models.losses`. The second
+look's patch CNN, which scores a candidate's patch rather than a scan, is
+:mod:`~cmbstudy.models.patch_net`.
 """
 
 from __future__ import annotations
 
-from . import baselines, cbam, gate, layers, losses, registry, rlk, rlk_unet
+from . import baselines, cbam, gate, layers, losses, patch_net, registry, rlk, rlk_unet
 from .cbam import *  # noqa: F403  (its __all__)
 from .gate import *  # noqa: F403  (its __all__)
 from .layers import *  # noqa: F403  (its __all__)
 from .losses import *  # noqa: F403  (its __all__)
+from .patch_net import *  # noqa: F403  (its __all__)
 from .registry import *  # noqa: F403  (its __all__)
 from .rlk import *  # noqa: F403  (its __all__)
 from .rlk_unet import *  # noqa: F403  (its __all__)
@@ -35,5 +38,6 @@ __all__ = [
     *gate.__all__,
     *rlk_unet.__all__,
     *losses.__all__,
+    *patch_net.__all__,
     "baselines",
 ]
