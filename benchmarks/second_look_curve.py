@@ -39,7 +39,7 @@ from tqdm import tqdm
 from cmbstudy.config import SecondLookConfig, load_profile
 from cmbstudy.data.datasets import load_subjects
 from cmbstudy.data.io import load_mask, load_phase, load_scan, write_text_atomically
-from cmbstudy.inference.second_look import FEATURES, NETWORK_FEATURES
+from cmbstudy.inference.second_look import FEATURES, IMAGE_COLUMNS
 from cmbstudy.synth import make_cohort
 from cmbstudy.training.second_look import (CandidateSet, SecondLookCase, best_threshold, collect_candidates,
                                            fit_image_model)
@@ -87,7 +87,7 @@ def learning_curve(sets: list[CandidateSet], held_out: int, sizes: list[int], re
             chosen = np.random.default_rng(draw).permutation(len(pool))[:size]
             learnt = _pooled([pool[i] for i in chosen])
             model = fit_image_model(learnt, seed=draw)
-            scores = model.predict_proba(scored.features[:, len(NETWORK_FEATURES):len(FEATURES)])[:, 1]
+            scores = model.predict_proba(scored.features[:, IMAGE_COLUMNS])[:, 1]
             threshold, summary = best_threshold(scored, scores, match_distance)
             rows.append({"subjects": size, "draw": draw, "CMBs learnt from": int((learnt.labels == 1).sum()),
                          "average precision": average_precision_score(scored.labels[known] == 1, scores[known]),

@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..models.patch_net import PATCH_HALF, PATCH_SHAPE
 from .candidates import Candidates
 
-__all__ = ["FEATURES", "NETWORK_FEATURES", "IMAGE_FEATURES", "PATCH_COLUMNS", "N_COLUMNS", "candidate_features",
+__all__ = ["FEATURES", "NETWORK_FEATURES", "IMAGE_FEATURES", "IMAGE_COLUMNS", "PATCH_COLUMNS", "N_COLUMNS", "candidate_features",
            "candidate_patches"]
 
 #: The named features of a candidate, in the classifiers' column order (what each measures:
@@ -31,6 +31,8 @@ FEATURES: tuple[str, ...] = (
 #: The features that come from the network (the combiner's); the others describe the image alone.
 NETWORK_FEATURES: tuple[str, ...] = FEATURES[:3]
 IMAGE_FEATURES: tuple[str, ...] = FEATURES[3:]
+#: Where the image features lie in a row of :func:`candidate_features` (the image model's gradient boosting's input).
+IMAGE_COLUMNS: slice = slice(len(NETWORK_FEATURES), len(FEATURES))
 #: Columns after the named features: the candidate's patch of the scan, then of the phase (the patch CNN's input).
 PATCH_COLUMNS: int = 2 * int(np.prod(PATCH_SHAPE))
 #: Columns of :func:`candidate_features`' array: the named features, then the patches.

@@ -45,9 +45,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage
-
 import torch
+from scipy import ndimage
 
 from ..config import SecondLookConfig
 from ..data.outputs import write_atomically, write_json
@@ -56,12 +55,13 @@ from ..evaluation.lesions import Lesions
 from ..evaluation.operating_point import OperatingPoint, apply_operating_point
 from ..models.patch_net import PatchNet
 from .candidates import Candidates, find_candidates, keep_best
-from .features import (FEATURES, IMAGE_FEATURES, N_COLUMNS, NETWORK_FEATURES, PATCH_COLUMNS, candidate_features,
-                       candidate_patches)
+from .features import (FEATURES, IMAGE_COLUMNS, IMAGE_FEATURES, N_COLUMNS, NETWORK_FEATURES, PATCH_COLUMNS,
+                       candidate_features, candidate_patches)
 
-__all__ = ["FEATURES", "NETWORK_FEATURES", "IMAGE_FEATURES", "PATCH_COLUMNS", "N_COLUMNS", "stack_scores",
-           "candidate_patches", "image_scores", "patch_logits", "SecondLook", "Detections", "candidate_features", "score_candidates", "find_detections",
-           "keep_candidates", "save_second_look", "load_second_look", "THRESHOLDS"]
+__all__ = ["FEATURES", "NETWORK_FEATURES", "IMAGE_FEATURES", "IMAGE_COLUMNS", "PATCH_COLUMNS", "N_COLUMNS",
+           "stack_scores", "candidate_patches", "image_scores", "patch_logits", "SecondLook", "Detections",
+           "candidate_features", "score_candidates", "find_detections", "keep_candidates", "save_second_look",
+           "load_second_look", "THRESHOLDS"]
 
 #: The second look's score thresholds that its operating points are chosen from (for one scan, and for monitoring).
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)
@@ -71,6 +71,8 @@ def stack_scores(image_score: np.ndarray, features: np.ndarray) -> np.ndarray:
     """(n, 4) the combiner's inputs: the image model's score (logit) and the network's features (volume as log)."""
     p = np.clip(np.asarray(image_score, dtype=np.float64), 1e-4, 1 - 1e-4)
     return np.column_stack([np.log(p / (1 - p)), features[:, 0], np.log1p(features[:, 1]), features[:, 2]])
+
+
 _FORMAT = "cmbstudy second look 4"  # 4: with the patch CNN
 _FORMATS = ("cmbstudy second look 3", _FORMAT)  # files of format 3 have no patch CNN and score as they did
 
@@ -94,7 +96,7 @@ def image_scores(image_estimator: Any, patch_model: PatchNet | None, features: n
     features = np.asarray(features, dtype=np.float64).reshape(-1, N_COLUMNS)
     if not len(features):
         return np.zeros(0)
-    boosted = image_estimator.predict_proba(features[:, len(NETWORK_FEATURES):len(FEATURES)])[:, 1]
+    boosted = image_estimator.predict_proba(features[:, IMAGE_COLUMNS])[:, 1]
     if patch_model is None:
         return boosted
     p = np.clip(boosted, 1e-6, 1 - 1e-6)

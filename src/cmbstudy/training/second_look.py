@@ -48,10 +48,10 @@ from ..evaluation.operating_point import OperatingPoint
 from ..evaluation.scores import summarize_detection
 from ..inference.candidates import find_candidates, keep_best_at
 from ..inference.model_store import DetectionModel, packaged_model_path, second_look_path
-from ..inference.second_look import (FEATURES, NETWORK_FEATURES, THRESHOLDS, SecondLook, candidate_features,
-                                     candidate_patches, image_scores, save_second_look, stack_scores)
-from ..models.patch_net import PatchNet
+from ..inference.second_look import (IMAGE_COLUMNS, THRESHOLDS, SecondLook, candidate_features, candidate_patches,
+                                     image_scores, save_second_look, stack_scores)
 from ..inference.sliding_window import predict_volume
+from ..models.patch_net import PatchNet
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
 
 __all__ = ["CLASSIFIERS", "SecondLookCase", "CandidateSet", "make_classifier", "collect_candidates", "best_threshold",
@@ -76,7 +76,7 @@ class SecondLookCase:
 class CandidateSet:
     """Every candidate of a set of subjects, with its features and label."""
 
-    features: np.ndarray  # (n, N_COLUMNS): named features, then patches (inference.second_look.candidate_features)
+    features: np.ndarray  # (n, N_COLUMNS): named features, then patches (inference.features.candidate_features)
     labels: np.ndarray  # (n,) 1: the nearest to a reference CMB; 0: none within the match distance; -1: beside one
     subjects: np.ndarray  # (n,) index of the subject
     centres: list[np.ndarray]  # per subject, (n_s, 3) candidate centres
@@ -197,7 +197,7 @@ def fit_image_model(blobs: CandidateSet, seed: int) -> Any:
     """The image model (gradient boosting, :func:`make_classifier`) fitted on the image features of ``blobs``,
     candidates beside a CMB (label -1) left out."""
     known = blobs.labels >= 0
-    inputs = blobs.features[known, len(NETWORK_FEATURES):len(FEATURES)]
+    inputs = blobs.features[known, IMAGE_COLUMNS]
     # a feature no training scan has (the phase, where none has a phase image) is constant here, so that the
     # model never splits on it; scikit-learn's binning cannot take a column with no value at all
     inputs = np.where(np.isnan(inputs).all(axis=0), 0.0, inputs)
