@@ -26,8 +26,9 @@ from cmbstudy.inference.second_look import (
     score_candidates,
 )
 from cmbstudy.models.patch_net import PATCH_SHAPE
+from cmbstudy.training.patch_model import fit_patch_model
 from cmbstudy.training.second_look import (CandidateSet, SecondLookCase, best_threshold, collect_candidates,
-                                           fit_image_model, fit_patch_model, fit_second_look)
+                                           fit_image_model, fit_second_look)
 
 SHAPE = (40, 42, 24)  # (X, Y, Z), uneven so that an axis mix-up fails
 VOXEL_MM = (1.0, 1.0, 2.0)
@@ -212,6 +213,29 @@ def test_the_patch_cnn_is_seeded_leaves_torch_s_random_state_and_can_be_left_out
                                 SecondLookConfig(log_candidates=60, cv_splits=2, patch_model=False),
                                 OperatingPoint(0.5), 4.0, seed=0)
     assert off is not None and off.patch_model is None
+
+
+def test_runs_on_the_same_training_subjects_share_the_image_model(tmp_path, monkeypatch) -> None:
+    settings = SecondLookConfig(log_candidates=60, cv_splits=2)
+    validation, training = [_case(s) for s in range(10, 14)], [_case(s) for s in range(4)]
+    first, _, report = fit_second_look(validation, training, settings, OperatingPoint(0.5), 4.0, seed=0,
+                                       cache=tmp_path)
+
+    def fitted_again(*args, **kwargs):
+        raise AssertionError("the image model was fitted again")
+
+    monkeypatch.setattr("cmbstudy.training.second_look.fit_patch_model", fitted_again)
+    again, _, report_again = fit_second_look(validation, training, settings, OperatingPoint(0.5), 4.0, seed=0,
+                                             cache=tmp_path)
+    assert report_again == report and report["n_training_blobs"] > 0
+    found = collect_candidates(validation, settings, 4.0)
+    assert np.array_equal(again.score(found.features), first.score(found.features))
+    # another training subject, or another seed, is another image model
+    with pytest.raises(AssertionError, match="fitted again"):
+        fit_second_look(validation, training[:3] + [_case(5)], settings, OperatingPoint(0.5), 4.0, seed=0,
+                        cache=tmp_path)
+    with pytest.raises(AssertionError, match="fitted again"):
+        fit_second_look(validation, training, settings, OperatingPoint(0.5), 4.0, seed=1, cache=tmp_path)
 
 
 def test_the_phase_beside_a_scan_tells_a_cmb_s_shift_and_is_missing_without_one() -> None:

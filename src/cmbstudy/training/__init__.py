@@ -9,7 +9,8 @@
 and its processes under torchrun (:mod:`~cmbstudy.training.distributed`); one fold of a dataset
 (:mod:`~cmbstudy.training.run`); its calibration on validation subjects
 (:mod:`~cmbstudy.training.calibrate`) with the second look's training
-(:mod:`~cmbstudy.training.second_look`); and the tuning of the classical LoG floor
+(:mod:`~cmbstudy.training.second_look`, its patch CNN :mod:`~cmbstudy.training.patch_model`,
+its image model shared by runs on the same subjects :mod:`~cmbstudy.training.fit_cache`); and the tuning of the classical LoG floor
 (:mod:`~cmbstudy.training.classical`).
 """
 
@@ -19,7 +20,9 @@ from . import (
     augment,
     calibrate,
     classical,
+    fit_cache,
     loop,
+    patch_model,
     plan,
     run,
     sampling_2p5d,
@@ -30,7 +33,9 @@ from . import (
 from .augment import *  # noqa: F403  (its __all__)
 from .calibrate import *  # noqa: F403  (its __all__)
 from .classical import *  # noqa: F403  (its __all__)
+from .fit_cache import *  # noqa: F403  (its __all__)
 from .loop import *  # noqa: F403  (its __all__)
+from .patch_model import *  # noqa: F403  (its __all__)
 from .plan import *  # noqa: F403  (its __all__)
 from .run import *  # noqa: F403  (its __all__)
 from .sampling_2p5d import *  # noqa: F403  (its __all__)
@@ -49,5 +54,7 @@ __all__ = [
     *run.__all__,
     *calibrate.__all__,
     *second_look.__all__,
+    *patch_model.__all__,
+    *fit_cache.__all__,
     *classical.__all__,
 ]

@@ -50,11 +50,13 @@ def validation_probabilities(model: torch.nn.Module, volumes: Sequence[Preproces
 
 def calibrate_run(model: torch.nn.Module, volumes: Sequence[PreprocessedVolume], references: Sequence[np.ndarray],
                   profile: Profile, device: torch.device, out: Path, images: Sequence[Path] = (),
-                  training: Sequence[tuple[PreprocessedVolume, Path, Path]] = ()) -> OperatingPoint:
+                  training: Sequence[tuple[PreprocessedVolume, Path, Path]] = (), cache: Path | None = None
+                  ) -> OperatingPoint:
     """Choose the run's lesion rule on its validation subjects; write ``RUN/operating_point.json``.
 
     With ``second_look.enabled``, ``images`` (the validation subjects' scans) and ``training`` (each
-    training subject's preprocessed volume, scan and CMB mask), the second look is trained too.
+    training subject's preprocessed volume, scan and CMB mask), the second look is trained too; its image model
+    is kept under ``cache`` for runs on the same training subjects (:mod:`cmbstudy.training.fit_cache`).
     """
     probabilities, brains = validation_probabilities(model, volumes, profile, device)
     ev, out = profile.evaluation, Path(out)
@@ -72,7 +74,7 @@ def calibrate_run(model: torch.nn.Module, volumes: Sequence[PreprocessedVolume],
             blobs.append(SecondLookCase(np.zeros(v.geometry.original_shape, np.float32), image, v.input_brain(),
                                         v.input_voxel_mm, np.asarray(load_mask(mask).dataobj), phase))
         second, point, report = fit_second_look(cases, blobs, profile.second_look, point, ev.match_distance_voxels,
-                                                profile.seed)
+                                                profile.seed, cache=cache)
         if second is not None:
             save_second_look(second, out / SECOND_LOOK, {"run": out.name, "report": report})
         else:

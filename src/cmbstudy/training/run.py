@@ -39,6 +39,7 @@ from ..models import model_from_config
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
 from .calibrate import calibrate_run
 from .distributed import current
+from .fit_cache import FIT_CACHE_DIR
 from .loop import RunResult, fit, training_seed
 
 __all__ = ["train_fold"]
@@ -182,7 +183,8 @@ def train_fold(
         model.load_state_dict(best["model"])
         training = [(v, s.image_path, s.mask_path) for v, s in zip(volumes[: len(train_subjects)], train_subjects)]
         point = calibrate_run(model, volumes[len(train_subjects):], references, profile,
-                              place.device(resolve_device(device)), out, [s.image_path for s in val_subjects], training)
+                              place.device(resolve_device(device)), out, [s.image_path for s in val_subjects], training,
+                              cache / FIT_CACHE_DIR)
         return point.to_json()
 
     started = time.perf_counter()

@@ -9,9 +9,11 @@ No mimic label or site is used, so it trains the same way on real data. Two mode
 subjects:
 
 1. the image model (scikit-learn's gradient boosting on the image features, and
-   a small 3D CNN on each candidate's patch, :func:`fit_patch_model`) is
-   trained on the blob candidates of the run's training subjects, found with no
-   network at all;
+   a small 3D CNN on each candidate's patch,
+   :func:`~cmbstudy.training.patch_model.fit_patch_model`) is trained on the
+   blob candidates of the run's training subjects, found with no network at
+   all, so runs with the same training subjects share it
+   (:mod:`cmbstudy.training.fit_cache`);
 2. the combiner of the image model's score with the network's features is
    trained on the candidates of the validation subjects, which the network never
    saw. Each kind of ``second_look.classifiers`` (gradient boosting, logistic
@@ -48,14 +50,16 @@ from ..evaluation.operating_point import OperatingPoint
 from ..evaluation.scores import summarize_detection
 from ..inference.candidates import find_candidates, keep_best_at
 from ..inference.model_store import DetectionModel, packaged_model_path, second_look_path
-from ..inference.second_look import (IMAGE_COLUMNS, THRESHOLDS, SecondLook, candidate_features, candidate_patches,
-                                     image_scores, save_second_look, stack_scores)
+from ..inference.second_look import (IMAGE_COLUMNS, THRESHOLDS, SecondLook, candidate_features, image_scores,
+                                     save_second_look, stack_scores)
 from ..inference.sliding_window import predict_volume
 from ..models.patch_net import PatchNet
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
+from .fit_cache import fit_key, load_or_fit
+from .patch_model import fit_patch_model
 
 __all__ = ["CLASSIFIERS", "SecondLookCase", "CandidateSet", "make_classifier", "collect_candidates", "best_threshold",
-           "fit_image_model", "fit_patch_model", "fit_second_look", "SecondLookSummary", "train_model_second_look"]
+           "fit_image_model", "fit_second_look", "SecondLookSummary", "train_model_second_look"]
 
 CLASSIFIERS: tuple[str, ...] = ("boosting", "logistic")
 
@@ -204,53 +208,22 @@ def fit_image_model(blobs: CandidateSet, seed: int) -> Any:
     return make_classifier("boosting", seed).fit(inputs, blobs.labels[known])
 
 
-#: The patch CNN's training (:func:`fit_patch_model`): passes over the negatives, the share of positives drawn
-#: (with replacement) per negative in each pass, the batch, AdamW's step size and weight decay.
-PATCH_EPOCHS, PATCH_POSITIVE_SHARE, PATCH_BATCH, PATCH_LR, PATCH_WEIGHT_DECAY = 12, 1 / 8, 256, 2e-3, 1e-3
-
-
-def fit_patch_model(blobs: CandidateSet, seed: int) -> PatchNet | None:
-    """The image model's patch CNN (:class:`~cmbstudy.models.patch_net.PatchNet`) trained on the patches of
-    ``blobs`` (candidates beside a CMB left out); None with fewer than two candidates of either kind.
-
-    CMBs are a few per thousand blobs, so each pass over the negatives draws positives, with replacement, to an
-    eighth of them; each batch is turned by a multiple of 90 degrees in-plane and flipped at random (a CMB has
-    no direction). Binary cross-entropy, AdamW. Seeded: the same blobs and seed give the same weights on one
-    machine and thread count; torch's global random state is left as it was.
-    """
-    known = blobs.labels >= 0
-    labels = blobs.labels[known]
-    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    if len(positives) < 2 or len(negatives) < 2:
-        return None
-    patches = candidate_patches(blobs.features[known])
-    target = torch.from_numpy(labels.astype(np.float32))
-    rng = np.random.default_rng(seed)
-    memory = torch.channels_last_3d  # measured on one CPU thread: 60 ms per batch against 69 contiguous
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = PatchNet().to(memory_format=memory)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=PATCH_LR, weight_decay=PATCH_WEIGHT_DECAY)
-        model.train()
-        for _ in range(PATCH_EPOCHS):
-            drawn = rng.choice(positives, max(1, int(len(negatives) * PATCH_POSITIVE_SHARE)))
-            order = rng.permutation(np.concatenate([drawn, negatives]))
-            for start in range(0, len(order), PATCH_BATCH):
-                batch = torch.from_numpy(order[start:start + PATCH_BATCH])
-                x = torch.rot90(patches[batch], int(rng.integers(4)), (2, 3))
-                x = x.flip(2) if rng.random() < 0.5 else x
-                x = x.flip(4) if rng.random() < 0.5 else x
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                    model(x.contiguous(memory_format=memory)), target[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-    return model.to(memory_format=torch.contiguous_format).eval()
+def _fit_image_models(training: Sequence[SecondLookCase], settings: SecondLookConfig, match_distance: float,
+                      connectivity: int, seed: int) -> tuple[Any, PatchNet | None, int, int]:
+    """The image model fitted on the blobs of ``training`` (gradient boosting, patch CNN or None, and the number of
+    blobs and of CMBs among them); the models are None where too few blobs of either kind."""
+    blank = [dataclasses.replace(c, probability=np.zeros_like(c.probability)) for c in training]
+    blobs = collect_candidates(blank, settings, match_distance, connectivity)
+    counts = int(len(blobs.labels)), int((blobs.labels == 1).sum())
+    if not _enough(blobs):
+        return None, None, *counts
+    patch_model = fit_patch_model(blobs, seed) if settings.patch_model else None
+    return fit_image_model(blobs, seed), patch_model, *counts
 
 
 def fit_second_look(cases: Sequence[SecondLookCase], training: Sequence[SecondLookCase], settings: SecondLookConfig,
-                    point: OperatingPoint, match_distance: float, seed: int, groups: Sequence[int] | None = None
-                    ) -> tuple[SecondLook | None, OperatingPoint, dict[str, Any]]:
+                    point: OperatingPoint, match_distance: float, seed: int, groups: Sequence[int] | None = None,
+                    cache: Path | None = None) -> tuple[SecondLook | None, OperatingPoint, dict[str, Any]]:
     """Train the second look and set its threshold in the run's lesion rule ``point`` (the module docstring).
 
     Args:
@@ -258,24 +231,28 @@ def fit_second_look(cases: Sequence[SecondLookCase], training: Sequence[SecondLo
         training: the training subjects (their probability maps are not used: the image model sees blobs only).
         groups: per case of ``cases``, the person it is (None: each case its own): the out-of-fold folds keep
             a person's cases together.
+        cache: a folder where the image model is kept under the hash of what it is fitted on
+            (:func:`~cmbstudy.training.fit_cache.load_or_fit`), for runs with the same training subjects to
+            share; None: always fitted.
 
     Returns:
         The second look (None when either set holds too few candidates of either kind to learn from),
         ``point`` with its ``second_look`` threshold (unchanged without one), and a report: candidates,
         recall ceiling, and each combiner's out-of-fold threshold and scores.
     """
-    blank = [dataclasses.replace(c, probability=np.zeros_like(c.probability)) for c in training]
-    blobs = collect_candidates(blank, settings, match_distance, point.connectivity)
+    arrays = [a for c in training for a in (c.image, c.brain, c.reference, c.phase, np.asarray(c.voxel_mm))]
+    key = fit_key(arrays, {"fit": "second-look image model", "settings": dataclasses.asdict(settings),
+                           "match_distance": match_distance, "connectivity": point.connectivity, "seed": seed})
+    image_model, patch_model, n_blobs, n_blob_cmbs = load_or_fit(
+        cache, key, lambda: _fit_image_models(training, settings, match_distance, point.connectivity, seed))
     found = collect_candidates(cases, settings, match_distance, point.connectivity)
     report: dict[str, Any] = {"n_subjects": len(cases), "n_candidates": int(len(found.labels)),
                               "n_candidate_cmbs": int((found.labels == 1).sum()), "recall_ceiling": found.recall_ceiling,
-                              "n_training_subjects": len(training), "n_training_blobs": int(len(blobs.labels)),
-                              "n_training_blob_cmbs": int((blobs.labels == 1).sum()), "classifiers": {}}
-    if len(cases) < 2 or not _enough(found) or not _enough(blobs):
+                              "n_training_subjects": len(training), "n_training_blobs": n_blobs,
+                              "n_training_blob_cmbs": n_blob_cmbs, "image_model_key": key, "classifiers": {}}
+    if len(cases) < 2 or not _enough(found) or image_model is None:
         report["note"] = "too few candidates of either kind to learn from: one stage kept"
         return None, point, report
-    image_model = fit_image_model(blobs, seed)
-    patch_model = fit_patch_model(blobs, seed) if settings.patch_model else None
     inputs = stack_scores(image_scores(image_model, patch_model, found.features), found.features)
     for kind in settings.classifiers:
         draws = [_out_of_fold(kind, inputs, found, settings.cv_splits, seed, groups, draw)
