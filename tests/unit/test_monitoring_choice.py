@@ -1,12 +1,14 @@
-"""Monitoring's second-look threshold, chosen on development pairs by the F1 of new CMBs."""
+"""Monitoring's second-look threshold, chosen on development pairs by the F1 of new CMBs; severity per class."""
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 import pytest
 
 from cmbstudy.errors import InputError
-from cmbstudy.evaluation.monitoring import choose_threshold
+from cmbstudy.evaluation.monitoring import choose_threshold, severity_breakdown
 
 
 def _reference(new: list[bool]) -> pd.DataFrame:
@@ -51,3 +53,18 @@ def test_no_pair_or_pairs_on_other_grids_are_refused() -> None:
     found = {"sub-1": {0.1: _found([])}, "sub-2": {0.2: _found([])}}
     with pytest.raises(InputError, match="same thresholds"):
         choose_threshold(found, references)
+
+
+def test_severity_per_reference_class_shows_the_severe_pairs_recall() -> None:
+    # four pairs: a severe one undercounted to moderate (8 of 11 found), a severe one right, a mild one right,
+    # and a pair with none, called mild by one false "new"
+    per_pair = pd.DataFrame({"reference_new": [11, 12, 3, 0], "tp": [8, 10, 3, 0],
+                             "reference_severity": ["severe", "severe", "mild", "none"],
+                             "severity": ["moderate", "severe", "mild", "mild"]})
+    table = severity_breakdown(per_pair)
+    assert table.index.tolist() == ["none", "mild", "moderate", "severe"]
+    assert table["pairs"].tolist() == [1, 1, 0, 2]
+    assert table.loc["severe", "severity right"] == 0.5 and table.loc["severe", "recall of new CMBs"] == 18 / 23
+    assert table.loc["none", "severity right"] == 0.0 and math.isnan(table.loc["none", "recall of new CMBs"])
+    assert math.isnan(table.loc["moderate", "severity right"]) and table.loc["moderate", "new CMBs"] == 0
+    assert severity_breakdown(pd.DataFrame())["pairs"].tolist() == [0, 0, 0, 0]  # no pair monitored

@@ -17,6 +17,7 @@ pair: agreement and Cohen's kappa with linear weights (scikit-learn).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -31,7 +32,8 @@ from .matching import match_paper
 from .scores import detection_scores
 from .stats import bootstrap_ci
 
-__all__ = ["MonitoringScores", "score_pair", "reference_table", "choose_threshold", "evaluate_monitoring"]
+__all__ = ["MonitoringScores", "score_pair", "reference_table", "choose_threshold", "evaluate_monitoring",
+           "severity_breakdown"]
 
 
 @dataclass(frozen=True)
@@ -210,3 +212,22 @@ def evaluate_monitoring(pred_dir: str | Path, ref_root: str | Path, distance: fl
         Path(json_out).write_text(json.dumps({"summary": summary, "per_pair": per_pair.to_dict("records")},
                                              indent=2, default=float) + "\n")
     return scores
+
+
+def severity_breakdown(per_pair: pd.DataFrame) -> pd.DataFrame:
+    """Per reference severity (:data:`~cmbstudy.synth.follow_up.SEVERITIES`, rows): the pairs, the share of them
+    whose severity is right, their new CMBs and the share of those called new (recall; NaN where none).
+
+    ``per_pair``: :attr:`MonitoringScores.per_pair` (an empty frame gives rows of no pairs). A severe pair (10 or more new CMBs) is right only when
+    nearly all of its new CMBs are found, so its row shows what the agreement over all pairs hides.
+    """
+    rows = []
+    if per_pair.empty:
+        per_pair = pd.DataFrame(columns=["reference_severity", "severity", "reference_new", "tp"])
+    for severity in SEVERITIES:
+        pairs = per_pair[per_pair["reference_severity"] == severity]
+        new = int(pairs["reference_new"].sum())
+        rows.append({"reference severity": severity, "pairs": len(pairs),
+                     "severity right": float((pairs["severity"] == severity).mean()) if len(pairs) else math.nan,
+                     "new CMBs": new, "recall of new CMBs": float(pairs["tp"].sum() / new) if new else math.nan})
+    return pd.DataFrame(rows).set_index("reference severity")
