@@ -144,6 +144,9 @@ def compute_gradcam(
     if region is not None:
         region = F.pad(region, (0, pad_w, 0, pad_h))  # padded pixels are never scored
     scorer = RegionScore(copy.deepcopy(model), region)
+    # only the activations' gradients make the map: with the weights frozen the backward pass skips their
+    # gradients (the input requires grad, so every layer's backward hook still fires)
+    scorer.requires_grad_(False)
     cam = GradCAM(nn_module=scorer, target_layers=f"model.{layer}", postprocessing=_identity)
     with torch.enable_grad():
         maps = cam(x=x_in, class_idx=0)
