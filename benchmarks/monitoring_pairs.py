@@ -28,7 +28,6 @@ from pathlib import Path
 
 from scipy.stats import binomtest
 
-from cmbstudy.config import load_profile
 from cmbstudy.evaluation.monitoring import evaluate_monitoring, severity_breakdown
 from cmbstudy.inference.model_store import load_detection_model
 from cmbstudy.inference.monitor_files import choose_monitoring_threshold, monitor_path
@@ -57,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs, monitored = args.out / "pairs", args.out / "monitoring"
     started = time.perf_counter()
     if not (pairs / "participants.tsv").is_file():
-        make_follow_up_cohort(pairs, load_profile(profile.name), n_subjects=args.n_pairs, seed=args.seed,
-                              progress=False)
+        make_follow_up_cohort(pairs, profile, n_subjects=args.n_pairs, seed=args.seed, progress=False)
     made = time.perf_counter()
     monitor_path(pairs, None, monitored, model=model, device=args.device, overwrite=True, progress=True,
                  second_look=threshold)

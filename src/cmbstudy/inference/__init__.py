@@ -3,7 +3,8 @@
 Whole-volume prediction (:mod:`~cmbstudy.inference.sliding_window`), the
 candidates of the first look (:mod:`~cmbstudy.inference.candidates`) and the
 second look at each (:mod:`~cmbstudy.inference.second_look`, with the one
-lesion rule ``find_detections``; the features it looks at: :mod:`~cmbstudy.inference.features`), the per-volume path that ``predict`` and
+lesion rule ``find_detections``; the features it looks at:
+:mod:`~cmbstudy.inference.features`), the per-volume path that ``predict`` and
 ``detect`` share (:mod:`~cmbstudy.inference.pipeline`), ``cmbstudy
 predict`` on a dataset (:mod:`~cmbstudy.inference.predict`), trained models as
 files and the packaged model (:mod:`~cmbstudy.inference.model_store`), and

@@ -18,8 +18,8 @@ from ..errors import InputError
 from ..models.patch_net import PATCH_HALF, PATCH_SHAPE
 from .candidates import Candidates
 
-__all__ = ["FEATURES", "NETWORK_FEATURES", "IMAGE_FEATURES", "IMAGE_COLUMNS", "PATCH_COLUMNS", "N_COLUMNS", "candidate_features",
-           "candidate_patches"]
+__all__ = ["FEATURES", "NETWORK_FEATURES", "IMAGE_FEATURES", "IMAGE_COLUMNS", "PATCH_COLUMNS", "N_COLUMNS",
+           "candidate_features", "candidate_patches"]
 
 #: The named features of a candidate, in the classifiers' column order (what each measures:
 #: :mod:`cmbstudy.inference.second_look`).
