@@ -37,6 +37,24 @@ def test_valid_image_loads_as_float32(image_path: Path) -> None:
     assert voxel_sizes(img) == pytest.approx((0.9, 0.9, 3.0))
 
 
+@pytest.mark.parametrize("kind", ["nifti1", "nifti2", "big-endian", "int16 with a slope"])
+def test_a_gzipped_image_reads_as_nibabel_reads_it(tmp_path: Path, kind: str) -> None:
+    data = phantom()[0]
+    if kind == "nifti2":
+        img = nib.Nifti2Image(data, AFFINE)
+    elif kind == "big-endian":
+        img = nib.Nifti1Image(data.astype(">f4"), AFFINE)
+    else:
+        img = nib.Nifti1Image(data, AFFINE)
+    if kind == "int16 with a slope":
+        img.set_data_dtype(np.int16)
+    path = tmp_path / f"{kind}.nii.gz"
+    nib.save(img, path)
+    read, expected = load_image(path), nib.load(path)
+    assert np.array_equal(np.asarray(read.dataobj), np.asarray(expected.dataobj, dtype=np.float32))
+    assert np.allclose(read.affine, expected.affine)
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"img\.nii\.gz does not exist: check the path"):
         load_image(tmp_path / "img.nii.gz")

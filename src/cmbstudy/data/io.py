@@ -70,22 +70,28 @@ def _is_nifti_name(path: Path) -> bool:
     return any(path.name.endswith(suffix) for suffix in NIFTI_SUFFIXES)
 
 
-def _check_gzip(path: Path, what: str) -> None:
-    """Decompress the whole stream once so that a corrupt block or CRC is caught here.
+def _read_gzip(path: Path, what: str) -> nib.Nifti1Image | nib.Nifti2Image:
+    """A ``.nii.gz`` decompressed whole, once, into memory, and read as NIfTI-1 or NIfTI-2 from there.
 
-    nibabel reads only the bytes it needs and never reaches the gzip trailer, so
-    a damaged file can otherwise load as garbage voxels.
+    Decompressing the whole stream catches a corrupt block or CRC (nibabel alone reads only the bytes it
+    needs and never reaches the gzip trailer, so a damaged file could load as garbage voxels), and the image
+    is then read from the decompressed bytes: the file is decompressed once, not once more for every read of
+    its voxels. (``nib.load`` cannot read bytes in memory; each image class can.)
     """
-    with open(path, "rb") as handle:
-        magic = handle.read(2)
-    if magic != b"\x1f\x8b":
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
         raise InputError(
             f"{what} {path} is named .nii.gz but is not gzip-compressed: "
             "check that it is a NIfTI file (rename it to .nii if it is uncompressed)"
         )
-    with gzip.open(path, "rb") as stream:
-        while stream.read(1 << 24):
-            pass
+    data = gzip.decompress(raw)
+    errors = []
+    for image_class in (nib.Nifti1Image, nib.Nifti2Image):
+        try:
+            return image_class.from_bytes(data)
+        except Exception as exc:  # nibabel raises several types for a header of another format
+            errors.append(str(exc))
+    raise InputError(f"{what} {path} cannot be read as NIfTI ({errors[0]}): check the file")
 
 
 def _read(path: Path, what: str) -> nib.Nifti1Image:
@@ -99,9 +105,7 @@ def _read(path: Path, what: str) -> nib.Nifti1Image:
     if path.stat().st_size == 0:
         raise InputError(f"{what} {path} is empty (0 bytes): copy or export it again")
     try:
-        if path.name.endswith(".gz"):
-            _check_gzip(path, what)
-        img = nib.load(str(path))
+        img = _read_gzip(path, what) if path.name.endswith(".gz") else nib.load(str(path))
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InputError(f"{what} {path} is not a NIfTI-1/2 image: convert it first")
         data = np.asanyarray(img.dataobj)
