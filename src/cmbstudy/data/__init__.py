@@ -13,24 +13,20 @@ the subjects of a dataset root in the synthetic, BIDS-like or VALDO layout
 
 from __future__ import annotations
 
-from . import aria_h, datasets, io, manifest, prediction_folder, run_folder, splits, viewer_assets
-from .aria_h import *  # noqa: F403  (its __all__)
-from .datasets import *  # noqa: F403  (its __all__)
-from .io import *  # noqa: F403  (its __all__)
-from .manifest import *  # noqa: F403  (its __all__)
-from .prediction_folder import *  # noqa: F403  (its __all__)
-from .run_folder import *  # noqa: F403  (its __all__)
-from .splits import *  # noqa: F403  (its __all__)
-from .viewer_assets import *  # noqa: F403  (its __all__)
+from typing import TYPE_CHECKING
 
+from ..namespaces import lazy_stage
+
+if TYPE_CHECKING:  # the stage's public names, in its order; imported on first use (lazy_stage)
+    from .io import *  # noqa: F403  (its __all__)
+    from .aria_h import *  # noqa: F403  (its __all__)
+    from .datasets import *  # noqa: F403  (its __all__)
+    from .manifest import *  # noqa: F403  (its __all__)
+    from .splits import *  # noqa: F403  (its __all__)
+    from .run_folder import *  # noqa: F403  (its __all__)
+    from .prediction_folder import *  # noqa: F403  (its __all__)
+    from .viewer_assets import *  # noqa: F403  (its __all__)
+
+__getattr__, __dir__, _names = lazy_stage(__name__, __file__)
 #: The stage's public names: those of its modules, in the order of the stage.
-__all__ = [
-    *io.__all__,
-    *aria_h.__all__,
-    *datasets.__all__,
-    *manifest.__all__,
-    *splits.__all__,
-    *run_folder.__all__,
-    *prediction_folder.__all__,
-    *viewer_assets.__all__,
-]
+__all__ = _names

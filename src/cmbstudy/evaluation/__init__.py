@@ -11,33 +11,20 @@ and ``cmbstudy evaluate`` on a prediction folder (:mod:`~cmbstudy.evaluation.eva
 
 from __future__ import annotations
 
-from . import (
-    evaluate,
-    lesions,
-    matching,
-    operating_point,
-    report,
-    scores,
-    stats,
-    subsets,
-)
-from .evaluate import *  # noqa: F403  (its __all__)
-from .lesions import *  # noqa: F403  (its __all__)
-from .matching import *  # noqa: F403  (its __all__)
-from .operating_point import *  # noqa: F403  (its __all__)
-from .report import *  # noqa: F403  (its __all__)
-from .scores import *  # noqa: F403  (its __all__)
-from .stats import *  # noqa: F403  (its __all__)
-from .subsets import *  # noqa: F403  (its __all__)
+from typing import TYPE_CHECKING
 
+from ..namespaces import lazy_stage
+
+if TYPE_CHECKING:  # the stage's public names, in its order; imported on first use (lazy_stage)
+    from .lesions import *  # noqa: F403  (its __all__)
+    from .matching import *  # noqa: F403  (its __all__)
+    from .scores import *  # noqa: F403  (its __all__)
+    from .subsets import *  # noqa: F403  (its __all__)
+    from .operating_point import *  # noqa: F403  (its __all__)
+    from .stats import *  # noqa: F403  (its __all__)
+    from .report import *  # noqa: F403  (its __all__)
+    from .evaluate import *  # noqa: F403  (its __all__)
+
+__getattr__, __dir__, _names = lazy_stage(__name__, __file__)
 #: The stage's public names: those of its modules, in the order of the stage.
-__all__ = [
-    *lesions.__all__,
-    *matching.__all__,
-    *scores.__all__,
-    *subsets.__all__,
-    *operating_point.__all__,
-    *stats.__all__,
-    *report.__all__,
-    *evaluate.__all__,
-]
+__all__ = _names

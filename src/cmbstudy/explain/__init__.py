@@ -6,9 +6,14 @@ CBAM spatial attention read with forward hooks (:mod:`~cmbstudy.explain.cbam_map
 
 from __future__ import annotations
 
-from . import cbam_maps, gradcam
-from .cbam_maps import *  # noqa: F403  (its __all__)
-from .gradcam import *  # noqa: F403  (its __all__)
+from typing import TYPE_CHECKING
 
+from ..namespaces import lazy_stage
+
+if TYPE_CHECKING:  # the stage's public names, in its order; imported on first use (lazy_stage)
+    from .cbam_maps import *  # noqa: F403  (its __all__)
+    from .gradcam import *  # noqa: F403  (its __all__)
+
+__getattr__, __dir__, _names = lazy_stage(__name__, __file__)
 #: The stage's public names: those of its modules, in the order of the stage.
-__all__ = [*cbam_maps.__all__, *gradcam.__all__]
+__all__ = _names

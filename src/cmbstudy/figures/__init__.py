@@ -17,54 +17,27 @@ goes (:mod:`~cmbstudy.figures.timing`); and the report page of ``cmbstudy detect
 
 from __future__ import annotations
 
-from . import (
-    axes,
-    burden,
-    candidates,
-    curves,
-    detect_viewer,
-    explain,
-    false_positives,
-    froc,
-    overlays,
-    qc,
-    report,
-    synth,
-    timing,
-    viewer,
-    viewer_marks,
-)
-from .axes import *  # noqa: F403  (its __all__)
-from .burden import *  # noqa: F403  (its __all__)
-from .candidates import *  # noqa: F403  (its __all__)
-from .curves import *  # noqa: F403  (its __all__)
-from .detect_viewer import *  # noqa: F403  (its __all__)
-from .explain import *  # noqa: F403  (its __all__)
-from .false_positives import *  # noqa: F403  (its __all__)
-from .froc import *  # noqa: F403  (its __all__)
-from .overlays import *  # noqa: F403  (its __all__)
-from .qc import *  # noqa: F403  (its __all__)
-from .report import *  # noqa: F403  (its __all__)
-from .synth import *  # noqa: F403  (its __all__)
-from .timing import *  # noqa: F403  (its __all__)
-from .viewer import *  # noqa: F403  (its __all__)
-from .viewer_marks import *  # noqa: F403  (its __all__)
+from typing import TYPE_CHECKING
 
+from ..namespaces import lazy_stage
+
+if TYPE_CHECKING:  # the stage's public names, in its order; imported on first use (lazy_stage)
+    from .axes import *  # noqa: F403  (its __all__)
+    from .overlays import *  # noqa: F403  (its __all__)
+    from .candidates import *  # noqa: F403  (its __all__)
+    from .burden import *  # noqa: F403  (its __all__)
+    from .froc import *  # noqa: F403  (its __all__)
+    from .curves import *  # noqa: F403  (its __all__)
+    from .false_positives import *  # noqa: F403  (its __all__)
+    from .explain import *  # noqa: F403  (its __all__)
+    from .qc import *  # noqa: F403  (its __all__)
+    from .synth import *  # noqa: F403  (its __all__)
+    from .timing import *  # noqa: F403  (its __all__)
+    from .report import *  # noqa: F403  (its __all__)
+    from .viewer import *  # noqa: F403  (its __all__)
+    from .viewer_marks import *  # noqa: F403  (its __all__)
+    from .detect_viewer import *  # noqa: F403  (its __all__)
+
+__getattr__, __dir__, _names = lazy_stage(__name__, __file__)
 #: The stage's public names: those of its modules, in the order of the stage.
-__all__ = [
-    *axes.__all__,
-    *overlays.__all__,
-    *candidates.__all__,
-    *burden.__all__,
-    *froc.__all__,
-    *curves.__all__,
-    *false_positives.__all__,
-    *explain.__all__,
-    *qc.__all__,
-    *synth.__all__,
-    *timing.__all__,
-    *report.__all__,
-    *viewer.__all__,
-    *viewer_marks.__all__,
-    *detect_viewer.__all__,
-]
+__all__ = _names

@@ -15,17 +15,21 @@ location by registration to the ICBM152 template: :mod:`~cmbstudy.inference.loca
 
 from __future__ import annotations
 
-from . import candidates, detect, location, model_store, pipeline, predict, scan_inputs, second_look, sliding_window
-from .candidates import *  # noqa: F403  (its __all__)
-from .detect import *  # noqa: F403  (its __all__)
-from .location import *  # noqa: F403  (its __all__)
-from .model_store import *  # noqa: F403  (its __all__)
-from .pipeline import *  # noqa: F403  (its __all__)
-from .predict import *  # noqa: F403  (its __all__)
-from .scan_inputs import *  # noqa: F403  (its __all__)
-from .second_look import *  # noqa: F403  (its __all__)
-from .sliding_window import *  # noqa: F403  (its __all__)
+from typing import TYPE_CHECKING
 
+from ..namespaces import lazy_stage
+
+if TYPE_CHECKING:  # the stage's public names, in its order; imported on first use (lazy_stage)
+    from .sliding_window import *  # noqa: F403  (its __all__)
+    from .candidates import *  # noqa: F403  (its __all__)
+    from .second_look import *  # noqa: F403  (its __all__)
+    from .pipeline import *  # noqa: F403  (its __all__)
+    from .predict import *  # noqa: F403  (its __all__)
+    from .model_store import *  # noqa: F403  (its __all__)
+    from .scan_inputs import *  # noqa: F403  (its __all__)
+    from .location import *  # noqa: F403  (its __all__)
+    from .detect import *  # noqa: F403  (its __all__)
+
+__getattr__, __dir__, _names = lazy_stage(__name__, __file__)
 #: The stage's public names: those of its modules, in the order of the stage.
-__all__ = [*sliding_window.__all__, *candidates.__all__, *second_look.__all__, *pipeline.__all__, *predict.__all__,
-           *model_store.__all__, *scan_inputs.__all__, *location.__all__, *detect.__all__]
+__all__ = _names

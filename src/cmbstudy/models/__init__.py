@@ -19,25 +19,21 @@ look's patch CNN, which scores a candidate's patch rather than a scan, is
 
 from __future__ import annotations
 
-from . import baselines, cbam, gate, layers, losses, patch_net, registry, rlk, rlk_unet
-from .cbam import *  # noqa: F403  (its __all__)
-from .gate import *  # noqa: F403  (its __all__)
-from .layers import *  # noqa: F403  (its __all__)
-from .losses import *  # noqa: F403  (its __all__)
-from .patch_net import *  # noqa: F403  (its __all__)
-from .registry import *  # noqa: F403  (its __all__)
-from .rlk import *  # noqa: F403  (its __all__)
-from .rlk_unet import *  # noqa: F403  (its __all__)
+from typing import TYPE_CHECKING
 
+from ..namespaces import lazy_stage
+
+if TYPE_CHECKING:  # the stage's public names, in its order; imported on first use (lazy_stage)
+    from .registry import *  # noqa: F403  (its __all__)
+    from .layers import *  # noqa: F403  (its __all__)
+    from .rlk import *  # noqa: F403  (its __all__)
+    from .cbam import *  # noqa: F403  (its __all__)
+    from .gate import *  # noqa: F403  (its __all__)
+    from .rlk_unet import *  # noqa: F403  (its __all__)
+    from .losses import *  # noqa: F403  (its __all__)
+    from .patch_net import *  # noqa: F403  (its __all__)
+    from . import baselines
+
+__getattr__, __dir__, _names = lazy_stage(__name__, __file__)
 #: The stage's public names: those of its modules, in the order of the stage.
-__all__ = [
-    *registry.__all__,
-    *layers.__all__,
-    *rlk.__all__,
-    *cbam.__all__,
-    *gate.__all__,
-    *rlk_unet.__all__,
-    *losses.__all__,
-    *patch_net.__all__,
-    "baselines",
-]
+__all__ = _names

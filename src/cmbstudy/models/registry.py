@@ -1,7 +1,8 @@
 """Networks by name: ``get_model("rlk_unet_cbam", **cfg)``, as timm's registry.
 
-Each network module registers its builder on import with :func:`register_model`
-(:mod:`cmbstudy.models` imports them all). Keyword arguments are fields of
+Each network module registers its builder on import with :func:`register_model`;
+the registry imports the study's own networks (:data:`BUILT_IN`) the first time it is asked for one, as
+:mod:`cmbstudy.models` imports its modules only when they are used. Keyword arguments are fields of
 :class:`cmbstudy.config.ModelConfig` other than ``name``; a builder declares which
 it takes, so a profile's settings for other networks (e.g. ``kernel_size``) do
 not reach it.
@@ -10,6 +11,7 @@ not reach it.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Callable, Sequence
 
 import torch.nn as nn
@@ -17,10 +19,21 @@ import torch.nn as nn
 from ..config import ModelConfig
 from ..errors import ConfigError
 
-__all__ = ["MODEL_FIELDS", "register_model", "list_models", "model_fields", "get_model", "model_from_config"]
+__all__ = ["BUILT_IN", "MODEL_FIELDS", "register_model", "list_models", "model_fields", "get_model", "model_from_config"]
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {}
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "name")
+
+#: The modules of the study's networks, each registering its own on import.
+BUILT_IN = ("cmbstudy.models.rlk_unet", "cmbstudy.models.baselines.dou2016", "cmbstudy.models.baselines.dynunet",
+            "cmbstudy.models.baselines.fan2022", "cmbstudy.models.baselines.tsuchida2024",
+            "cmbstudy.models.baselines.wei2022")
+
+
+def _register_built_in() -> None:
+    """Import :data:`BUILT_IN` (each import registers its networks once; later calls cost a lookup)."""
+    for module in BUILT_IN:
+        importlib.import_module(module)
 
 
 def register_model(name: str, builder: Callable[..., nn.Module], fields: Sequence[str]) -> None:
@@ -44,6 +57,7 @@ def register_model(name: str, builder: Callable[..., nn.Module], fields: Sequenc
 
 def list_models() -> list[str]:
     """Registered model names, sorted."""
+    _register_built_in()
     return sorted(_REGISTRY)
 
 
@@ -58,6 +72,7 @@ def model_fields(name: str) -> tuple[str, ...]:
 
 
 def _check_name(name: str) -> None:
+    _register_built_in()
     if name not in _REGISTRY:
         raise ConfigError(
             f"unknown model {name!r}; valid names are {', '.join(list_models())} (model.name)"

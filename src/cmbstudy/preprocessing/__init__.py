@@ -11,22 +11,19 @@ resample with its exact inverse (:mod:`~cmbstudy.preprocessing.geometry`), z-sco
 
 from __future__ import annotations
 
-from . import bias, brain, cache, geometry, preprocess, qc, stacks
-from .bias import *  # noqa: F403  (its __all__)
-from .brain import *  # noqa: F403  (its __all__)
-from .cache import *  # noqa: F403  (its __all__)
-from .geometry import *  # noqa: F403  (its __all__)
-from .preprocess import *  # noqa: F403  (its __all__)
-from .qc import *  # noqa: F403  (its __all__)
-from .stacks import *  # noqa: F403  (its __all__)
+from typing import TYPE_CHECKING
 
+from ..namespaces import lazy_stage
+
+if TYPE_CHECKING:  # the stage's public names, in its order; imported on first use (lazy_stage)
+    from .stacks import *  # noqa: F403  (its __all__)
+    from .geometry import *  # noqa: F403  (its __all__)
+    from .brain import *  # noqa: F403  (its __all__)
+    from .bias import *  # noqa: F403  (its __all__)
+    from .preprocess import *  # noqa: F403  (its __all__)
+    from .cache import *  # noqa: F403  (its __all__)
+    from .qc import *  # noqa: F403  (its __all__)
+
+__getattr__, __dir__, _names = lazy_stage(__name__, __file__)
 #: The stage's public names: those of its modules, in the order of the stage.
-__all__ = [
-    *stacks.__all__,
-    *geometry.__all__,
-    *brain.__all__,
-    *bias.__all__,
-    *preprocess.__all__,
-    *cache.__all__,
-    *qc.__all__,
-]
+__all__ = _names

@@ -16,47 +16,25 @@ and builds the book (:mod:`~cmbstudy.study.book`).
 
 from __future__ import annotations
 
-from . import (
-    book,
-    claims,
-    dependencies,
-    examples,
-    explanations,
-    paper,
-    runner,
-    runs,
-    settings_table,
-    state,
-    tables,
-    training_runs,
-    verdicts,
-)
-from .book import *  # noqa: F403  (its __all__)
-from .claims import *  # noqa: F403  (its __all__)
-from .dependencies import *  # noqa: F403  (its __all__)
-from .examples import *  # noqa: F403  (its __all__)
-from .explanations import *  # noqa: F403  (its __all__)
-from .paper import *  # noqa: F403  (its __all__)
-from .runner import *  # noqa: F403  (its __all__)
-from .runs import *  # noqa: F403  (its __all__)
-from .settings_table import *  # noqa: F403  (its __all__)
-from .state import *  # noqa: F403  (its __all__)
-from .training_runs import *  # noqa: F403  (its __all__)
-from .verdicts import *  # noqa: F403  (its __all__)
+from typing import TYPE_CHECKING
 
+from ..namespaces import lazy_stage
+
+if TYPE_CHECKING:  # the stage's public names, in its order; imported on first use (lazy_stage)
+    from .paper import *  # noqa: F403  (its __all__)
+    from .runs import *  # noqa: F403  (its __all__)
+    from .training_runs import *  # noqa: F403  (its __all__)
+    from .examples import *  # noqa: F403  (its __all__)
+    from .explanations import *  # noqa: F403  (its __all__)
+    from .verdicts import *  # noqa: F403  (its __all__)
+    from .claims import *  # noqa: F403  (its __all__)
+    from .settings_table import *  # noqa: F403  (its __all__)
+    from .runner import *  # noqa: F403  (its __all__)
+    from .dependencies import *  # noqa: F403  (its __all__)
+    from .state import *  # noqa: F403  (its __all__)
+    from .book import *  # noqa: F403  (its __all__)
+    from . import tables
+
+__getattr__, __dir__, _names = lazy_stage(__name__, __file__)
 #: The stage's public names: those of its modules, in the order of the stage.
-__all__ = [
-    *paper.__all__,
-    *runs.__all__,
-    *training_runs.__all__,
-    *examples.__all__,
-    *explanations.__all__,
-    *verdicts.__all__,
-    *claims.__all__,
-    *settings_table.__all__,
-    *runner.__all__,
-    *dependencies.__all__,
-    *state.__all__,
-    *(name for name in book.__all__ if name not in runner.__all__),
-    "tables",
-]
+__all__ = _names

@@ -16,45 +16,24 @@ its image model shared by runs on the same subjects :mod:`~cmbstudy.training.fit
 
 from __future__ import annotations
 
-from . import (
-    augment,
-    calibrate,
-    classical,
-    fit_cache,
-    loop,
-    patch_model,
-    plan,
-    run,
-    sampling_2p5d,
-    sampling_3d,
-    schedule,
-    second_look,
-)
-from .augment import *  # noqa: F403  (its __all__)
-from .calibrate import *  # noqa: F403  (its __all__)
-from .classical import *  # noqa: F403  (its __all__)
-from .fit_cache import *  # noqa: F403  (its __all__)
-from .loop import *  # noqa: F403  (its __all__)
-from .patch_model import *  # noqa: F403  (its __all__)
-from .plan import *  # noqa: F403  (its __all__)
-from .run import *  # noqa: F403  (its __all__)
-from .sampling_2p5d import *  # noqa: F403  (its __all__)
-from .sampling_3d import *  # noqa: F403  (its __all__)
-from .schedule import *  # noqa: F403  (its __all__)
-from .second_look import *  # noqa: F403  (its __all__)
+from typing import TYPE_CHECKING
 
+from ..namespaces import lazy_stage
+
+if TYPE_CHECKING:  # the stage's public names, in its order; imported on first use (lazy_stage)
+    from .plan import *  # noqa: F403  (its __all__)
+    from .augment import *  # noqa: F403  (its __all__)
+    from .sampling_2p5d import *  # noqa: F403  (its __all__)
+    from .sampling_3d import *  # noqa: F403  (its __all__)
+    from .schedule import *  # noqa: F403  (its __all__)
+    from .loop import *  # noqa: F403  (its __all__)
+    from .run import *  # noqa: F403  (its __all__)
+    from .calibrate import *  # noqa: F403  (its __all__)
+    from .second_look import *  # noqa: F403  (its __all__)
+    from .patch_model import *  # noqa: F403  (its __all__)
+    from .fit_cache import *  # noqa: F403  (its __all__)
+    from .classical import *  # noqa: F403  (its __all__)
+
+__getattr__, __dir__, _names = lazy_stage(__name__, __file__)
 #: The stage's public names: those of its modules, in the order of the stage.
-__all__ = [
-    *plan.__all__,
-    *augment.__all__,
-    *sampling_2p5d.__all__,
-    *sampling_3d.__all__,
-    *schedule.__all__,
-    *loop.__all__,
-    *run.__all__,
-    *calibrate.__all__,
-    *second_look.__all__,
-    *patch_model.__all__,
-    *fit_cache.__all__,
-    *classical.__all__,
-]
+__all__ = _names

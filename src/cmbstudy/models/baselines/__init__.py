@@ -9,6 +9,13 @@ LoG detector every network must beat.
 
 from __future__ import annotations
 
-from . import classical, dou2016, dynunet, fan2022, tsuchida2024, wei2022
+from typing import TYPE_CHECKING
 
-__all__ = ["classical", "dou2016", "dynunet", "fan2022", "tsuchida2024", "wei2022"]
+from ...namespaces import lazy_stage
+
+if TYPE_CHECKING:  # the stage's public names, in its order; imported on first use (lazy_stage)
+    from . import classical, dou2016, dynunet, fan2022, tsuchida2024, wei2022
+
+__getattr__, __dir__, _names = lazy_stage(__name__, __file__)
+#: The stage's public names: those of its modules, in the order of the stage.
+__all__ = _names

@@ -16,45 +16,24 @@
 
 from __future__ import annotations
 
-from . import (
-    ablation,
-    beyond,
-    burden,
-    classical_floor,
-    comparison,
-    errors,
-    folds,
-    format,
-    log_floor,
-    looks,
-    methods,
-    modality,
-)
-from .ablation import *  # noqa: F403  (its __all__)
-from .beyond import *  # noqa: F403  (its __all__)
-from .burden import *  # noqa: F403  (its __all__)
-from .classical_floor import *  # noqa: F403  (its __all__)
-from .comparison import *  # noqa: F403  (its __all__)
-from .errors import *  # noqa: F403  (its __all__)
-from .folds import *  # noqa: F403  (its __all__)
-from .format import *  # noqa: F403  (its __all__)
-from .log_floor import *  # noqa: F403  (its __all__)
-from .looks import *  # noqa: F403  (its __all__)
-from .methods import *  # noqa: F403  (its __all__)
-from .modality import *  # noqa: F403  (its __all__)
+from typing import TYPE_CHECKING
 
+from ...namespaces import lazy_stage
+
+if TYPE_CHECKING:  # the stage's public names, in its order; imported on first use (lazy_stage)
+    from .format import *  # noqa: F403  (its __all__)
+    from .methods import *  # noqa: F403  (its __all__)
+    from .classical_floor import *  # noqa: F403  (its __all__)
+    from .comparison import *  # noqa: F403  (its __all__)
+    from .folds import *  # noqa: F403  (its __all__)
+    from .modality import *  # noqa: F403  (its __all__)
+    from .burden import *  # noqa: F403  (its __all__)
+    from .ablation import *  # noqa: F403  (its __all__)
+    from .looks import *  # noqa: F403  (its __all__)
+    from .log_floor import *  # noqa: F403  (its __all__)
+    from .errors import *  # noqa: F403  (its __all__)
+    from .beyond import *  # noqa: F403  (its __all__)
+
+__getattr__, __dir__, _names = lazy_stage(__name__, __file__)
 #: The stage's public names: those of its modules, in the order of the stage.
-__all__ = [
-    *format.__all__,
-    *methods.__all__,
-    *classical_floor.__all__,
-    *comparison.__all__,
-    *folds.__all__,
-    *modality.__all__,
-    *burden.__all__,
-    *ablation.__all__,
-    *looks.__all__,
-    *log_floor.__all__,
-    *errors.__all__,
-    *beyond.__all__,
-]
+__all__ = _names
