@@ -6,10 +6,11 @@ a figure module reruns the notebook that draws the figure and retrains nothing,
 while editing the network retrains.
 
 The subpackages re-export their modules' names (``from .burden import *`` in
-``figures/__init__.py``), so importing one name of a subpackage executes every
-module of it. Python's import system, and the standard library's ``modulefinder``,
-would therefore make every notebook depend on almost the whole package. This walk
-is written by hand for that reason. It reads the source (``ast``, nothing is
+``figures/__init__.py``, under ``if TYPE_CHECKING:``; :mod:`cmbstudy.namespaces`
+imports a module when one of its names is first used). The standard library's
+``modulefinder`` reads those statements as imports and would make every notebook
+depend on almost the whole package, and the modules one execution happens to import
+are not those another input would reach. This walk is written by hand for that reason. It reads the source (``ast``, nothing is
 imported) and follows each imported name to the module that defines it:
 
 - ``from cmbstudy.x import name``: the module ``cmbstudy.x.name`` when there is
