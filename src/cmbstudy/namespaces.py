@@ -69,8 +69,9 @@ def lazy_stage(package: str, init_file: str) -> tuple[Callable[[str], Any], Call
     """``__getattr__``, ``__dir__`` and ``__all__`` of the stage ``package`` whose ``__init__.py`` is ``init_file``.
 
     ``__all__`` holds the public names of the star-imported modules in the order of the ``TYPE_CHECKING``
-    block, then the modules imported whole. ``__getattr__`` imports the module that defines a name when
-    it is first asked for and keeps the name in the package, so later reads cost nothing.
+    block (a name exported by two modules comes from the first), then the modules imported whole.
+    ``__getattr__`` imports the module that defines a name when it is first asked for, and any module of the
+    stage by its name.
     """
     init = Path(init_file)
     starred, whole = _type_checking_imports(init)
@@ -82,13 +83,11 @@ def lazy_stage(package: str, init_file: str) -> tuple[Callable[[str], Any], Call
     namespace = importlib.import_module(package).__dict__
 
     def __getattr__(name: str) -> Any:
-        if name in whole or name in starred:
-            return importlib.import_module(f"{package}.{name}")
-        if name not in owner:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{owner[name]}"), name)
-        namespace[name] = value
-        return value
+        if name in owner:  # read from its module each time, so that a name patched there is patched here too
+            return getattr(importlib.import_module(f"{package}.{owner[name]}"), name)
+        if name in whole or name in starred or _module_file(init.parent, name).is_file():
+            return importlib.import_module(f"{package}.{name}")  # any module of the stage, as an eager one had
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:
         return sorted(set(namespace) | set(names))

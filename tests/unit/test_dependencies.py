@@ -93,6 +93,7 @@ def test_the_studys_training_does_not_run_the_burden_figure_but_runs_the_network
     assert {"models/rlk_unet.py", "models/baselines/dou2016.py", "training/loop.py",
             "inference/second_look.py"} <= training
     assert "models/rlk_unet.py" not in burden
+    assert "namespaces.py" in training and "namespaces.py" in burden  # it resolves the stages' names
 
 
 def test_the_notebooks_training_waits_for_import_no_viewer() -> None:

@@ -64,6 +64,7 @@ def test_names_come_from_the_type_checking_block_in_its_order(tmp_path: Path) ->
                                     'A = 1\n')
     (stage / "second.py").write_text('__all__ = ["B"]\nB = 2\n')
     (stage / "third.py").write_text('__all__ = ["B", "C"]\nB = 3\nC = 4\n')
+    (stage / "fourth.py").write_text('__all__ = []\nD = 5\n')  # a module the block does not name
     (stage / "__init__.py").write_text(
         '"""probe"""\nfrom typing import TYPE_CHECKING\nfrom cmbstudy.namespaces import lazy_stage\n'
         "if TYPE_CHECKING:\n    from .first import *\n    from .third import *\n    from . import second\n"
@@ -75,6 +76,11 @@ def test_names_come_from_the_type_checking_block_in_its_order(tmp_path: Path) ->
         assert "stage_probe.third" not in sys.modules
         assert (probe.A, probe.B, probe.C) == (1, 2, 4)  # B from the first module that exports it
         assert probe.second.B == 2
+        assert probe.fourth.D == 5 and "fourth" not in probe.__all__
+        with pytest.MonkeyPatch.context() as patch:  # a name patched in its module is patched in the stage
+            patch.setattr(probe.third, "C", 40)
+            assert probe.C == 40
+        assert probe.C == 4
     finally:
         sys.path.remove(str(tmp_path))
         for name in [m for m in sys.modules if m.startswith("stage_probe")]:

@@ -190,7 +190,7 @@ def test_subject_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     def fail(*args, **kwargs):
         raise AssertionError("the cache was not used")
 
-    monkeypatch.setattr(pp, "preprocess_subject", fail)
+    monkeypatch.setattr(pp.cache, "preprocess_subject", fail)  # where the cache looks it up
     second = pp.load_preprocessed(subjects, FAST, cache, progress=False)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a.image, b.image)

@@ -24,8 +24,9 @@ imported) and follows each imported name to the module that defines it:
   so whoever depends on the registry depends on it as well;
 - a name that cannot be followed makes the whole subpackage a dependency (never fewer).
 
-The hash covers the files reached, every package ``__init__.py`` on their paths, and
-the package's YAML files (the profiles, read at run time).
+The hash covers the files reached, every package ``__init__.py`` on their paths,
+:mod:`cmbstudy.namespaces` (which resolves a stage's names), and the package's YAML
+files (the profiles, read at run time).
 """
 
 from __future__ import annotations
@@ -172,11 +173,14 @@ class ModuleGraph:
         return reached
 
     def files(self, modules: Iterable[str]) -> list[Path]:
-        """The files of ``modules``, the ``__init__.py`` of every package above them, and the package's YAML."""
+        """The files of ``modules``, the ``__init__.py`` of every package above them (and the module that resolves
+        their names), and the package's YAML."""
         names = set(modules)
         for module in list(names):
             parts = module.split(".")
             names.update(".".join(parts[:i]) for i in range(1, len(parts)))
+        if any(self.modules[m].is_package for m in names if m in self.modules and m != PACKAGE):
+            names.add(f"{PACKAGE}.namespaces")  # which resolves the names of every stage
         paths = {self.modules[m].path for m in names if m in self.modules}
         paths.update(self.package_dir.rglob("*.yaml"))
         return sorted(paths)
