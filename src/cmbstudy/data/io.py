@@ -120,14 +120,12 @@ def _read(path: Path, what: str) -> nib.Nifti1Image:
     if np.issubdtype(img.get_data_dtype(), np.integer) and img.dataobj.slope not in (1.0, None):
         log.info("%s %s: integer data scaled by its slope %g (intercept %g)", what, path.name,
                  img.dataobj.slope, img.dataobj.inter)
-    affine = _valid_affine(img, path, what)
-    if isinstance(img, nib.Nifti2Image) or affine is not img.affine or path.name.endswith(".gz"):
-        # a .nii.gz: its voxels, without its bytes in memory. A NIfTI-2 header becomes NIfTI-1 field by field;
-        # nibabel keeps its size field (540) and, checking it, warns a user of a valid file that it mended it
-        header = nib.Nifti1Header.from_header(img.header, check=False)
-        header["sizeof_hdr"] = nib.Nifti1Header.sizeof_hdr
-        return nib.Nifti1Image(data, affine, header)
-    return img
+    # the voxels read, not the file or its decompressed bytes again, with the valid affine and a NIfTI-1 header:
+    # a NIfTI-2 header becomes NIfTI-1 field by field; nibabel keeps its size field (540) and, checking it, warns
+    # a user of a valid file that it mended it
+    header = nib.Nifti1Header.from_header(img.header, check=False)
+    header["sizeof_hdr"] = nib.Nifti1Header.sizeof_hdr
+    return nib.Nifti1Image(data, _valid_affine(img, path, what), header)
 
 
 def _is_identity(matrix: np.ndarray) -> bool:
