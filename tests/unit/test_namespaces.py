@@ -41,6 +41,14 @@ def test_the_registry_knows_every_network_without_importing_them_first() -> None
                                  "wei2022_mmoc"}
 
 
+def test_the_registry_imports_every_module_that_registers_a_network() -> None:
+    from cmbstudy.models.registry import BUILT_IN
+
+    registering = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts) for p in PACKAGE.rglob("*.py")
+                   if "register_model(" in p.read_text() and p.name != "registry.py"}
+    assert set(BUILT_IN) == registering
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_public_name_is_its_module_s_object(stage: str) -> None:
     package = importlib.import_module(stage)
