@@ -53,8 +53,10 @@ def test_the_table_would_see_a_changed_number(smoke_study, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("key, stored, now, same", [
-    ("run.x-fold0.pred-test.probability.max", "0.8973", "0.8974", True),  # one unit of the 4th digit
-    ("run.x-fold0.pred-test.probability.max", "0.8973", "0.8975", False),
+    ("run.x-fold0.pred-test.probability.mean", "0.8973", "0.8974", True),  # one unit of the 4th digit
+    ("run.x-fold0.pred-test.probability.mean", "0.8973", "0.8975", False),
+    ("run.x-fold0.pred-test.probability.max", "0.0945", "0.0946", True),  # one unit of the 3rd digit
+    ("run.x-fold0.pred-test.probability.max", "0.0945", "0.0947", False),
     ("run.x-fold0.history.2.train_loss", "1.2", "1.201", True),  # "1.2000" kept as "1.2"
     ("glue.08_burden.rho", "0.123456", "0.123457", True),  # one unit of the 6th digit
     ("glue.08_burden.rho", "0.123456", "0.1235", False),  # a 6-digit value is not held to 4
