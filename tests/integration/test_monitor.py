@@ -223,7 +223,12 @@ def test_follow_up_cohort_is_monitored_end_to_end(tmp_path: Path, capsys) -> Non
         assert status.shape == baseline.shape and set(np.unique(status)) <= {0, 1, 2, 3}
         assert (out / subject / "monitor_report.pdf").read_bytes()[:4] == b"%PDF"
     scores = evaluate_monitoring(out, one, n_bootstrap=20)
-    assert scores.summary["n_pairs"] == 2 and 0.0 <= scores.summary["severity_agreement"] <= 1.0
+    s = scores.summary
+    assert s["n_pairs"] == 2 and 0.0 <= s["severity_agreement"] <= 1.0
+    # the agreement's interval is Wilson's for k of 2 pairs right (none right: up to z^2 / (2 + z^2) = 0.6576)
+    wilson = {0: (0.0, 0.6576), 1: (0.0945, 0.9055), 2: (0.3424, 1.0)}[round(2 * s["severity_agreement"])]
+    assert (s["severity_agreement_ci_low"], s["severity_agreement_ci_high"]) == pytest.approx(wilson, abs=1e-4)
+    assert f"[{s['severity_agreement_ci_low']:.1%}, {s['severity_agreement_ci_high']:.1%}]" in scores.format_table()
     # one detection per scan, kept at several thresholds: at the model's own, the table monitor wrote
     model = load_detection_model(None)
     own = monitoring_point(model).second_look  # the packaged model's monitoring threshold, where it has one

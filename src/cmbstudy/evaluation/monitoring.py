@@ -11,7 +11,9 @@ that is new; otherwise it is a **false "new"**, either on a persistent CMB
 (the baseline's CMB not recognised) or where the reference has no CMB
 (detector noise). A reference new CMB not called new is a false negative. The
 naive rule (``new_naive``) is scored the same way. Severity is compared per
-pair: agreement and Cohen's kappa with linear weights (scikit-learn).
+pair: agreement, with its Wilson 95% interval (scipy's ``binomtest``: a few
+dozen pairs, each of which moves the agreement by several points), and Cohen's
+kappa with linear weights (scikit-learn).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 from sklearn.metrics import cohen_kappa_score
 
 from ..errors import InputError
@@ -52,7 +55,8 @@ class MonitoringScores:
                  f"no CMB there {s['false_new_no_cmb_per_pair']:.2f})",
                  f"  naive rule:  P {s['naive_precision']:.3f}  R {s['naive_recall']:.3f}  F1 {s['naive_f1']:.3f}  "
                  f"false new per pair {s['naive_false_new_per_pair']:.2f}",
-                 f"  severity right for {s['severity_agreement']:.1%} of pairs, weighted kappa "
+                 f"  severity right for {s['severity_agreement']:.1%} of pairs "
+                 f"[{s['severity_agreement_ci_low']:.1%}, {s['severity_agreement_ci_high']:.1%}], weighted kappa "
                  f"{s['severity_weighted_kappa']:.3f}"]
         return "\n".join(lines)
 
@@ -194,6 +198,8 @@ def evaluate_monitoring(pred_dir: str | Path, ref_root: str | Path, distance: fl
     kappa = (float(cohen_kappa_score(ref_sev, our_sev, weights="linear", labels=list(range(len(SEVERITIES)))))
              if len(set(ref_sev) | set(our_sev)) > 1 else float("nan"))
     n = len(per_pair)
+    right = int((ref_sev == our_sev).sum())
+    agreement = binomtest(right, n).proportion_ci(confidence_level=0.95, method="wilson")
     summary = {
         "n_pairs": n, "n_reference_new": int(per_pair["reference_new"].sum()), "distance_voxels": distance,
         "precision": precision, "recall": recall, "f1": f1, "f1_ci_low": low, "f1_ci_high": high,
@@ -203,7 +209,8 @@ def evaluate_monitoring(pred_dir: str | Path, ref_root: str | Path, distance: fl
         "naive_precision": naive[0], "naive_recall": naive[1], "naive_f1": naive[2],
         "naive_f1_ci_low": naive_low, "naive_f1_ci_high": naive_high,
         "naive_false_new_per_pair": float(totals["naive_fp"]) / n,
-        "severity_agreement": float((ref_sev == our_sev).mean()), "severity_weighted_kappa": kappa,
+        "severity_agreement": right / n, "severity_agreement_ci_low": agreement.low,
+        "severity_agreement_ci_high": agreement.high, "severity_weighted_kappa": kappa,
     }
     summary = {key: float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer) else v
                for key, v in summary.items()}  # plain numbers: glued into the book and written as JSON
