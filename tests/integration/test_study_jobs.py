@@ -78,6 +78,19 @@ def test_a_kernel_that_never_started_is_started_again(tmp_path: Path, monkeypatc
 
 
 @pytest.mark.skipif(os.name != "posix", reason="kernels talk over TCP where there are no Unix sockets")
+def test_a_notebook_s_kernel_is_ended_not_waited_for(tmp_path: Path) -> None:
+    # once the last cell has run, the kernel is killed: it never reaches its exit handlers, of which this
+    # one would write a file and then keep a kernel that was asked to shut down alive for a minute
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import atexit, time\n"
+        "atexit.register(time.sleep, 60)\n"
+        "atexit.register(lambda: open('exited', 'w').close())  # run first: the last registered runs first")])
+    nbformat.write(notebook, tmp_path / "a.ipynb")
+    run_notebook(tmp_path / "a.ipynb", tmp_path / "out" / "a.ipynb", {}, tmp_path)
+    assert (tmp_path / "out" / "a.ipynb").is_file()
+    assert not (tmp_path / "exited").exists()
+
+
 def test_each_kernel_gets_sockets_of_its_own() -> None:
     first, second = jobs._kernel_config(), jobs._kernel_config()
     assert first.KernelManager.transport == "ipc" and first.KernelManager.ip != second.KernelManager.ip
