@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     scored = evaluate_monitoring(monitored, pairs, distance=profile.evaluation.match_distance_voxels,
                                  n_bootstrap=profile.evaluation.n_bootstrap, seed=profile.seed)
     per_pair, summary = scored.per_pair, scored.summary
-    right = int((per_pair["severity"] == per_pair["reference_severity"]).sum())
+    right = summary["severity_right"]
     severities = severity_breakdown(per_pair)
     print(f"{args.run.name}, monitoring threshold {threshold:g}, {len(per_pair)} pairs of seed {args.seed}")
     print(scored.format_table())

@@ -225,8 +225,9 @@ def test_follow_up_cohort_is_monitored_end_to_end(tmp_path: Path, capsys) -> Non
     scores = evaluate_monitoring(out, one, n_bootstrap=20)
     s = scores.summary
     assert s["n_pairs"] == 2 and 0.0 <= s["severity_agreement"] <= 1.0
+    assert s["severity_right"] == int((scores.per_pair["severity"] == scores.per_pair["reference_severity"]).sum())
     # the agreement's interval is Wilson's for k of 2 pairs right (none right: up to z^2 / (2 + z^2) = 0.6576)
-    wilson = {0: (0.0, 0.6576), 1: (0.0945, 0.9055), 2: (0.3424, 1.0)}[round(2 * s["severity_agreement"])]
+    wilson = {0: (0.0, 0.6576), 1: (0.0945, 0.9055), 2: (0.3424, 1.0)}[s["severity_right"]]
     assert (s["severity_agreement_ci_low"], s["severity_agreement_ci_high"]) == pytest.approx(wilson, abs=1e-4)
     assert f"[{s['severity_agreement_ci_low']:.1%}, {s['severity_agreement_ci_high']:.1%}]" in scores.format_table()
     # one detection per scan, kept at several thresholds: at the model's own, the table monitor wrote

@@ -209,7 +209,7 @@ def evaluate_monitoring(pred_dir: str | Path, ref_root: str | Path, distance: fl
         "naive_precision": naive[0], "naive_recall": naive[1], "naive_f1": naive[2],
         "naive_f1_ci_low": naive_low, "naive_f1_ci_high": naive_high,
         "naive_false_new_per_pair": float(totals["naive_fp"]) / n,
-        "severity_agreement": right / n, "severity_agreement_ci_low": agreement.low,
+        "severity_right": right, "severity_agreement": right / n, "severity_agreement_ci_low": agreement.low,
         "severity_agreement_ci_high": agreement.high, "severity_weighted_kappa": kappa,
     }
     summary = {key: float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer) else v
