@@ -10,7 +10,8 @@ validation subjects exactly as training does (:func:`cmbstudy.training.second_lo
 never on a test subject. It prints, for one stage and two: pooled P / R / F1 /
 FP per subject with 95% bootstrap intervals over test subjects, recall of
 CMBs <= 3 mm, Spearman rho of the counts, ARIA-H category agreement; the
-candidates' recall ceiling overall and by size and their number per subject;
+candidates' recall ceiling overall and by size and their number per subject, and
+both for those past the second look's screen, which it looks at twice;
 the false positives by kind (the synthetic cohort's mimic labels, read only to
 name errors); and the second look's seconds per subject. ``--json`` writes it all.
 """
@@ -112,7 +113,7 @@ def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str]
             model = dataclasses.replace(model, second_look=second, calibrated=point)
     curve_counts = {n: [] for n in fits}
     rows = {"one stage": [], "two stages": []}
-    ceiling, n_candidates, seconds_second = [], [], []
+    ceiling, n_candidates, n_looked, seconds_second = [], [], [], []
     fp_kinds = {"one stage": [], "two stages": []}
     for subject in test_subjects:
         volume = load_preprocessed([subject], profile.preprocess, cache, progress=False)[0]
@@ -126,12 +127,17 @@ def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str]
         mimic = np.asarray(nib.load(subject.extra_paths["mimic"]).dataobj) if "mimic" in subject.extra_paths else None
         candidates = find_candidates(prob, image, brain, volume.input_voxel_mm, second.settings.candidate_threshold,
                                      second.settings.log_candidates, ev.connectivity)
-        gaps = (np.linalg.norm(candidates.centres[:, None] - ref.centroids[None], axis=2).min(axis=0)
-                if candidates.n and ref.n else np.full(ref.n, np.inf))
-        ceiling.append(pd.DataFrame({"found": gaps <= ev.match_distance_voxels, "diameter": diam}))
+        features = candidate_features(candidates, prob, brain, volume.input_voxel_mm, phase)
+        looked = second.looked_at(features)  # past the screen
+        gaps = (np.linalg.norm(candidates.centres[:, None] - ref.centroids[None], axis=2)
+                if candidates.n and ref.n else np.full((candidates.n, ref.n), np.inf))
+        ceiling.append(pd.DataFrame({
+            "found": gaps.min(axis=0, initial=np.inf) <= ev.match_distance_voxels,
+            "found past the screen": gaps[looked].min(axis=0, initial=np.inf) <= ev.match_distance_voxels,
+            "diameter": diam}))
         n_candidates.append(candidates.n)
+        n_looked.append(int(looked.sum()))
         if fits:
-            features = candidate_features(candidates, prob, brain, volume.input_voxel_mm, phase)
             for n, (fitted, fitted_point, _) in fits.items():
                 curve_counts[n].append(_curve_counts(fitted, fitted_point, candidates, features, ref.centroids,
                                                      diam <= SMALL_DIAMETER_MM, ev.match_distance_voxels))
@@ -168,6 +174,10 @@ def measure(run: Path, data: Path, test: Path, refit: bool, overrides: list[str]
     out["recall_ceiling_small"] = float(found.loc[found["diameter"] <= SMALL_DIAMETER_MM, "found"].mean())
     out["recall_ceiling_by_size"] = {str(k): round(float(v), 3) for k, v in found.groupby(bins, observed=True)["found"].mean().items()}
     out["candidates_per_subject"] = float(np.mean(n_candidates))
+    out["looked_at_per_subject"] = float(np.mean(n_looked))
+    out["recall_ceiling_past_the_screen"] = float(found["found past the screen"].mean())
+    out["recall_ceiling_small_past_the_screen"] = float(
+        found.loc[found["diameter"] <= SMALL_DIAMETER_MM, "found past the screen"].mean())
     out["learning_curve"] = {}
     for n, counts in curve_counts.items():
         tp, fp, fn, tp_small = np.asarray(counts).sum(axis=0)
@@ -186,6 +196,8 @@ def _print(result: dict) -> None:
     print(f"  candidates per subject {result['candidates_per_subject']:.1f}; recall ceiling "
           f"{result['recall_ceiling']:.3f} (<= 3 mm: {result['recall_ceiling_small']:.3f}); by size "
           f"{result['recall_ceiling_by_size']}")
+    print(f"  past the screen, looked at twice: {result['looked_at_per_subject']:.1f} per subject; recall ceiling "
+          f"{result['recall_ceiling_past_the_screen']:.3f} (<= 3 mm: {result['recall_ceiling_small_past_the_screen']:.3f})")
     print(f"  second look: {result['second_look_seconds_per_subject']:.3f} s per subject (median); "
           f"operating point {result['operating_point']['threshold']:g} / {result['operating_point']['min_voxels']} vox"
           f" / second look {result['operating_point']['second_look']}")

@@ -151,6 +151,9 @@ class SecondLookConfig:
     enabled: bool = True  # train a second look after calibration; predict and detect then use it
     candidate_threshold: float = 0.1  # the network's candidates: components of its map at this probability
     log_candidates: int = 400  # most blob-detector candidates per volume (0: the network's only)
+    # blobs that the image features' gradient boosting scores below this are dropped before the patch CNN and the
+    # combiner look at them (a cascade: a few dozen of a volume's hundreds are looked at twice); 0: none dropped
+    screen_probability: float = 0.001
     classifiers: tuple[str, ...] = ("boosting", "logistic")  # tried on validation; the best is kept
     cv_splits: int = 4  # subject folds of the validation subjects for out-of-fold scores
     cv_repeats: int = 5  # draws of those folds; a threshold's F1 is pooled over every draw

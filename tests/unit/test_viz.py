@@ -253,13 +253,15 @@ def test_candidates_figure_draws_every_kind_and_refuses_an_unknown_one(rng: np.r
     from cmbstudy.figures.candidates import CANDIDATE_STYLES, plot_candidates
 
     image = rng.normal(size=(40, 30))
-    points = {"dropped": np.array([[5.0, 6.0], [7.0, 8.0], [9.0, 10.0]]), "kept, CMB": np.array([[20.0, 15.0]]),
+    points = {"screened out": np.array([[2.0, 3.0], [30.0, 4.0]]),
+              "dropped": np.array([[5.0, 6.0], [7.0, 8.0], [9.0, 10.0]]), "kept, CMB": np.array([[20.0, 15.0]]),
               "kept, not a CMB": np.zeros((0, 2)), "reference": np.array([[20.0, 15.5]])}
     fig = plot_candidates(image, points, title="two looks")
     ax = fig.axes[0]
     drawn = {c.get_gid(): len(c.get_offsets()) for c in ax.collections}
     assert drawn == {kind: len(points[kind]) for kind in CANDIDATE_STYLES}
-    assert [t.get_text() for t in ax.get_legend().get_texts()][0] == "dropped by the second look (3)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()][:2] == ["dropped by the screen (2)",
+                                                                       "dropped by the second look (3)"]
     assert ax.images[0].get_array().shape == (30, 40)  # drawn transposed: rows Y, columns X
     with pytest.raises(InputError, match="unknown kinds"):
         plot_candidates(image, {"maybe": np.zeros((0, 2))})

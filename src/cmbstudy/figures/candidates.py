@@ -22,6 +22,7 @@ __all__ = ["CANDIDATE_STYLES", "plot_candidates"]
 
 #: Marker, colour and label of each kind of point: kept candidates take the overlays' TP/FP colours.
 CANDIDATE_STYLES: dict[str, tuple[str, str, str]] = {
+    "screened out": (".", "silver", "dropped by the screen"),
     "dropped": ("x", "silver", "dropped by the second look"),
     "kept, CMB": ("o", DETECTION_COLORS["TP"], "kept: a reference CMB"),
     "kept, not a CMB": ("o", DETECTION_COLORS["FP"], "kept: no reference CMB"),

@@ -23,7 +23,12 @@ score in [0, 1]: an image model on the image alone (gradient boosting on the
 image features, and the patch CNN, their logits averaged), trained on the blobs
 of the run's training subjects (no network is involved, so none of them is
 in-sample), and a combiner of its score with the network's features, trained on
-the run's validation subjects, which the network never saw. Candidates at or
+the run's validation subjects, which the network never saw. The gradient
+boosting costs microseconds per candidate, the patch CNN far more, so the
+boosting screens first (:func:`screened`): a blob that it gives less than
+``second_look.screen_probability`` (0.001) is dropped and scores 0, and the
+patch CNN and the combiner look at the rest, a few dozen of a volume's
+hundreds, with the network's candidates. Candidates at or
 above the operating point's ``second_look`` threshold are kept, and of kept
 candidates within the match distance of each other the best scored
 (:func:`~cmbstudy.inference.candidates.suppress_duplicates`): these are the
@@ -59,9 +64,9 @@ from .features import (FEATURES, IMAGE_COLUMNS, IMAGE_FEATURES, N_COLUMNS, NETWO
                        candidate_features, candidate_patches)
 
 __all__ = ["FEATURES", "NETWORK_FEATURES", "IMAGE_FEATURES", "IMAGE_COLUMNS", "PATCH_COLUMNS", "N_COLUMNS",
-           "stack_scores", "candidate_patches", "image_scores", "patch_logits", "SecondLook", "Detections",
-           "candidate_features", "score_candidates", "find_detections", "keep_candidates", "save_second_look",
-           "load_second_look", "THRESHOLDS"]
+           "stack_scores", "candidate_patches", "boosted_scores", "screened", "image_scores", "patch_logits",
+           "SecondLook", "Detections", "candidate_features", "score_candidates", "find_detections", "keep_candidates",
+           "save_second_look", "load_second_look", "THRESHOLDS"]
 
 #: The second look's score thresholds that its operating points are chosen from (for one scan, and for monitoring).
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)
@@ -90,13 +95,38 @@ def patch_logits(model: PatchNet, features: np.ndarray) -> np.ndarray:
     return torch.stack(turns).mean(dim=0).double().numpy()
 
 
-def image_scores(image_estimator: Any, patch_model: PatchNet | None, features: np.ndarray) -> np.ndarray:
-    """(n,) the image model's probability of a CMB for (n, :data:`N_COLUMNS`) candidates: gradient boosting on the
-    image features, its logit averaged with the patch CNN's where there is one."""
+def boosted_scores(image_estimator: Any, features: np.ndarray) -> np.ndarray:
+    """(n,) the image model's gradient boosting's probability of a CMB, on the image features of (n, :data:`N_COLUMNS`)
+    candidates."""
     features = np.asarray(features, dtype=np.float64).reshape(-1, N_COLUMNS)
     if not len(features):
         return np.zeros(0)
-    boosted = image_estimator.predict_proba(features[:, IMAGE_COLUMNS])[:, 1]
+    return image_estimator.predict_proba(features[:, IMAGE_COLUMNS])[:, 1]
+
+
+def screened(features: np.ndarray, boosted: np.ndarray, screen_probability: float) -> np.ndarray:
+    """(n,) bool: the candidates looked at twice, the network's and the blobs that the gradient boosting of the
+    image features (``boosted``) gives at least ``screen_probability``.
+
+    The screen is the cascade's cheap step: a volume's blob detector proposes hundreds of dark dots so that
+    hardly a CMB is missed, and the boosting, a few microseconds per candidate, drops those that are plainly not
+    one; the patch CNN and the combiner then look at a few dozen. A component of the network's map always
+    passes: the network has already looked at it.
+    """
+    features = np.asarray(features, dtype=np.float64).reshape(-1, N_COLUMNS)
+    return (features[:, FEATURES.index("from_network")] > 0) | (np.asarray(boosted) >= screen_probability)
+
+
+def image_scores(image_estimator: Any, patch_model: PatchNet | None, features: np.ndarray,
+                 boosted: np.ndarray | None = None) -> np.ndarray:
+    """(n,) the image model's probability of a CMB for (n, :data:`N_COLUMNS`) candidates: gradient boosting on the
+    image features (``boosted``, where already computed), its logit averaged with the patch CNN's where there is
+    one."""
+    features = np.asarray(features, dtype=np.float64).reshape(-1, N_COLUMNS)
+    if not len(features):
+        return np.zeros(0)
+    if boosted is None:
+        boosted = boosted_scores(image_estimator, features)
     if patch_model is None:
         return boosted
     p = np.clip(boosted, 1e-6, 1 - 1e-6)
@@ -131,15 +161,33 @@ class SecondLook:
     patch_model: PatchNet | None = None
 
     def image_score(self, features: np.ndarray) -> np.ndarray:
-        """(n,) the image model's probability of a CMB for (n, :data:`N_COLUMNS`) candidates (:func:`image_scores`)."""
-        return image_scores(self.image_estimator, self.patch_model, features)
+        """(n,) the image model's probability of a CMB for (n, :data:`N_COLUMNS`) candidates (:func:`image_scores`);
+        0 for a blob that the screen drops (:func:`screened`)."""
+        features = np.asarray(features, dtype=np.float64).reshape(-1, N_COLUMNS)
+        scores = np.zeros(len(features))
+        boosted = boosted_scores(self.image_estimator, features)
+        looked = screened(features, boosted, self.settings.screen_probability)
+        if looked.any():
+            image = image_scores(self.image_estimator, self.patch_model, features[looked], boosted[looked])
+            scores[looked] = np.maximum(image, np.finfo(np.float64).tiny)  # > 0: looked at
+        return scores
+
+    def looked_at(self, features: np.ndarray) -> np.ndarray:
+        """(n,) bool: the candidates that pass the screen (:func:`screened`) and are looked at twice."""
+        return screened(features, boosted_scores(self.image_estimator, features), self.settings.screen_probability)
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        """(n,) probability of a CMB for (n, :data:`N_COLUMNS`) candidates: the combiner of the image model's score."""
+        """(n,) probability of a CMB for (n, :data:`N_COLUMNS`) candidates: the combiner of the image model's score;
+        0 for a blob that the screen drops (:func:`screened`), and above 0 for every candidate looked at."""
         features = np.asarray(features, dtype=np.float64).reshape(-1, N_COLUMNS)
-        if not len(features):
-            return np.zeros(0)
-        return self.estimator.predict_proba(stack_scores(self.image_score(features), features))[:, 1]
+        scores = np.zeros(len(features))
+        boosted = boosted_scores(self.image_estimator, features)
+        looked = screened(features, boosted, self.settings.screen_probability)
+        if looked.any():
+            image = image_scores(self.image_estimator, self.patch_model, features[looked], boosted[looked])
+            combined = self.estimator.predict_proba(stack_scores(image, features[looked]))[:, 1]
+            scores[looked] = np.maximum(combined, np.finfo(np.float64).tiny)  # > 0: looked at
+        return scores
 
 
 @dataclass(frozen=True)
@@ -148,7 +196,7 @@ class Detections:
 
     lesions: Lesions  # the detected CMBs (labels, centroids, sizes, the network's peak probability)
     scores: np.ndarray  # (n,) the second look's score of each lesion (the network's peak for one stage)
-    n_candidates: int  # candidates looked at twice (0 for one stage)
+    n_candidates: int  # candidates looked at twice, past the screen (scored above 0; 0 for one stage)
 
 
 def _blob_region(ratio: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -228,7 +276,7 @@ def keep_candidates(candidates: Candidates, scores: np.ndarray, probability: np.
         peaks.append(float(np.asarray(probability)[tuple(region.T)].max()))
     lesions = Lesions(labels, np.asarray(centroids, float).reshape(-1, 3), np.asarray(n_voxels, np.int64),
                       np.asarray(peaks, float))
-    return Detections(lesions, scores[np.asarray(kept, dtype=int)], candidates.n)
+    return Detections(lesions, scores[np.asarray(kept, dtype=int)], int(np.count_nonzero(np.asarray(scores) > 0)))
 
 
 def _sidecar(path: Path) -> Path:
@@ -289,8 +337,9 @@ def load_second_look(path: Path) -> SecondLook:
                       f"{sklearn.__version__}: regenerate it if its scores look wrong", stacklevel=2)
     try:
         stored = joblib.load(io.BytesIO(data))
-        settings = SecondLookConfig(**{k: (tuple(v) if isinstance(v, list) else v)
-                                       for k, v in info["settings"].items()})
+        # a second look written before the screen looked at every candidate, and scores so
+        settings = SecondLookConfig(**{"screen_probability": 0.0, **{k: (tuple(v) if isinstance(v, list) else v)
+                                                                      for k, v in info["settings"].items()}})
         monitoring = info.get("monitoring", {}).get("threshold")
         patch_model = None
         if stored.get("patch_model") is not None:

@@ -16,8 +16,12 @@ subjects:
    (:mod:`cmbstudy.training.fit_cache`);
 2. the combiner of the image model's score with the network's features is
    trained on the candidates of the validation subjects, which the network never
-   saw. Each kind of ``second_look.classifiers`` (gradient boosting, logistic
-   regression) is scored out of fold over subject folds of them, the folds drawn
+   saw. A blob that the image model's gradient boosting gives less than
+   ``second_look.screen_probability`` is dropped by the screen
+   (:func:`~cmbstudy.inference.second_look.screened`) and scores 0, as at
+   detection; the combiner still learns from it. Each kind of
+   ``second_look.classifiers`` (gradient boosting, logistic regression) is
+   scored out of fold over subject folds of them, the folds drawn
    ``second_look.cv_repeats`` times; the threshold on its score with the best
    lesion-wise F1 (paper rule, after
    :func:`~cmbstudy.inference.candidates.suppress_duplicates`), pooled over the
@@ -50,16 +54,16 @@ from ..evaluation.operating_point import OperatingPoint
 from ..evaluation.scores import summarize_detection
 from ..inference.candidates import find_candidates, keep_best_at
 from ..inference.model_store import DetectionModel, packaged_model_path, second_look_path
-from ..inference.second_look import (IMAGE_COLUMNS, THRESHOLDS, SecondLook, candidate_features, image_scores,
-                                     save_second_look, stack_scores)
+from ..inference.second_look import (IMAGE_COLUMNS, THRESHOLDS, SecondLook, boosted_scores, candidate_features,
+                                     image_scores, save_second_look, screened, stack_scores)
 from ..inference.sliding_window import predict_volume
 from ..models.patch_net import PatchNet
 from ..preprocessing.cache import default_cache_dir, load_preprocessed
 from .fit_cache import fit_key, load_or_fit
 from .patch_model import fit_patch_model
 
-__all__ = ["CLASSIFIERS", "SecondLookCase", "CandidateSet", "make_classifier", "collect_candidates", "best_threshold",
-           "fit_image_model", "fit_second_look", "SecondLookSummary", "train_model_second_look"]
+__all__ = ["CLASSIFIERS", "SecondLookCase", "CandidateSet", "make_classifier", "collect_candidates", "recall_ceiling",
+           "best_threshold", "fit_image_model", "fit_second_look", "SecondLookSummary", "train_model_second_look"]
 
 CLASSIFIERS: tuple[str, ...] = ("boosting", "logistic")
 
@@ -110,6 +114,17 @@ def make_classifier(kind: str, seed: int, small: bool = False) -> Any:
 
         return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
     raise ConfigError(f"second-look classifier {kind!r}: use one of {', '.join(CLASSIFIERS)}")
+
+
+def recall_ceiling(found: CandidateSet, keep: np.ndarray, match_distance: float) -> float:
+    """The share of ``found``'s reference CMBs with a candidate where ``keep`` is True within ``match_distance``."""
+    reached = 0
+    for s, ref in enumerate(found.references):
+        kept = found.centres[s][np.asarray(keep, bool)[found.subjects == s]]
+        if len(ref) and len(kept):
+            reached += int((np.linalg.norm(kept[:, None] - ref[None], axis=2).min(axis=0) <= match_distance).sum())
+    total = sum(len(ref) for ref in found.references)
+    return reached / total if total else math.nan
 
 
 def collect_candidates(cases: Sequence[SecondLookCase], settings: SecondLookConfig, match_distance: float,
@@ -250,12 +265,18 @@ def fit_second_look(cases: Sequence[SecondLookCase], training: Sequence[SecondLo
                               "n_candidate_cmbs": int((found.labels == 1).sum()), "recall_ceiling": found.recall_ceiling,
                               "n_training_subjects": len(training), "n_training_blobs": n_blobs,
                               "n_training_blob_cmbs": n_blob_cmbs, "image_model_key": key, "classifiers": {}}
+    looked = np.ones(len(found.labels), bool)
+    if image_model is not None and len(found.labels):
+        looked = screened(found.features, boosted_scores(image_model, found.features), settings.screen_probability)
+        report.update({"n_looked_at": int(looked.sum()),
+                       "screened_recall_ceiling": recall_ceiling(found, looked, match_distance)})
     if len(cases) < 2 or not _enough(found) or image_model is None:
         report["note"] = "too few candidates of either kind to learn from: one stage kept"
         return None, point, report
     inputs = stack_scores(image_scores(image_model, patch_model, found.features), found.features)
     for kind in settings.classifiers:
-        draws = [_out_of_fold(kind, inputs, found, settings.cv_splits, seed, groups, draw)
+        # the combiner learns from every candidate; a blob that the screen drops scores 0, as at detection
+        draws = [np.where(looked, _out_of_fold(kind, inputs, found, settings.cv_splits, seed, groups, draw), 0.0)
                  for draw in range(max(1, settings.cv_repeats))]
         threshold, summary = best_threshold(found, draws, match_distance)
         report["classifiers"][kind] = {"threshold": threshold, **summary}
@@ -285,7 +306,9 @@ class SecondLookSummary:
         chosen = r["classifiers"][r["chosen"]]
         return (f"second look of {self.model} -> {self.path}\n"
                 f"  {r['n_candidates']} candidates on {r['n_subjects']} validation subjects (recall ceiling "
-                f"{r['recall_ceiling']:.3f}); image model on {r['n_training_blobs']} blobs of "
+                f"{r['recall_ceiling']:.3f}), {r.get('n_looked_at', r['n_candidates'])} past the screen (recall "
+                f"ceiling {r.get('screened_recall_ceiling', r['recall_ceiling']):.3f}); image model on "
+                f"{r['n_training_blobs']} blobs of "
                 f"{r['n_training_subjects']} subjects\n"
                 f"  {r['chosen']} at {chosen['threshold']:g}: out-of-fold precision {chosen['precision']:.3f}, "
                 f"recall {chosen['recall']:.3f}, F1 {chosen['f1']:.3f}, {chosen['fp_per_subject']:.2f} FP per subject")

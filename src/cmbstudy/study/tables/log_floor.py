@@ -5,7 +5,7 @@ A row of the "one look or two" chapter (:mod:`cmbstudy.study.tables.looks`): the
 classical detector's strongest dark blobs (:func:`cmbstudy.inference.candidates.find_candidates`
 with an empty network map), each scored by the run's image model alone
 (:meth:`cmbstudy.inference.second_look.SecondLook.image_score`, trained on the
-blobs of the run's training subjects). Its threshold is the one with the best
+blobs of the run's training subjects; the blobs that its screen drops score 0). Its threshold is the one with the best
 lesion-wise F1 on the run's validation subjects
 (:func:`cmbstudy.training.second_look.best_threshold`), so no test subject
 chooses anything. It shows what the second look does without the network: if
@@ -74,13 +74,15 @@ def _blob_case(subject: Subject, profile: Profile, cache: Path) -> tuple[SecondL
 
 
 def _kept(second: SecondLook, case: SecondLookCase, threshold: float, connectivity: int) -> tuple[np.ndarray, int]:
-    """The centres of the blobs the image model keeps at ``threshold`` (duplicates suppressed); how many it saw."""
+    """The centres of the blobs the image model keeps at ``threshold`` (duplicates suppressed); how many it looked
+    at (past the screen)."""
     s = second.settings
     candidates = find_candidates(case.probability, case.image, case.brain, case.voxel_mm, s.candidate_threshold,
                                  s.log_candidates, connectivity)
     scores = second.image_score(candidate_features(candidates, case.probability, case.brain, case.voxel_mm,
                                                    case.phase))
-    return candidates.centres[keep_best(candidates.centres, scores, threshold, second.merge_distance)], candidates.n
+    return (candidates.centres[keep_best(candidates.centres, scores, threshold, second.merge_distance)],
+            int(np.count_nonzero(scores > 0)))
 
 
 def log_floor_second_look(run_dir: Path | str, data_root: Path | str, test_root: Path | str, profile: Profile,
@@ -137,7 +139,8 @@ class CandidateExample:
         image: (X, Y) slice of the scan on its input grid; z: its index; subject_id: whose.
         points: kind (:data:`cmbstudy.figures.candidates.CANDIDATE_STYLES`) -> (n, 2) (x, y) of the
             candidates and reference CMBs within one slice of ``z``.
-        n_candidates: candidates of the whole volume; n_kept: those the second look kept.
+        n_candidates: candidates of the whole volume; n_looked_at: those past the screen; n_kept: those the
+            second look kept.
     """
 
     subject_id: str
@@ -145,6 +148,7 @@ class CandidateExample:
     image: np.ndarray
     points: dict
     n_candidates: int
+    n_looked_at: int
     n_kept: int
 
     @property
@@ -189,8 +193,11 @@ def candidate_example(run_dir: Path | str, test_root: Path | str, profile: Profi
             if ref.n and candidates.n else np.full(candidates.n, np.inf))
     on_cmb = gaps <= ev.match_distance_voxels
     centres = candidates.centres
-    points = {"dropped": centres[~kept & near(centres)][:, :2],
+    looked = scores > 0  # past the screen
+    points = {"screened out": centres[~looked & near(centres)][:, :2],
+              "dropped": centres[looked & ~kept & near(centres)][:, :2],
               "kept, CMB": centres[kept & on_cmb & near(centres)][:, :2],
               "kept, not a CMB": centres[kept & ~on_cmb & near(centres)][:, :2],
               "reference": ref.centroids[near(ref.centroids)][:, :2] if ref.n else np.zeros((0, 2))}
-    return CandidateExample(subject.subject_id, z, case.image[:, :, z], points, candidates.n, int(kept.sum()))
+    return CandidateExample(subject.subject_id, z, case.image[:, :, z], points, candidates.n, int(looked.sum()),
+                            int(kept.sum()))

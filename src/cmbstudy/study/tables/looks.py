@@ -72,6 +72,11 @@ class Looks:
         return self.example.n_candidates if self.example is not None else 0
 
     @property
+    def example_looked_at(self) -> int:
+        """Those of them past the screen, looked at twice (0 without an example)."""
+        return self.example.n_looked_at if self.example is not None else 0
+
+    @property
     def example_kept(self) -> int:
         """Those of them the second look kept (0 without an example)."""
         return self.example.n_kept if self.example is not None else 0
