@@ -233,3 +233,96 @@ def test_the_recall_ceiling_counts_the_references_that_a_kept_candidate_reaches(
     assert recall_ceiling(found, np.ones(3, bool), 4.0) == found.recall_ceiling == 0.5
     assert recall_ceiling(found, np.array([False, True, True]), 4.0) == 0.5  # the CMB's neighbour reaches it
     assert recall_ceiling(found, np.array([False, False, True]), 4.0) == 0.0
+
+
+def test_the_patch_cnn_is_seeded_leaves_torch_s_random_state_and_can_be_left_out() -> None:
+    settings = SecondLookConfig(log_candidates=60)
+    blobs = collect_candidates([_case(s) for s in range(6)], settings, 4.0)
+    assert blobs.features.shape[1] == N_COLUMNS
+    state = torch.random.get_rng_state()
+    first, second = fit_patch_model(blobs, seed=3), fit_patch_model(blobs, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                     fit_patch_model(blobs, seed=4).state_dict().values()))
+    # the patch is the scan's ratio around each centre: a CMB's centre voxel is dark in it, minus 1
+    patches = candidate_patches(blobs.features)
+    assert patches.shape == (len(blobs.labels), 2) + PATCH_SHAPE
+    assert float(patches[blobs.labels == 1, 0, 4, 4, 2].max()) < -0.3
+    # without a patch CNN the image model is the gradient boosting alone
+    gb = fit_image_model(blobs, seed=0)
+    alone = image_scores(gb, None, blobs.features)
+    assert np.array_equal(alone, gb.predict_proba(blobs.features[:, 3:len(FEATURES)])[:, 1])
+    assert not np.array_equal(image_scores(gb, first, blobs.features), alone)
+    off, _, _ = fit_second_look([_case(s) for s in range(10, 14)], [_case(s) for s in range(4)],
+                                SecondLookConfig(log_candidates=60, cv_splits=2, patch_model=False),
+                                OperatingPoint(0.5), 4.0, seed=0)
+    assert off is not None and off.patch_model is None
+
+
+def test_runs_on_the_same_training_subjects_share_the_image_model(tmp_path, monkeypatch) -> None:
+    settings = SecondLookConfig(log_candidates=60, cv_splits=2)
+    validation, training = [_case(s) for s in range(10, 14)], [_case(s) for s in range(4)]
+    first, _, report = fit_second_look(validation, training, settings, OperatingPoint(0.5), 4.0, seed=0,
+                                       cache=tmp_path)
+
+    def fitted_again(*args, **kwargs):
+        raise AssertionError("the image model was fitted again")
+
+    monkeypatch.setattr("cmbstudy.training.second_look.fit_patch_model", fitted_again)
+    again, _, report_again = fit_second_look(validation, training, settings, OperatingPoint(0.5), 4.0, seed=0,
+                                             cache=tmp_path)
+    assert report_again == report and report["n_training_blobs"] > 0
+    found = collect_candidates(validation, settings, 4.0)
+    assert np.array_equal(again.score(found.features), first.score(found.features))
+    # another training subject, or another seed, is another image model
+    with pytest.raises(AssertionError, match="fitted again"):
+        fit_second_look(validation, training[:3] + [_case(5)], settings, OperatingPoint(0.5), 4.0, seed=0,
+                        cache=tmp_path)
+    with pytest.raises(AssertionError, match="fitted again"):
+        fit_second_look(validation, training, settings, OperatingPoint(0.5), 4.0, seed=1, cache=tmp_path)
+
+
+def test_the_phase_beside_a_scan_tells_a_cmb_s_shift_and_is_missing_without_one() -> None:
+    image, brain, _ = _scan(np.random.default_rng(2), [(12, 12, 8), (28, 28, 14)], [])
+    phase = np.random.default_rng(3).normal(0.0, 0.02, SHAPE).astype(np.float32)
+    phase[11:14, 11:14, 7:10] -= 0.6  # a paramagnetic focus shifts the phase; the other CMB-like blob does not
+    candidates = find_candidates(np.zeros(SHAPE, np.float32), image, brain, VOXEL_MM, 0.1, 50)
+    column = {name: i for i, name in enumerate(FEATURES)}
+    shifted = int(np.argmin(np.linalg.norm(candidates.centres - [12, 12, 8], axis=1)))
+    still = int(np.argmin(np.linalg.norm(candidates.centres - [28, 28, 14], axis=1)))
+    features = candidate_features(candidates, np.zeros(SHAPE, np.float32), brain, VOXEL_MM, phase)
+    assert features[shifted, column["phase_contrast"]] < -0.4 < features[still, column["phase_contrast"]]
+    assert features[shifted, column["phase_deviation"]] > 0.4 > features[still, column["phase_deviation"]]
+    without = candidate_features(candidates, np.zeros(SHAPE, np.float32), brain, VOXEL_MM)
+    assert np.isnan(without[:, [column["phase_contrast"], column["phase_deviation"]]]).all()
+    named = len(FEATURES)
+    assert np.array_equal(np.delete(without[:, :named], [column["phase_contrast"], column["phase_deviation"]], axis=1),
+                          np.delete(features[:, :named], [column["phase_contrast"], column["phase_deviation"]], axis=1))
+    # the patch CNN's input: the same scan patch, and the phase patch (zero without a phase image)
+    scan_patch, phase_patch = candidate_patches(features)[:, 0], candidate_patches(features)[:, 1]
+    assert torch.equal(candidate_patches(without)[:, 0], scan_patch)
+    assert not candidate_patches(without)[:, 1].any()
+    assert float(phase_patch[shifted, 4, 4, 2]) == pytest.approx(float(phase[12, 12, 8]))
+    with pytest.raises(InputError, match="same voxel grid"):
+        candidate_features(candidates, np.zeros(SHAPE, np.float32), brain, VOXEL_MM, phase[:, :, :-1])
+
+
+def test_the_phase_image_is_found_beside_the_magnitude_and_must_share_its_grid(tmp_path) -> None:
+    import nibabel as nib
+
+    from cmbstudy.data.io import load_phase, load_scan, phase_beside
+
+    anat = tmp_path / "sub-1" / "anat"
+    anat.mkdir(parents=True)
+    magnitude = anat / "sub-1_T2starw.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), np.eye(4)), magnitude)
+    assert phase_beside(magnitude) is None and load_phase(magnitude) is None
+    phase = anat / "sub-1_part-phase_T2starw.nii.gz"
+    nib.save(nib.Nifti1Image(np.full(SHAPE, 0.5, np.float32), np.eye(4)), phase)
+    assert phase_beside(magnitude) == phase and phase_beside(phase) is None
+    assert np.allclose(load_phase(magnitude, load_scan(magnitude)[0]), 0.5)
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.diag([2.0, 1, 1, 1])), phase)
+    with pytest.raises(InputError, match="different affine"):
+        load_phase(magnitude, load_scan(magnitude)[0])
