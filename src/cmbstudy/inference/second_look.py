@@ -160,17 +160,24 @@ class SecondLook:
     monitoring_threshold: float | None = None
     patch_model: PatchNet | None = None
 
-    def image_score(self, features: np.ndarray) -> np.ndarray:
-        """(n,) the image model's probability of a CMB for (n, :data:`N_COLUMNS`) candidates (:func:`image_scores`);
-        0 for a blob that the screen drops (:func:`screened`)."""
+    def _past_the_screen(self, features: np.ndarray, combine: bool) -> np.ndarray:
+        """(n,) the image model's score (``combine``: the combiner's of it) of each candidate that passes the screen
+        (:func:`screened`), kept above 0, and 0 for each blob that it drops."""
         features = np.asarray(features, dtype=np.float64).reshape(-1, N_COLUMNS)
         scores = np.zeros(len(features))
         boosted = boosted_scores(self.image_estimator, features)
         looked = screened(features, boosted, self.settings.screen_probability)
         if looked.any():
             image = image_scores(self.image_estimator, self.patch_model, features[looked], boosted[looked])
+            if combine:
+                image = self.estimator.predict_proba(stack_scores(image, features[looked]))[:, 1]
             scores[looked] = np.maximum(image, np.finfo(np.float64).tiny)  # > 0: looked at
         return scores
+
+    def image_score(self, features: np.ndarray) -> np.ndarray:
+        """(n,) the image model's probability of a CMB for (n, :data:`N_COLUMNS`) candidates (:func:`image_scores`);
+        0 for a blob that the screen drops (:func:`screened`)."""
+        return self._past_the_screen(features, combine=False)
 
     def looked_at(self, features: np.ndarray) -> np.ndarray:
         """(n,) bool: the candidates that pass the screen (:func:`screened`) and are looked at twice."""
@@ -179,15 +186,7 @@ class SecondLook:
     def score(self, features: np.ndarray) -> np.ndarray:
         """(n,) probability of a CMB for (n, :data:`N_COLUMNS`) candidates: the combiner of the image model's score;
         0 for a blob that the screen drops (:func:`screened`), and above 0 for every candidate looked at."""
-        features = np.asarray(features, dtype=np.float64).reshape(-1, N_COLUMNS)
-        scores = np.zeros(len(features))
-        boosted = boosted_scores(self.image_estimator, features)
-        looked = screened(features, boosted, self.settings.screen_probability)
-        if looked.any():
-            image = image_scores(self.image_estimator, self.patch_model, features[looked], boosted[looked])
-            combined = self.estimator.predict_proba(stack_scores(image, features[looked]))[:, 1]
-            scores[looked] = np.maximum(combined, np.finfo(np.float64).tiny)  # > 0: looked at
-        return scores
+        return self._past_the_screen(features, combine=True)
 
 
 @dataclass(frozen=True)
