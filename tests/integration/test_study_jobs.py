@@ -77,7 +77,6 @@ def test_a_kernel_that_never_started_is_started_again(tmp_path: Path, monkeypatc
     assert len(starts) == 1  # any other error is not retried
 
 
-@pytest.mark.skipif(os.name != "posix", reason="kernels talk over TCP where there are no Unix sockets")
 def test_a_notebook_s_kernel_is_ended_not_waited_for(tmp_path: Path) -> None:
     # once the last cell has run, the kernel is killed: it never reaches its exit handlers, of which this
     # one would write a file and then keep a kernel that was asked to shut down alive for a minute
@@ -91,6 +90,7 @@ def test_a_notebook_s_kernel_is_ended_not_waited_for(tmp_path: Path) -> None:
     assert not (tmp_path / "exited").exists()
 
 
+@pytest.mark.skipif(os.name != "posix", reason="kernels talk over TCP where there are no Unix sockets")
 def test_each_kernel_gets_sockets_of_its_own() -> None:
     first, second = jobs._kernel_config(), jobs._kernel_config()
     assert first.KernelManager.transport == "ipc" and first.KernelManager.ip != second.KernelManager.ip
