@@ -265,15 +265,16 @@ def fit_second_look(cases: Sequence[SecondLookCase], training: Sequence[SecondLo
                               "n_candidate_cmbs": int((found.labels == 1).sum()), "recall_ceiling": found.recall_ceiling,
                               "n_training_subjects": len(training), "n_training_blobs": n_blobs,
                               "n_training_blob_cmbs": n_blob_cmbs, "image_model_key": key, "classifiers": {}}
-    looked = np.ones(len(found.labels), bool)
+    looked, boosted = np.ones(len(found.labels), bool), None
     if image_model is not None and len(found.labels):
-        looked = screened(found.features, boosted_scores(image_model, found.features), settings.screen_probability)
+        boosted = boosted_scores(image_model, found.features)
+        looked = screened(found.features, boosted, settings.screen_probability)
         report.update({"n_looked_at": int(looked.sum()),
                        "screened_recall_ceiling": recall_ceiling(found, looked, match_distance)})
     if len(cases) < 2 or not _enough(found) or image_model is None:
         report["note"] = "too few candidates of either kind to learn from: one stage kept"
         return None, point, report
-    inputs = stack_scores(image_scores(image_model, patch_model, found.features), found.features)
+    inputs = stack_scores(image_scores(image_model, patch_model, found.features, boosted), found.features)
     for kind in settings.classifiers:
         # the combiner learns from every candidate; a blob that the screen drops scores 0, as at detection
         draws = [np.where(looked, _out_of_fold(kind, inputs, found, settings.cv_splits, seed, groups, draw), 0.0)
