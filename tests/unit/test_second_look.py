@@ -203,13 +203,15 @@ def test_the_screen_drops_plain_blobs_before_the_second_look_looks_at_them(tmp_p
     assert report["screened_recall_ceiling"] == report["recall_ceiling"] == 1.0
     image, brain, _ = _scan(np.random.default_rng(99), [(12, 12, 8), (28, 14, 15)], [(30, 30), (14, 30)])
     probability = np.zeros(SHAPE, np.float32)
-    probability[27:30, 13:16, 14:17] = 0.5  # one network candidate, on a CMB
+    probability[27:30, 13:16, 14:17] = 0.5  # two network candidates: one on a CMB,
+    probability[32:35, 5:8, 3:6] = 0.5  # one on plain tissue, which the boosting alone would drop
     candidates, scores = score_candidates(second, probability, image, brain, VOXEL_MM)
     features = candidate_features(candidates, probability, brain, VOXEL_MM)
     boosted = boosted_scores(second.image_estimator, features)
     looked = screened(features, boosted, 0.01)
     assert np.array_equal(looked, candidates.from_network | (boosted >= 0.01))
-    assert candidates.from_network.sum() == 1 and looked[candidates.from_network].all()
+    assert candidates.from_network.sum() == 2 and looked[candidates.from_network].all()
+    assert (boosted[candidates.from_network] < 0.01).any()  # the network's candidates pass whatever their boosting
     assert 2 <= looked.sum() < candidates.n and (scores[looked] > 0).all() and (scores[~looked] == 0).all()
     assert np.array_equal(second.image_score(features) > 0, looked)
     found = find_detections(probability, point, brain, image, VOXEL_MM, second)
