@@ -67,7 +67,7 @@ def test_an_ordering_needs_intervals_that_do_not_overlap() -> None:
 
 def comparison(ours: dict, best: dict | None, subset: str = "all",
                label: str = "Wei 2022 (MMOC-Net)") -> SimpleNamespace:
-    rows = {"RLK-UNet + CBAM (Cho 2025)": ours}
+    rows = {"RLK-UNet + CBAM (Cho 2026)": ours}
     if best is not None:
         rows[label] = best
     table = pd.DataFrame.from_dict(rows, orient="index")

@@ -1,6 +1,6 @@
 """Cross-validation splits from a seed, saved beside every run (nnU-Net's ``splits_final.json``).
 
-The paper uses 5-fold cross-validation (Cho et al. 2025, Table 3). Folds are
+The paper uses 5-fold cross-validation (Cho et al. 2026, Table 3). Folds are
 built from sorted subject ids and a seed only, so the same cohort and seed
 always give the same folds; with strata (the ARIA-H category of each subject)
 every category is spread over the folds as evenly as it can be.

@@ -3,7 +3,7 @@
 Pure numpy + scipy; no torch and no file I/O. Volumes are 3D arrays indexed
 (X, Y, Z) as read from NIfTI; centroids are in voxel index space unless the
 name says ``_mm``. Each component of a thresholded prediction is one detected
-CMB (Cho et al. 2025, Sec. 2.4).
+CMB (Cho et al. 2026, Sec. 2.4).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Matching predicted to reference lesions: the paper's rule and the VALDO challenge's rule.
 
-* **Paper rule** (Cho et al. 2025, Methods, "Evaluation metrics"): 3D
+* **Paper rule** (Cho et al. 2026, Methods, "Evaluation metrics"): 3D
   connected components of the thresholded prediction; a predicted lesion is a
   true positive when its centroid lies within 4 voxels (Euclidean distance in
   voxel index space, inclusive) of a reference lesion's centroid; matching is
@@ -89,7 +89,7 @@ def match_paper(
     A predicted lesion is a true positive when its centroid lies within
     ``max_distance`` voxels (Euclidean, voxel index space, inclusive: a distance of
     exactly 4.0 matches, 4.01 does not) of a reference centroid; each reference
-    matches at most one prediction and vice versa (Cho et al. 2025, 4-voxel rule).
+    matches at most one prediction and vice versa (Cho et al. 2026, 4-voxel rule).
 
     The assignment is optimal: it maximises the number of matched pairs and, among
     assignments with that number, minimises the summed distance. It is solved with

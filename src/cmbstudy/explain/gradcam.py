@@ -1,4 +1,4 @@
-"""Grad-CAM of the final decoder block (Cho et al. 2025, Figs. 5-6), per lesion, and its focus on lesions.
+"""Grad-CAM of the final decoder block (Cho et al. 2026, Figs. 5-6), per lesion, and its focus on lesions.
 
 The paper shows Grad-CAM maps "extracted from the final decoder block" of the
 model without and with CBAM on the same axial slice. :func:`compute_gradcam`

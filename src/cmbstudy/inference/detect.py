@@ -4,7 +4,7 @@
 (any layout :func:`cmbstudy.data.datasets.load_subjects` reads: BIDS-like,
 VALDO). Each scan goes through the model's preprocessing
 (:func:`cmbstudy.preprocessing.preprocess_image`), the network on every axial
-slice with its two neighbours (Cho et al. 2025, Sec. 2.2), the restoration of
+slice with its two neighbours (Cho et al. 2026, Sec. 2.2), the restoration of
 the probability map onto the input grid, and the model's lesion rule: its second look
 (with the phase image beside the scan, where there is one), or one stage. The count of
 CMBs gives the ARIA-H category (0, 1-4, 5-9, >=10).

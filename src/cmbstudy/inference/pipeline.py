@@ -1,6 +1,6 @@
 """One path from a preprocessed volume to detected CMBs, shared by ``predict`` and ``detect``.
 
-The network on every axial slice with its two neighbours (Cho et al. 2025,
+The network on every axial slice with its two neighbours (Cho et al. 2026,
 Sec. 2.2; :func:`~cmbstudy.inference.sliding_window.predict_volume`), the
 probability map restored onto the input grid, then the lesion rule
 (:func:`cmbstudy.inference.second_look.find_detections`): one stage as the
@@ -54,8 +54,9 @@ def describe_rule(point: OperatingPoint) -> str:
               f"{point.connectivity}-connected, centroid in the brain")
     if point.second_look is None:
         return f"one stage (the paper's method): {single}"
-    return (f"two stages: candidates (the network's map at a low threshold and dark blobs), each looked at again in "
-            f"3D and kept at a second-look score >= {point.second_look:g}")
+    return (f"two stages: candidates (the network's map at a low threshold and dark blobs), a screen that drops the "
+            f"blobs plainly not a CMB, and each candidate left looked at again in 3D and kept at a second-look score "
+            f">= {point.second_look:g}")
 
 
 def map_rule(point: OperatingPoint) -> tuple[float, int]:

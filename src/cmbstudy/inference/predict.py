@@ -1,6 +1,6 @@
 """Prediction of a dataset with a training run's model: ``cmbstudy predict``.
 
-Detection follows the paper (Cho et al. 2025, Sec. 2.4): every axial slice is
+Detection follows the paper (Cho et al. 2026, Sec. 2.4): every axial slice is
 predicted with its two neighbours as input (:mod:`~cmbstudy.inference.sliding_window`),
 the slice probabilities form a 3D map that is mapped back onto the input grid
 (linear interpolation), thresholded, and split into 3D connected components;

@@ -3,7 +3,7 @@
 A registry of networks by name, as timm's (:mod:`~cmbstudy.models.registry`:
 ``get_model("rlk_unet_cbam", **cfg)``, :func:`model_from_config`). Registered:
 
-- ``rlk_unet_cbam``: RLK-UNet with CBAM on the skips (Cho et al. 2025),
+- ``rlk_unet_cbam``: RLK-UNet with CBAM on the skips (Cho et al. 2026),
   :class:`~cmbstudy.models.rlk_unet.RLKUNet`, built from the RLK block
   (:mod:`~cmbstudy.models.rlk`), CBAM (:mod:`~cmbstudy.models.cbam`) and the
   attention-refined skip (:mod:`~cmbstudy.models.gate`); ``model.cbam_skips``

@@ -4,7 +4,7 @@ Written here because neither torch nor MONAI ships it (MONAI has
 squeeze-and-excitation only). ``timm.layers.CbamModule`` matches the paper's
 channel attention, but its spatial attention is a convolution followed by
 BatchNorm (as in Woo et al.'s public code), and this network uses no BatchNorm
-(batch size 2, GroupNorm everywhere); the paper (Cho et al. 2025, Fig. 1b)
+(batch size 2, GroupNorm everywhere); the paper (Cho et al. 2026, Fig. 1b)
 describes a convolution followed by a sigmoid, which is what is written here.
 Tensors are ``(B, C, H, W)``.
 """
@@ -91,7 +91,7 @@ class SpatialAttention(nn.Module):
 class CBAM(nn.Module):
     """Convolutional Block Attention Module (Woo et al. 2018): channel, then spatial.
 
-    ``F' = M_c(F) * F``; ``F'' = M_s(F') * F'`` (Cho et al. 2025, eqs. 1-2,
+    ``F' = M_c(F) * F``; ``F'' = M_s(F') * F'`` (Cho et al. 2026, eqs. 1-2,
     Fig. 1b). The module keeps no state: the attention figures read the spatial
     map ``M_s`` with a forward hook on :attr:`spatial` (:mod:`cmbstudy.explain.cbam_maps`).
 

@@ -1,6 +1,6 @@
 """The attention-refined skip connection of RLK-UNet: CBAM and an attention gate, in parallel.
 
-Cho et al. (2025, section 2.2.2): "In addition to CBAM, attention gates are
+Cho et al. (2026, section 2.2.2): "In addition to CBAM, attention gates are
 applied in parallel to further enhance the spatial selectivity of the skip
 connections by conditioning on the decoder's coarser outputs." Both take the
 encoder's skip feature; the paper does not say how their two outputs are

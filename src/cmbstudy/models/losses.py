@@ -1,4 +1,4 @@
-"""Training loss: Dice + Focal over the final and auxiliary outputs (Cho et al. 2025, section 2.3).
+"""Training loss: Dice + Focal over the final and auxiliary outputs (Cho et al. 2026, section 2.3).
 
 ``L = sum_k lambda_k * (Dice(p_k, g_k) + Focal(p_k, g_k))`` with
 ``lambda = (0.4, 0.3, 0.2, 0.1)`` from the final output to the deepest

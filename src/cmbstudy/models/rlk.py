@@ -1,4 +1,4 @@
-"""The residual large-kernel (RLK) block of RLK-UNet (Cho et al. 2025, section 2.2.1).
+"""The residual large-kernel (RLK) block of RLK-UNet (Cho et al. 2026, section 2.2.1).
 
 Written here because no library ships it (Son et al. 2023, RLK-Unet, after
 RepLKNet, Ding et al. 2022). GroupNorm, GELU and the convolutions come from
@@ -26,7 +26,7 @@ class RLKBlock(nn.Module):
 
     Two pre-activation residual sub-blocks, as in the RLK-Unet of Son et al.
     (2023, Front. Oncol. 13:1273013), which follows RepLKNet (Ding et al., CVPR
-    2022), with the GroupNorm + GELU of Cho et al. (2025, section 2.2.1)::
+    2022), with the GroupNorm + GELU of Cho et al. (2026, section 2.2.1)::
 
         y = PW_out(GELU(GN(DW_k(z) + DW_s(z)))),  z = PW_in(GELU(GN(x)))
         x = x + DropPath(y)                                   # large-kernel mixer

@@ -1,4 +1,4 @@
-"""RLK-UNet with CBAM: the network of Cho et al. (2025, section 2.2, Fig. 1).
+"""RLK-UNet with CBAM: the network of Cho et al. (2026, section 2.2, Fig. 1).
 
 A 2D U-Net on 2.5D input (an axial slice and its two neighbours as 3
 channels). Encoder: a stem convolution, then four stages of

@@ -1,4 +1,4 @@
-"""Preprocessing of one volume for 2.5D slicing (Cho et al. 2025, Methods "Preprocessing").
+"""Preprocessing of one volume for 2.5D slicing (Cho et al. 2026, Methods "Preprocessing").
 
 Steps: canonical RAS orientation (flips and permutations only), brain mask
 (the dataset's, or brain extraction, :mod:`~cmbstudy.preprocessing.brain`),

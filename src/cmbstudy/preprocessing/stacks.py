@@ -1,4 +1,4 @@
-"""The paper's 2.5D input: an axial slice with its two neighbours as 3 channels (Cho et al. 2025, Sec. 2).
+"""The paper's 2.5D input: an axial slice with its two neighbours as 3 channels (Cho et al. 2026, Sec. 2).
 
 Training samples, whole-volume inference and the explanation figures all build
 their input here. Channels are ``z-1, z, z+1``; at the first and last slice the

@@ -1,4 +1,4 @@
-"""The claims of Cho et al. (2025), one function per table or figure, each judged by the rules of :mod:`.verdicts`.
+"""The claims of Cho et al. (2026), one function per table or figure, each judged by the rules of :mod:`.verdicts`.
 
 Each function takes what a notebook computed (a table module's result) and
 returns its :class:`~cmbstudy.study.verdicts.Claim` s: Table 2 and Table 4 (ours
@@ -269,7 +269,7 @@ def explanation_claims(explained: Any, n_resamples: int = 1000, seed: int = 0) -
             note = f"mean over {len(values)} folds with both arms, t interval over folds" + left_out
         elif len(difference):
             note = (f"one pair of trained networks: the interval is over {len(difference)} test slices, not over "
-                    f"trainings; judged with both arms on {MIN_GRADCAM_PAIRS} folds" + left_out)
+                    f"trainings; it is judged once {MIN_GRADCAM_PAIRS} folds have both arms" + left_out)
         else:
             note = "no slice where both arms have a Grad-CAM map"
     return [Claim("Figs. 5-6", "with CBAM, more of the Grad-CAM map lies on the lesions", ORDERING, "cam_focus",

@@ -1,4 +1,4 @@
-"""Figs. 5-6 of Cho et al. (2025) as notebook 10 shows them: Grad-CAM without and with CBAM, CBAM maps.
+"""Figs. 5-6 of Cho et al. (2026) as notebook 10 shows them: Grad-CAM without and with CBAM, CBAM maps.
 
 The two arms are the network without CBAM (``without_cbam``) and the main
 network, at the first comparison fold; the slices are those of the test

@@ -1,4 +1,4 @@
-"""The published numbers of Cho et al. (2025) that the study prints beside its own.
+"""The published numbers of Cho et al. (2026) that the study prints beside its own.
 
 Transcribed from the paper's tables (Tables 2-8 and Fig. 4): precision, recall,
 F1 and false positives per subject (``fp_per_subject``) on the paper's data,

@@ -1,4 +1,4 @@
-"""The verdict table: each claim of Cho et al. (2025), the paper's figure, ours with its 95% CI, and a verdict.
+"""The verdict table: each claim of Cho et al. (2026), the paper's figure, ours with its 95% CI, and a verdict.
 
 Every analysis notebook (Tables 2-8, Fig. 4, the Grad-CAM figures, one look or
 two) writes its claims (:mod:`cmbstudy.study.claims` makes them) to

@@ -1,4 +1,4 @@
-"""The Bezier-curve intensity augmentation of the paper (Cho et al. 2025, Sec. 2.2).
+"""The Bezier-curve intensity augmentation of the paper (Cho et al. 2026, Sec. 2.2).
 
 MONAI has no Bezier intensity transform, so :func:`bezier_intensity` is written
 here, after the monotone variant of Models Genesis (Zhou et al. 2021). The

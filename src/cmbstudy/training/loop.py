@@ -1,6 +1,6 @@
 """The training loop of one fold: ``fit(model, ...) -> RunResult``.
 
-The paper's recipe (Cho et al. 2025, Sec. 2.3 and Table 1): AdamW, the warm-up
+The paper's recipe (Cho et al. 2026, Sec. 2.3 and Table 1): AdamW, the warm-up
 and cosine-restart schedule of :mod:`~cmbstudy.training.schedule`, batch 2,
 Dice + Focal loss with deep supervision (:func:`cmbstudy.models.losses.make_loss`),
 and the checkpoint with the best validation F1 of each fold.

@@ -1,4 +1,4 @@
-"""2.5D slice samples for training (Cho et al. 2025, Sec. 2): neighbour stacks, crops, augmentation.
+"""2.5D slice samples for training (Cho et al. 2026, Sec. 2): neighbour stacks, crops, augmentation.
 
 Each sample is the axial slice ``z`` of a preprocessed volume with its two
 neighbours as 3 channels, ``(3, H, W)`` in the order ``z-1, z, z+1``

@@ -1,4 +1,4 @@
-"""The learning-rate schedule of the paper (Cho et al. 2025, Table 1): linear warm-up, then cosine warm restarts.
+"""The learning-rate schedule of the paper (Cho et al. 2026, Table 1): linear warm-up, then cosine warm restarts.
 
 Epochs ``0 .. warmup_epochs-1`` rise linearly from ``warmup_start_lr`` (epoch 0)
 towards ``lr`` (reached at epoch ``warmup_epochs``); afterwards cosine annealing

@@ -1,6 +1,6 @@
 """Fan et al. (2022): a 2D U-Net on multi-slice input, reconstructed as ``fan2022_unet``.
 
-What is reconstructed: Cho et al. (2025) cite Fan et al. (Front. Med. 9:807443)
+What is reconstructed: Cho et al. (2026) cite Fan et al. (Front. Med. 9:807443)
 for "multi-slice U-Net inputs": a U-Net that segments one axial slice with
 adjacent slices stacked as input channels. Here that is MONAI's
 :class:`~monai.networks.nets.BasicUNet` (the classic encoder-decoder of

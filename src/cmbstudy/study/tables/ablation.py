@@ -1,4 +1,4 @@
-"""Tables 7 and 8 of Cho et al. (2025): the network without CBAM, and with CBAM on 1, 2 or every skip.
+"""Tables 7 and 8 of Cho et al. (2026): the network without CBAM, and with CBAM on 1, 2 or every skip.
 
 The arms are ``study.ablation`` and ``study.main``, each trained at the first
 comparison fold and scored on the test set. An arm is named after its number of CBAM skips

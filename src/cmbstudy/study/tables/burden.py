@@ -1,4 +1,4 @@
-"""Table 6 and Fig. 4 of Cho et al. (2025): burden categories and CMB counts, predicted against reference.
+"""Table 6 and Fig. 4 of Cho et al. (2026): burden categories and CMB counts, predicted against reference.
 
 On the test set, as the main network's comparison-fold model predicts it (the
 model every other method is compared with): the 4 x 4 ARIA-H confusion with its

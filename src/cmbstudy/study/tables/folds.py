@@ -1,4 +1,4 @@
-"""Table 3 of Cho et al. (2025): the main network of every cross-validation fold on the test set, mean and SD.
+"""Table 3 of Cho et al. (2026): the main network of every cross-validation fold on the test set, mean and SD.
 
 Each fold's model (its checkpoint and operating point chosen on that fold's
 validation subjects) scores the same test set, as the paper reports per fold.

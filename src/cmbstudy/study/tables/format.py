@@ -51,7 +51,7 @@ CLASSICAL = "classical"
 
 #: Row label of each method, by variant name (``Profile.variants``); a variant not listed is shown by its name.
 METHOD_LABELS: Mapping[str, str] = MappingProxyType({
-    "rlk_unet_cbam": "RLK-UNet + CBAM (Cho 2025)",
+    "rlk_unet_cbam": "RLK-UNet + CBAM (Cho 2026)",
     "dou2016": "Dou 2016 (two-stage 3D CNN)",
     "fan2022": "Fan 2022 (multi-slice U-Net)",
     "wei2022": "Wei 2022 (MMOC-Net)",

@@ -1,4 +1,4 @@
-"""Method comparison: Table 2 (all lesions) and Table 4 (lesions <= 3 mm) of Cho et al. (2025).
+"""Method comparison: Table 2 (all lesions) and Table 4 (lesions <= 3 mm) of Cho et al. (2026).
 
 One row per method of ``profile.study`` (the paper's network, then the baselines)
 at ``study.comparison_folds``, plus the classical LoG detector

@@ -1,4 +1,4 @@
-"""Table 5 of Cho et al. (2025): trained on one modality, tested on the other.
+"""Table 5 of Cho et al. (2026): trained on one modality, tested on the other.
 
 The main network is trained on the GRE subjects (and, separately, the SWI
 subjects) of the first comparison fold and tested on every test subject of the
