@@ -15,6 +15,7 @@ from cmbstudy.errors import InputError, OutputError
 from cmbstudy.evaluation.operating_point import OperatingPoint
 from cmbstudy.inference.candidates import find_candidates, keep_best, keep_best_at, suppress_duplicates
 from cmbstudy.inference.monitor_files import record_monitoring_threshold
+from cmbstudy.inference.pipeline import describe_rule
 from cmbstudy.inference.features import _edge_distance
 from cmbstudy.inference.second_look import (
     FEATURES,
@@ -220,6 +221,7 @@ def test_the_screen_drops_plain_blobs_before_the_second_look_looks_at_them(tmp_p
     every = dataclasses.replace(second, settings=dataclasses.replace(settings, screen_probability=0.0))
     _, unscreened = score_candidates(every, probability, image, brain, VOXEL_MM)
     assert (unscreened > 0).all() and np.allclose(unscreened[looked], scores[looked])
+    assert "a screen" in describe_rule(point, second) and "screen" not in describe_rule(point, every)  # in words
     # a second look written before the screen had one looks at every candidate, as it was trained to
     saved = save_second_look(second, tmp_path / "second_look.joblib")
     sidecar = json.loads(saved.with_suffix(".json").read_text())

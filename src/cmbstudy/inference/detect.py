@@ -285,7 +285,7 @@ def detect_scan(
     }
     table.to_csv(files["lesions"], sep="\t", index=False, float_format="%.4f")
     map_threshold, map_min_voxels = map_rule(point)
-    rule = describe_rule(point)
+    rule = describe_rule(point, model.second_look)
     header = {"count": count, "category": category, "scan": scan.name, "model": f"{model.name} ({model.source})",
               "threshold": map_threshold, "stages": point.stages, "method": rule, "intended_use": model.intended_use,
               "modality": modality}
@@ -392,4 +392,4 @@ def detect_path(
     results = [dataclasses.replace(r, files={k: out / p.relative_to(tmp) for k, p in r.files.items()})
                for r in results]
     return DetectionSummary(out, loaded.name, loaded.source, str(dev), tuple(results),
-                            loaded.intended_use, describe_rule(point))
+                            loaded.intended_use, describe_rule(point, loaded.second_look))

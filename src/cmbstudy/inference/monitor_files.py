@@ -138,7 +138,8 @@ def write_pair(result: PairResult, pair: PairInput, folder: Path, model: Detecti
                             f"registered place on the baseline scan at least {DARKNESS_RATIO:g} times as dark and "
                             f"darker than the {BACKGROUND_PERCENTILE:g}th percentile of the baseline's background"},
         "severity_rule": f"{SEVERITY_RULE} (Cummings et al. 2023)",
-        "method": describe_rule(point or model.point_for(None)), "model": {"name": model.name, "source": model.source},
+        "method": describe_rule(point or model.point_for(None), model.second_look),
+        "model": {"name": model.name, "source": model.source},
         "brain_extraction": {"baseline": base.brain_source, "followup": result.followup.brain_source},
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "cmbstudy_version": __version__, "intended_use": model.intended_use,

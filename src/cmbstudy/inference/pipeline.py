@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..evaluation.operating_point import OperatingPoint, apply_operating_point, centroids_inside
 from ..preprocessing.geometry import PreprocessedVolume
 from .model_store import DetectionModel
-from .second_look import Detections, find_detections
+from .second_look import Detections, SecondLook, find_detections
 from .sliding_window import predict_volume
 
 __all__ = ["VolumeDetection", "describe_rule", "map_rule", "detection_map", "detect_preprocessed"]
@@ -48,15 +48,18 @@ class VolumeDetection:
     voxel_mm: np.ndarray  # (3,) the input grid's voxel size, as the second look measured with it
 
 
-def describe_rule(point: OperatingPoint) -> str:
-    """The lesion rule in words, for summaries and reports: one stage (the paper's method) or two."""
+def describe_rule(point: OperatingPoint, second_look: SecondLook | None = None) -> str:
+    """The lesion rule in words, for summaries and reports: one stage (the paper's method) or two, with the screen
+    of ``second_look`` (the model's) where it has one."""
     single = (f"probability >= {point.threshold:g}, components of at least {point.min_voxels} voxel(s), "
               f"{point.connectivity}-connected, centroid in the brain")
     if point.second_look is None:
         return f"one stage (the paper's method): {single}"
-    return (f"two stages: candidates (the network's map at a low threshold and dark blobs), a screen that drops the "
-            f"blobs plainly not a CMB, and each candidate left looked at again in 3D and kept at a second-look score "
-            f">= {point.second_look:g}")
+    screen = second_look is not None and second_look.settings.screen_probability > 0
+    looked = ("a screen that drops the blobs plainly not a CMB, and each candidate left looked at again" if screen
+              else "each looked at again")
+    return (f"two stages: candidates (the network's map at a low threshold and dark blobs), {looked} in 3D and kept "
+            f"at a second-look score >= {point.second_look:g}")
 
 
 def map_rule(point: OperatingPoint) -> tuple[float, int]:

@@ -173,7 +173,7 @@ def summarize_monitoring(results_dir: Path | str, profile: Profile, device: str 
                            rownames=["reference"], colnames=["ours"])
     seconds = [json.loads((out / s_id / "monitor.json").read_text())["seconds"]["total"]
                for s_id in per_pair["subject_id"]]
-    return Monitoring("", name, describe_rule(monitoring_point(model, second_look=threshold)), s, scores, false_new,
+    return Monitoring("", name, describe_rule(monitoring_point(model, second_look=threshold), model.second_look), s, scores, false_new,
                       severity, _by_condition(per_pair), per_pair, float(np.median(seconds)),
                       _example(out, pairs_root, per_pair), threshold,
                       None if model.second_look is None else model.second_look.threshold, development)
